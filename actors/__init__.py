@@ -1,0 +1,31 @@
+"""dovecote's user-facing API: actors, their refs, futures and errors.
+
+The engine that moves messages lives in ``runtime``; see ``runtime.ActorSystem``.
+"""
+
+from actors._actor import Actor, ActorContext
+from actors._errors import (
+    ActorCrashedError,
+    ActorError,
+    ActorStoppedError,
+    MailboxFullError,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+)
+from actors._future import ActorFuture
+from actors._ref import ActorRef
+
+__all__ = [
+    "Actor",
+    "ActorContext",
+    "ActorCrashedError",
+    "ActorError",
+    "ActorFuture",
+    "ActorRef",
+    "ActorStoppedError",
+    "MailboxFullError",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+]

@@ -1,0 +1,60 @@
+"""The Actor base class."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from actors._future import ActorFuture
+    from actors._ref import ActorRef
+
+__all__ = ["Actor", "ActorContext"]
+
+
+class ActorContext(Protocol):
+    """``self.system`` inside an actor. Each call returns a future: ``await`` it."""
+
+    def spawn(
+        self, cls: type[Actor], *args: Any, name: str | None = None, worker: int | None = None,
+        **kwargs: Any,
+    ) -> ActorFuture[ActorRef]: ...
+
+    def lookup(self, name: str) -> ActorFuture[ActorRef]: ...
+
+    def stop(self, ref: ActorRef) -> ActorFuture[None]: ...
+
+
+class Actor:
+    """Subclass it; public methods become callable through an :class:`ActorRef`.
+
+    An actor handles one message at a time, in arrival order. A method may be
+    ``async def`` and ``await`` other actors; it keeps the actor busy until it
+    returns, while other actors in the same worker go on.
+    """
+
+    _ref: ActorRef
+    _system: ActorContext
+
+    def on_start(self) -> None:
+        """Runs in the worker after ``__init__``, before any message."""
+
+    def on_stop(self) -> None:
+        """Runs when the actor is stopped or its worker shuts down."""
+
+    def receive(self, message: Any) -> Any:
+        """Handles ``ref.tell(message)`` and ``ref.ask(message)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define receive()")
+
+    @property
+    def ref(self) -> ActorRef:
+        """This actor's own ref."""
+        return self._ref
+
+    @property
+    def system(self) -> ActorContext:
+        """Spawn, look up and stop actors from inside this one."""
+        return self._system
+
+
+# Names a ref may not call: the hooks and the attributes above.
+RESERVED = frozenset({"on_start", "on_stop", "ref", "system"})

@@ -1,0 +1,78 @@
+"""The future returned by every call to an actor."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Generator
+from typing import Any, Generic, TypeVar
+
+__all__ = ["ActorFuture"]
+
+T = TypeVar("T")
+
+# Called by result()/exception() before waiting: the engine uses it to drive its
+# sockets from the waiting thread, or to refuse to block an actor's event loop.
+Waiter = Callable[["ActorFuture[Any]", "float | None"], None]
+
+
+class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` that can also be awaited in asyncio code.
+
+    ``result(timeout)`` raises the builtin ``TimeoutError`` when the call has not
+    completed in time; the call itself goes on and may still complete later.
+    """
+
+    def __init__(self, label: str = "call", waiter: Waiter | None = None) -> None:
+        super().__init__()
+        self.label = label
+        self._waiter = waiter
+
+    def result(self, timeout: float | None = None) -> T:
+        self._wait(timeout)
+        try:
+            return super().result(timeout=0)  # type: ignore[no-any-return]
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"{self.label} did not complete within {timeout} s") from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        try:
+            return super().exception(timeout=0)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"{self.label} did not complete within {timeout} s") from None
+
+    def _wait(self, timeout: float | None) -> None:
+        if self.done():
+            return
+        if self._waiter is not None:
+            self._waiter(self, timeout)
+        else:
+            concurrent.futures.wait([self], timeout=timeout)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if not self.done():
+            yield from _bridge(self).__await__()
+        return self.result()
+
+
+def _bridge(future: ActorFuture[Any]) -> asyncio.Future[None]:
+    """An asyncio future on the running loop that completes with ``future``."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    loop_thread = threading.get_ident()
+
+    def wake(_: object) -> None:
+        if threading.get_ident() == loop_thread:
+            _set_once(waiter)
+        else:
+            loop.call_soon_threadsafe(_set_once, waiter)
+
+    future.add_done_callback(wake)
+    return waiter
+
+
+def _set_once(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

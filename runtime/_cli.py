@@ -1,0 +1,51 @@
+"""The ``dovecote`` command."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from importlib import metadata
+
+from actors import Actor
+from runtime._system import ActorSystem
+
+__all__ = ["main"]
+
+
+class _Counter(Actor):
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+
+    def add(self, n: int = 1) -> int:
+        self.value += n
+        return self.value
+
+
+def _demo(workers: int) -> None:
+    started = time.perf_counter()
+    with ActorSystem(workers=workers) as system:
+        counter = system.spawn(_Counter, 10, name="counter")
+        print(f"up with {workers} workers in {time.perf_counter() - started:.3f} s")
+        print("counter.add(5) ->", counter.add(5).result(timeout=5))
+        futures = [counter.add(1) for _ in range(10_000)]
+        print("10,000 pipelined asks, last ->", futures[-1].result(timeout=30))
+        print("lookup('counter').add(0) ->", system.lookup("counter").add(0).result())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="start a system, talk to an actor, shut down")
+    demo.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.version:
+        print(f"dovecote {metadata.version('dovecote')}")
+    elif args.command == "demo":
+        _demo(args.workers)
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Wire format and serialization. Pure functions: no sockets here.
+
+A message is a list of frames: ``[header, body, *buffers]`` (a ROUTER adds the
+peer's routing id in front). The header is fixed: magic, version, kind, and the
+number of buffer frames that follow the body.
+
+* ``BATCH`` bodies are a pickled list of entries, each
+  ``(kind, msg_id, actor_id, method, blob, nbufs)``: calls, tells and replies.
+  ``blob`` is the call's own pickle of ``(args, kwargs)`` (or of the reply),
+  made at the call site so that a bad argument fails there; its out-of-band
+  buffers are the next ``nbufs`` buffer frames.
+* ``CONTROL`` bodies are a pickled tuple ``(op, *fields)`` of plain values; the
+  supervisor never unpickles user objects.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import cloudpickle
+
+from actors._errors import RemoteError, RemoteTraceback, SerializationError
+
+__all__ = [
+    "BATCH",
+    "CALL",
+    "CONTROL",
+    "ERR",
+    "OK",
+    "TELL",
+    "ProtocolError",
+    "decode_body",
+    "decode_error",
+    "dumps",
+    "dumps_call",
+    "encode_batch",
+    "encode_control",
+    "encode_error",
+    "loads",
+    "pack",
+    "unpack",
+]
+
+MAGIC = b"dc"
+VERSION = 1
+HEADER = struct.Struct("<2sBBI")
+
+BATCH, CONTROL = 1, 2
+CALL, TELL, OK, ERR = 1, 2, 3, 4
+
+# Buffers below this travel inside the pickle: a frame of their own costs more.
+OUT_OF_BAND_MIN = 64 * 1024
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+Buffer = Any  # a PickleBuffer, memoryview or zmq.Frame
+
+
+class ProtocolError(ValueError):
+    """A message that does not parse; the receiver logs it and drops it."""
+
+
+def pack(kind: int, body: bytes, buffers: Sequence[Buffer] = ()) -> list[Any]:
+    return [HEADER.pack(MAGIC, VERSION, kind, len(buffers)), body, *buffers]
+
+
+def unpack(frames: Sequence[Any]) -> tuple[int, bytes, Sequence[Any]]:
+    """Split and check a message; raises ProtocolError on anything malformed."""
+    if len(frames) < 2:
+        raise ProtocolError(f"{len(frames)} frame(s), expected at least 2")
+    header = bytes(frames[0])
+    if len(header) != HEADER.size:
+        raise ProtocolError(f"header of {len(header)} bytes, expected {HEADER.size}")
+    magic, version, kind, nbufs = HEADER.unpack(header)
+    if magic != MAGIC or version != VERSION:
+        raise ProtocolError(f"bad magic/version {magic!r}/{version}")
+    if kind not in (BATCH, CONTROL) or nbufs != len(frames) - 2:
+        raise ProtocolError(f"kind {kind} with {nbufs} buffers in {len(frames)} frames")
+    return kind, frames[1], frames[2:]
+
+
+def _is_plain(obj: Any) -> bool:
+    if type(obj) in _PLAIN:
+        return True
+    if type(obj) is tuple and len(obj) == 2 and type(obj[1]) is dict:  # (args, kwargs)
+        args, kwargs = obj
+        return all(type(a) in _PLAIN for a in args) and all(
+            type(v) in _PLAIN for v in kwargs.values()
+        )
+    return False
+
+
+def dumps(obj: Any, out_of_band: bool = True) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Pickle with protocol 5; large buffers come back separately, uncopied.
+
+    Plain values take the C pickler; anything else goes through cloudpickle, so
+    classes, functions and lambdas from ``__main__`` travel by value.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+
+    def keep_out_of_band(buf: pickle.PickleBuffer) -> bool:
+        if not out_of_band or buf.raw().nbytes < OUT_OF_BAND_MIN:
+            return True
+        buffers.append(buf)
+        return False
+
+    if _is_plain(obj):
+        return pickle.dumps(obj, 5), buffers
+    return cloudpickle.dumps(obj, 5, buffer_callback=keep_out_of_band), buffers
+
+
+def loads(blob: Any, buffers: Sequence[Buffer] = ()) -> Any:
+    return pickle.loads(blob, buffers=[getattr(b, "buffer", b) for b in buffers])
+
+
+def dumps_call(label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, list]:
+    """Pickle a call's arguments, naming the one that fails."""
+    try:
+        return dumps((args, kwargs))
+    except Exception as exc:
+        culprit = _find_unpicklable(args, kwargs)
+        raise SerializationError(f"{label}: cannot pickle {culprit}: {exc}") from exc
+
+
+def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    named = [(f"argument {i}", a) for i, a in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for what, value in named:
+        try:
+            cloudpickle.dumps(value, 5)
+        except Exception:
+            return f"{what} ({type(value).__name__})"
+    return "the arguments"
+
+
+def encode_error(exc: BaseException) -> bytes:
+    """Pickle an exception with its traceback text; degrade to RemoteError."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        blob, _ = dumps((exc, text), out_of_band=False)
+        pickle.loads(blob)  # must come back out, too
+        return blob
+    except Exception:
+        stand_in = RemoteError(str(exc), f"{type(exc).__module__}.{type(exc).__qualname__}")
+        return dumps((stand_in, text), out_of_band=False)[0]
+
+
+def decode_error(blob: Any, buffers: Sequence[Buffer] = ()) -> BaseException:
+    """The exception from ``encode_error``, with the remote traceback as its cause."""
+    try:
+        exc, text = loads(blob, buffers)
+    except Exception as err:
+        return SerializationError(f"could not unpickle a remote exception: {err!r}")
+    exc.__cause__ = RemoteTraceback(text)
+    return exc  # type: ignore[no-any-return]
+
+
+def encode_batch(entries: list[tuple[Any, ...]], buffers: list[Buffer]) -> list[Any]:
+    return pack(BATCH, pickle.dumps(entries, 5), buffers)
+
+
+def encode_control(op: str, *fields: Any) -> list[Any]:
+    return pack(CONTROL, pickle.dumps((op, *fields), 5))
+
+
+def decode_body(body: Any) -> Any:
+    try:
+        return pickle.loads(body)
+    except Exception as exc:
+        raise ProtocolError(f"body does not unpickle: {exc!r}") from None

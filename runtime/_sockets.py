@@ -1,0 +1,90 @@
+"""Socket factories and the few socket options the runtime depends on."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import zmq
+
+__all__ = [
+    "COPY_MIN",
+    "control_endpoint",
+    "dealer",
+    "recv",
+    "send",
+    "worker_endpoint",
+]
+
+COPY_MIN = 64 * 1024  # frames at least this large are sent without a copy
+DATA_HWM = 64  # messages (batches) queued per peer before a send says EAGAIN
+
+
+def worker_endpoint(run_dir: str, slot: int) -> str:
+    return f"ipc://{run_dir}/w{slot}"
+
+
+def control_endpoint(run_dir: str) -> str:
+    return f"ipc://{run_dir}/sup"
+
+
+def _fresh_ipc_path(endpoint: str) -> None:
+    """Binding an existing ipc path silently steals it from its owner: refuse."""
+    path = endpoint.removeprefix("ipc://")
+    if os.path.exists(path):
+        raise FileExistsError(f"ipc endpoint {endpoint} is already bound")
+
+
+def router(ctx: zmq.Context, endpoint: str, hwm: int = DATA_HWM) -> zmq.Socket:
+    """A ROUTER that never drops: unroutable sends raise EHOSTUNREACH, full peers EAGAIN."""
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 1000)
+    _fresh_ipc_path(endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise zmq.ZMQError(exc.errno, f"cannot bind {endpoint}: {exc}") from exc
+    return sock
+
+
+def dealer(
+    ctx: zmq.Context, endpoint: str, identity: bytes | None = None, hwm: int = DATA_HWM
+) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    if identity is not None:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+    sock.connect(endpoint)
+    return sock
+
+
+def send(sock: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
+    """Send a multipart message; large frames go without a copy."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        more = zmq.SNDMORE if i < last else 0
+        big = not isinstance(frame, bytes) and memoryview(frame).nbytes >= COPY_MIN
+        sock.send(frame, flags | more, copy=not big)
+        flags &= ~zmq.DONTWAIT  # later parts of an accepted message never block
+
+
+def recv(sock: zmq.Socket, flags: int = 0, small: int = 2) -> list[Any]:
+    """Receive a multipart message. The first ``small`` frames (envelope, header,
+    body) are copied into bytes; later ones (buffers) stay zero-copy when large."""
+    frames: list[Any] = [sock.recv(flags)]
+    while sock.getsockopt(zmq.RCVMORE):
+        if len(frames) < small:
+            frames.append(sock.recv())
+            continue
+        frame = sock.recv(copy=False)
+        frames.append(frame.bytes if len(frame) < COPY_MIN else frame)
+    return frames

@@ -1,0 +1,187 @@
+"""ActorSystem: the driver's handle on a supervisor and its workers."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from types import TracebackType
+from typing import Any, TypeVar
+
+import zmq
+
+from actors import _engine
+from actors._actor import Actor
+from actors._errors import ActorError
+from actors._ref import ActorRef
+from runtime import _requests
+from runtime._driver import DriverTransport
+from runtime._supervisor import describe_exit
+from runtime._transport import TransportOptions
+
+__all__ = ["ActorSystem"]
+
+A = TypeVar("A", bound=Actor)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class ActorSystem:
+    """A supervisor process and ``workers`` worker processes, gone on exit.
+
+    Use it as a context manager, or call :meth:`shutdown` (idempotent). If the
+    driver dies without shutting down, even by SIGKILL, the supervisor and the
+    workers notice and exit by themselves.
+
+    Options (keyword-only): ``mailbox_size``, messages a worker holds unhandled
+    before it stops reading (backpressure); ``outbox_limit``, messages the driver
+    holds for one worker before a send blocks; ``send_timeout``, seconds a send
+    blocks before it raises :class:`actors.MailboxFullError`; ``start_timeout``;
+    ``log_level`` for the supervisor and workers.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        mailbox_size: int = 10_000,
+        outbox_limit: int = 20_000,
+        send_timeout: float = 30.0,
+        start_timeout: float = 60.0,
+        log_level: str = "WARNING",
+    ) -> None:
+        count = os.cpu_count() or 1 if workers is None else workers
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"workers must be a positive integer, not {workers!r}")
+        for option, value in (("mailbox_size", mailbox_size), ("outbox_limit", outbox_limit)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{option} must be a positive integer, not {value!r}")
+        self.workers = count
+        self.system_id = secrets.token_hex(4)
+        self._closed = False
+        self._run_dir = tempfile.mkdtemp(prefix="dovecote-")  # mode 0700
+        opts = {
+            "run_dir": self._run_dir,
+            "system_id": self.system_id,
+            "workers": count,
+            "mailbox_size": mailbox_size,
+            "outbox_limit": outbox_limit,
+            "log_level": log_level,
+        }
+        self._proc, sentinel = _start_supervisor(opts)
+        self._ctx = zmq.Context()
+        self._transport = DriverTransport(
+            self._ctx,
+            self.system_id,
+            self._run_dir,
+            TransportOptions(outbox_limit, send_timeout),
+            sentinel,
+            self._supervisor_exit,
+        )
+        _engine.install(self.system_id, self._transport)
+        atexit.register(self.shutdown)
+        try:
+            self._transport.request("start", _identity, "hello").result(start_timeout)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def spawn(
+        self,
+        cls: type[A],
+        *args: Any,
+        name: str | None = None,
+        worker: int | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start ``cls(*args, **kwargs)`` in a worker and return its ref.
+
+        The least loaded worker takes it unless ``worker`` (0 to workers-1) pins
+        it. ``name`` registers it for :meth:`lookup`. An exception raised by the
+        constructor or ``on_start`` is raised here with its original type.
+        """
+        future = _requests.spawn(self._transport, self.workers, cls, args, kwargs, name, worker)
+        return future.result()
+
+    def lookup(self, name: str) -> ActorRef:
+        """The ref of the running actor registered as ``name``, or LookupError."""
+        return _requests.lookup(self._transport, name).result()
+
+    def stop(self, ref: ActorRef, timeout: float | None = None) -> None:
+        """Stop ``ref`` after the messages already sent to it; runs its ``on_stop``."""
+        ref.stop().result(timeout)
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Stop every actor and process. Idempotent; safe after a crash."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.shutdown)
+        try:
+            self._transport.request("shutdown", _identity, "shutdown").result(timeout)
+        except (ActorError, TimeoutError):
+            pass  # the supervisor is already gone or stuck: it is killed below
+        self._transport.fail_all("the actor system was shut down", crashed=False)
+        _engine.remove(self.system_id)
+        _stop_process(self._proc, timeout)
+        self._transport.close()
+        self._ctx.term()
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def _supervisor_exit(self) -> str:
+        try:
+            code = self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        return f"the supervisor (pid {self._proc.pid}) {describe_exit(code)}"
+
+    def __enter__(self) -> ActorSystem:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closed else "running"
+        return f"<ActorSystem {self.system_id} workers={self.workers} {state}>"
+
+
+def _start_supervisor(opts: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the supervisor from a clean interpreter that sees what the driver sees.
+
+    Returns the process and the read end of a pipe that reaches EOF when it exits.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime._main", "supervisor", json.dumps(opts)],
+        stdin=subprocess.PIPE,
+        pass_fds=(write_end,),
+        env=env,
+        cwd=os.getcwd(),
+    )
+    os.close(write_end)
+    return proc, read_end
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()  # EOF: the supervisor shuts down if it has not yet
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,311 @@
+"""The sending side of a process: calls become batched frames, replies become results.
+
+Both the driver and each worker own one :class:`Transport`. A call picks the
+worker slot from its ref, gets a message id, and waits in that slot's outbox
+until the process's I/O owner flushes it as one ``BATCH`` message on a DEALER
+connected to the worker's mailbox. Replies come back on the same DEALER, in
+batches, and complete the pending futures. Subclasses decide who does the I/O
+(a waiting thread or a background thread in the driver; the event loop in a
+worker) by implementing ``_kick`` and ``_waiter``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from actors._errors import (
+    ActorCrashedError,
+    ActorStoppedError,
+    MailboxFullError,
+    SerializationError,
+)
+from actors._future import ActorFuture
+from actors._ref import ActorRef
+from runtime import _protocol as proto
+from runtime import _sockets
+
+__all__ = ["Transport", "TransportOptions"]
+
+log = logging.getLogger("dovecote")
+
+MAX_BATCH = 1024  # entries in one message: bounds latency and the size of a frame
+
+
+class TransportOptions:
+    """Limits for outgoing traffic. Internal."""
+
+    __slots__ = ("outbox_limit", "send_timeout")
+
+    def __init__(self, outbox_limit: int = 20_000, send_timeout: float = 30.0) -> None:
+        self.outbox_limit = outbox_limit
+        self.send_timeout = send_timeout
+
+
+class _Outbox:
+    """Entries waiting for one slot, with their out-of-band buffers. Internal."""
+
+    __slots__ = ("buffers", "entries")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, ...]] = []
+        self.buffers: list[Any] = []
+
+    def take(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """Up to MAX_BATCH entries and exactly their buffers."""
+        entries = self.entries[:MAX_BATCH]
+        del self.entries[:MAX_BATCH]
+        nbufs = sum(e[5] for e in entries)
+        buffers = self.buffers[:nbufs]
+        del self.buffers[:nbufs]
+        return entries, buffers
+
+    def put_back(self, entries: list[tuple[Any, ...]], buffers: list[Any]) -> None:
+        self.entries[:0] = entries
+        self.buffers[:0] = buffers
+
+
+class Transport:
+    """Outgoing calls of one process and the futures waiting on their replies."""
+
+    def __init__(
+        self, ctx: zmq.Context, system_id: str, run_dir: str, options: TransportOptions
+    ) -> None:
+        self.ctx = ctx
+        self.system_id = system_id
+        self.run_dir = run_dir
+        self.options = options
+        self._lock: threading.Lock | threading.Condition = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[ActorFuture[Any], int]] = {}
+        self._outboxes: dict[int, _Outbox] = {}
+        self._dealers: dict[int, zmq.Socket] = {}
+        self._control_pending: dict[int, tuple[ActorFuture[Any], Callable[[Any], Any]]] = {}
+        self._control_out: list[list[Any]] = []
+        self.closed: str | None = None
+
+    # -- the Engine protocol, used by refs --------------------------------
+    def call(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ActorFuture[Any]:
+        label = f"{ref!r}.{method}()"
+        blob, bufs = proto.dumps_call(label, args, kwargs)
+        future: ActorFuture[Any] = ActorFuture(label, self._waiter)
+        msg_id = next(self._ids)
+        entry = (proto.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
+        self._submit(ref.slot, entry, bufs, (msg_id, future))
+        return future
+
+    def tell(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        blob, bufs = proto.dumps_call(f"{ref!r}.{method}()", args, kwargs)
+        self._submit(ref.slot, (proto.TELL, 0, ref.actor_id, method, blob, len(bufs)), bufs, None)
+
+    # -- hooks for subclasses ----------------------------------------------
+    def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
+        raise NotImplementedError
+
+    def _kick(self) -> None:
+        """Make sure the I/O owner flushes soon. Called with ``_lock`` held."""
+        raise NotImplementedError
+
+    def _wait_for_room(self, outbox: _Outbox) -> None:
+        """Block until ``outbox`` has room, or raise MailboxFullError."""
+        raise NotImplementedError
+
+    # -- shared machinery ---------------------------------------------------
+    def _submit(
+        self,
+        slot: int,
+        entry: tuple[Any, ...],
+        bufs: list[Any],
+        pending: tuple[int, ActorFuture[Any]] | None,
+    ) -> None:
+        outbox = self._outboxes.get(slot)
+        if outbox is not None and len(outbox.entries) >= self.options.outbox_limit:
+            self._wait_for_room(outbox)
+        with self._lock:
+            self._check_open()
+            if outbox is None:
+                outbox = self._outboxes.setdefault(slot, _Outbox())
+            if pending is not None:
+                self._pending[pending[0]] = (pending[1], slot)
+            outbox.entries.append(entry)
+            outbox.buffers.extend(bufs)
+            self._kick()
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise ActorStoppedError(self.closed)
+
+    def _full_error(self) -> MailboxFullError:
+        return MailboxFullError(
+            f"a worker did not accept messages for {self.options.send_timeout} s "
+            f"({self.options.outbox_limit} waiting to be sent): the actor is not keeping up"
+        )
+
+    def _dealer(self, slot: int) -> zmq.Socket:
+        sock = self._dealers.get(slot)
+        if sock is None:
+            sock = self._dealers[slot] = _sockets.dealer(self.ctx, _sockets.worker_endpoint(
+                self.run_dir, slot))
+            self._on_new_dealer(slot, sock)
+        return sock
+
+    def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
+        """Register a new DEALER with the I/O loop."""
+
+    def _flush_slot(self, slot: int) -> bool:
+        """Send what the outbox of ``slot`` holds; False if the peer is full."""
+        with self._lock:
+            outbox = self._outboxes.get(slot)
+            if outbox is None or not outbox.entries:
+                return True
+            entries, buffers = outbox.take()
+        sock = self._dealer(slot)
+        while entries:
+            try:
+                _sockets.send(sock, proto.encode_batch(entries, buffers), zmq.DONTWAIT)
+            except zmq.Again:
+                with self._lock:
+                    outbox.put_back(entries, buffers)
+                return False
+            with self._lock:
+                entries, buffers = outbox.take()
+        return True
+
+    def _control_socket(self) -> zmq.Socket:
+        raise NotImplementedError
+
+    def _flush_all(self) -> bool:
+        """Flush every outbox; False if some peer is full."""
+        ok = True
+        while self._control_out:
+            try:
+                _sockets.send(self._control_socket(), self._control_out[0], zmq.DONTWAIT)
+            except zmq.Again:
+                ok = False
+                break
+            with self._lock:
+                del self._control_out[0]
+        for slot in list(self._outboxes):
+            ok = self._flush_slot(slot) and ok
+        return ok
+
+    def _has_outgoing(self) -> bool:
+        return bool(self._control_out) or any(o.entries for o in self._outboxes.values())
+
+    def _on_data(self, frames: list[Any]) -> None:
+        """A BATCH of replies from a worker."""
+        try:
+            kind, body, buffers = proto.unpack(frames)
+            entries = proto.decode_body(body) if kind == proto.BATCH else None
+        except proto.ProtocolError as exc:
+            log.warning("dropped a malformed reply: %s", exc)
+            return
+        if entries is None:
+            log.warning("dropped a reply of kind %d", kind)
+            return
+        offset = 0
+        for kind, msg_id, _actor, _method, blob, nbufs in entries:
+            bufs = buffers[offset : offset + nbufs]
+            offset += nbufs
+            self._resolve(kind, msg_id, blob, bufs)
+
+    def _resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
+        with self._lock:
+            pending = self._pending.pop(msg_id, None)
+        if pending is None:
+            return  # already failed by a crash notice: the caller saw one outcome
+        future = pending[0]
+        if kind == proto.OK:
+            try:
+                value = proto.loads(blob, bufs)
+            except Exception as exc:
+                err = SerializationError(f"{future.label}: reply does not unpickle: {exc!r}")
+                _set(future, exc=err)
+                return
+            _set(future, value=value)
+        else:
+            _set(future, exc=proto.decode_error(blob, bufs))
+
+    def fail_slot(self, slot: int, cause: str) -> None:
+        """The worker in ``slot`` died: every call pending on it fails."""
+        with self._lock:
+            dead = [(m, f) for m, (f, s) in self._pending.items() if s == slot]
+            for msg_id, _ in dead:
+                del self._pending[msg_id]
+        for _, future in dead:
+            msg = f"{future.label}: the actor's worker died ({cause})"
+            _set(future, exc=ActorCrashedError(msg, cause))
+
+    def fail_all(self, reason: str, crashed: bool) -> None:
+        """The system is gone: fail everything still pending."""
+        with self._lock:
+            self.closed = reason
+            dead = [f for f, _ in self._pending.values()]
+            dead += [f for f, _ in self._control_pending.values()]
+            self._pending.clear()
+            self._control_pending.clear()
+            for outbox in self._outboxes.values():
+                outbox.entries.clear()
+                outbox.buffers.clear()
+        for future in dead:
+            err = ActorCrashedError(f"{future.label}: {reason}", reason) if crashed else (
+                ActorStoppedError(f"{future.label}: {reason}"))
+            _set(future, exc=err)
+
+    # -- requests to the supervisor -----------------------------------------
+    def request(
+        self, label: str, decode: Callable[[Any], Any], op: str, *fields: Any
+    ) -> ActorFuture[Any]:
+        """Send ``(op, req_id, *fields)`` to the supervisor; its reply completes the future."""
+        future: ActorFuture[Any] = ActorFuture(label, self._waiter)
+        req_id = next(self._ids)
+        with self._lock:
+            self._check_open()
+            self._control_pending[req_id] = (future, decode)
+            self._control_out.append(proto.encode_control(op, req_id, *fields))
+            self._kick()
+        return future
+
+    def notify(self, op: str, *fields: Any) -> None:
+        """Send a control message that expects no reply."""
+        with self._lock:
+            self._control_out.append(proto.encode_control(op, *fields))
+            self._kick()
+
+    def _on_control_reply(self, req_id: int, ok: bool, payload: Any) -> None:
+        with self._lock:
+            pending = self._control_pending.pop(req_id, None)
+        if pending is None:
+            return
+        future, decode = pending
+        if not ok:
+            _set(future, exc=proto.decode_error(payload))
+            return
+        try:
+            _set(future, value=decode(payload))
+        except Exception as exc:
+            _set(future, exc=exc)
+
+    def close_sockets(self) -> None:
+        for sock in self._dealers.values():
+            sock.close(linger=0)
+        self._dealers.clear()
+
+
+def _set(future: ActorFuture[Any], value: Any = None, exc: BaseException | None = None) -> None:
+    """Complete a future unless a cancel got there first."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)

@@ -1,0 +1,510 @@
+"""A worker process: one mailbox ROUTER, many actors, one asyncio event loop.
+
+Messages arrive on the mailbox in batches; each entry names an actor, and the
+actor's cell runs them one at a time, in arrival order. A method that returns
+an awaitable keeps its actor busy until it completes while the loop serves the
+other actors. Replies are collected per caller and sent back through the
+mailbox ROUTER (ROUTER_MANDATORY: an unreachable caller is an error, not a
+silent drop) once per loop turn, so a burst of calls costs one message back.
+
+The worker exits when the supervisor tells it to, or by itself when the
+supervisor's end of its stdin pipe closes (or, on Linux, on the parent-death
+signal), so it never outlives the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from actors._actor import RESERVED, Actor
+from actors._errors import ActorStoppedError, MailboxFullError, SerializationError
+from actors._future import ActorFuture
+from actors._ref import STOP_METHOD, ActorRef
+from runtime import _protocol as proto
+from runtime import _sockets
+from runtime._requests import WorkerContext
+from runtime._transport import Transport, TransportOptions, _Outbox
+
+__all__ = ["main"]
+
+log = logging.getLogger("dovecote")
+
+_BUDGET = 64  # messages taken from one socket before the loop serves anything else
+HEARTBEAT_INTERVAL = 1.0
+
+
+class _Request:
+    """One call or tell as the worker sees it. Internal."""
+
+    __slots__ = ("actor_id", "blob", "bufs", "kind", "method", "msg_id", "peer")
+
+    def __init__(
+        self,
+        peer: bytes | None,
+        kind: int,
+        msg_id: int,
+        actor_id: int,
+        method: str,
+        blob: Any,
+        bufs: Any,
+    ) -> None:
+        self.peer = peer  # None: a call from an actor of this same worker
+        self.kind = kind
+        self.msg_id = msg_id
+        self.actor_id = actor_id
+        self.method = method
+        self.blob = blob
+        self.bufs = bufs
+
+
+class _Cell:
+    """An actor and its queue of messages not yet handled. Internal."""
+
+    __slots__ = ("actor", "busy", "queue", "task")
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+        self.queue: deque[_Request] = deque()
+        self.busy = False
+        self.task: asyncio.Future[Any] | None = None
+
+
+class _Reader:
+    """Feeds one ZeroMQ socket to the event loop. Internal.
+
+    A socket's FD is edge-triggered and any send may consume the edge, so the
+    socket is drained until EAGAIN and checked again after every send.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: zmq.Socket,
+        handler: Callable[[list[Any]], None],
+        small: int,
+        after: Callable[[], None],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.handler = handler
+        self.small = small
+        self.after = after
+        self.paused = False
+        self._scheduled = False
+        loop.add_reader(sock.FD, self.run)
+
+    def check(self) -> None:
+        if not self._scheduled and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self._scheduled = False
+        if self.paused:
+            return
+        try:
+            for _ in range(_BUDGET):
+                try:
+                    frames = _sockets.recv(self.sock, zmq.DONTWAIT, self.small)
+                except zmq.Again:
+                    return
+                self.handler(frames)
+                if self.paused:
+                    return
+            self._scheduled = True  # more may be queued: let the loop breathe first
+            self.loop.call_soon(self.run)
+        finally:
+            self.after()
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.FD)
+        self.sock.close(linger=0)
+
+
+class WorkerTransport(Transport):
+    """Calls made by actors in this worker. Internal."""
+
+    def __init__(self, worker: Worker, options: TransportOptions) -> None:
+        super().__init__(worker.ctx, worker.system_id, worker.run_dir, options)
+        self.worker = worker
+        self.control = _sockets.dealer(
+            worker.ctx, _sockets.control_endpoint(worker.run_dir), b"w%d" % worker.slot, 10_000
+        )
+        self.readers: list[_Reader] = []
+        self._flush_scheduled = False
+
+    def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
+        raise RuntimeError(
+            f"{future.label}: a blocking result() inside an actor would stall worker "
+            f"{self.worker.slot}; make the method `async def` and `await` the call instead"
+        )
+
+    def _wait_for_room(self, outbox: _Outbox) -> None:
+        raise self._full_error()
+
+    def _kick(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.worker.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._flush_all():
+            self._flush_scheduled = True
+            self.worker.loop.call_later(0.001, self.flush)
+        for reader in self.readers:
+            reader.check()
+
+    def _submit(
+        self,
+        slot: int,
+        entry: tuple[Any, ...],
+        bufs: list[Any],
+        pending: tuple[int, ActorFuture[Any]] | None,
+    ) -> None:
+        if slot != self.worker.slot:
+            super()._submit(slot, entry, bufs, pending)
+            return
+        self._check_open()
+        if pending is not None:
+            self._pending[pending[0]] = (pending[1], slot)
+        kind, msg_id, actor_id, method, blob, _ = entry
+        # A local call must not share memory with the caller: copy large buffers.
+        copies = [bytes(memoryview(b)) for b in bufs]
+        request = _Request(None, kind, msg_id, actor_id, method, blob, copies)
+        self.worker.loop.call_soon(self.worker.deliver, request)
+
+    def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
+        self.readers.append(_Reader(self.worker.loop, sock, self._on_data, 2, _noop))
+
+    def _control_socket(self) -> zmq.Socket:
+        return self.control
+
+
+def _noop() -> None:
+    pass
+
+
+class Worker:
+    """The actors of one worker process and the loop that serves them."""
+
+    def __init__(self, opts: dict[str, Any]) -> None:
+        self.slot: int = opts["slot"]
+        self.run_dir: str = opts["run_dir"]
+        self.system_id: str = opts["system_id"]
+        self.mailbox_size: int = opts["mailbox_size"]
+        self.ctx = zmq.Context()
+        self.loop = asyncio.new_event_loop()
+        self.mailbox = _sockets.router(self.ctx, _sockets.worker_endpoint(self.run_dir, self.slot))
+        self.transport = WorkerTransport(self, TransportOptions(opts["outbox_limit"]))
+        self.context = WorkerContext(self.transport, opts["workers"])
+        self.cells: dict[int, _Cell] = {}
+        self._replies: dict[bytes, _Outbox] = {}
+        self._backlog = 0
+        self._reply_scheduled = False
+        self._done = self.loop.create_future()
+
+    # -- lifecycle ----------------------------------------------------------------
+    def run(self) -> None:
+        from actors import _engine
+
+        _engine.install(self.system_id, self.transport)
+        asyncio.set_event_loop(self.loop)
+        self.inbox = _Reader(self.loop, self.mailbox, self._on_mailbox, 3, self._flush_replies)
+        self.control = _Reader(self.loop, self.transport.control, self._on_control, 2, _noop)
+        self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
+        self.transport.notify("ready", self.slot, os.getpid())
+        self.transport.flush()
+        self.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
+        try:
+            self.loop.run_until_complete(self._done)
+        finally:
+            self._close()
+
+    def _heartbeat(self) -> None:
+        self.transport.notify("heartbeat", self.slot)
+        self.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _on_parent_pipe(self) -> None:
+        if not os.read(sys.stdin.fileno(), 4096):
+            log.warning("worker %d: the supervisor is gone; exiting", self.slot)
+            self.loop.remove_reader(sys.stdin.fileno())
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop every actor, newest first, then end the loop."""
+        for actor_id in reversed(list(self.cells)):
+            self._stop_cell(actor_id, "its worker shut down")
+        self._flush_replies()
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def _close(self) -> None:
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.inbox.close()
+        self.control.close()
+        for reader in self.transport.readers:
+            reader.close()
+        self.transport.close_sockets()
+        self.loop.close()
+        self.ctx.term()
+
+    # -- control plane ------------------------------------------------------------
+    def _on_control(self, frames: list[Any]) -> None:
+        try:
+            _, body, _ = proto.unpack(frames)
+            op, *fields = proto.decode_body(body)
+        except (proto.ProtocolError, ValueError, TypeError) as exc:
+            log.warning("worker %d dropped a malformed control message: %s", self.slot, exc)
+            return
+        if op == "create":
+            self._create(*fields)
+        elif op == "reply":
+            self.transport._on_control_reply(*fields)
+        elif op == "worker_died":
+            self.transport.fail_slot(*fields)
+        elif op == "shutdown":
+            self.shutdown()
+
+    def _create(self, actor_id: int, name: str | None, blob: bytes) -> None:
+        try:
+            actor = self._construct(actor_id, name, blob)
+        except Exception as exc:
+            self.transport.notify("created", actor_id, False, proto.encode_error(exc))
+        else:
+            self.cells[actor_id] = _Cell(actor)
+            self.transport.notify("created", actor_id, True, None)
+        self.transport.flush()
+
+    def _construct(self, actor_id: int, name: str | None, blob: bytes) -> Actor:
+        cls, args, kwargs = proto.loads(blob)
+        actor: Actor = cls.__new__(cls)
+        actor._ref = ActorRef(self.system_id, actor_id, self.slot, name)
+        actor._system = self.context
+        actor.__init__(*args, **kwargs)
+        actor.on_start()
+        return actor
+
+    # -- data plane ---------------------------------------------------------------
+    def _on_mailbox(self, frames: list[Any]) -> None:
+        peer = frames[0]
+        try:
+            kind, body, buffers = proto.unpack(frames[1:])
+            entries = proto.decode_body(body)
+            if kind != proto.BATCH or not isinstance(entries, list):
+                raise proto.ProtocolError(f"kind {kind} is not a batch")
+            requests = [_request(peer, e) for e in entries]
+        except (proto.ProtocolError, ValueError, TypeError) as exc:
+            log.warning("worker %d dropped a malformed message from %r: %s", self.slot, peer, exc)
+            return
+        offset = 0
+        for request, nbufs in requests:
+            request.bufs = buffers[offset : offset + nbufs]
+            offset += nbufs
+            self.deliver(request)
+
+    def deliver(self, request: _Request) -> None:
+        cell = self.cells.get(request.actor_id)
+        if cell is None:
+            self._dead_letter(request)
+            return
+        cell.queue.append(request)
+        self._backlog += 1
+        if not cell.busy:
+            self._process(cell)
+        elif self._backlog >= self.mailbox_size:
+            self.inbox.paused = True  # the senders' pipes fill: backpressure
+
+    def _process(self, cell: _Cell) -> None:
+        while cell.queue and not cell.busy:
+            request = cell.queue.popleft()
+            self._backlog -= 1
+            self._execute(cell, request)
+        if self.inbox.paused and self._backlog < self.mailbox_size // 2:
+            self.inbox.paused = False
+            self.loop.call_soon(self.inbox.run)
+
+    def _execute(self, cell: _Cell, request: _Request) -> None:
+        if request.method == STOP_METHOD:
+            self._stop_actor(cell, request)
+            return
+        try:
+            method = _method(cell.actor, request.method)
+            args, kwargs = proto.loads(request.blob, request.bufs)
+            result = method(*args, **kwargs)
+        except Exception as exc:
+            self._reply_error(request, exc)
+            return
+        if inspect.isawaitable(result):
+            cell.busy = True
+            cell.task = asyncio.ensure_future(result)
+            cell.task.add_done_callback(functools.partial(self._finish, cell, request))
+        else:
+            self._reply(request, result)
+
+    def _finish(self, cell: _Cell, request: _Request, task: asyncio.Future[Any]) -> None:
+        cell.busy = False
+        cell.task = None
+        if task.cancelled():
+            self._reply_error(request, ActorStoppedError(f"{request.method}() was cancelled"))
+        elif task.exception() is not None:
+            self._reply_error(request, task.exception())  # type: ignore[arg-type]
+        else:
+            self._reply(request, task.result())
+        self._schedule_replies()
+        if request.actor_id in self.cells:
+            self._process(cell)
+
+    def _stop_actor(self, cell: _Cell, request: _Request) -> None:
+        self._stop_cell(request.actor_id, f"it was stopped by {STOP_METHOD}")
+        gone = self.transport.request("actor gone", _identity, "actor_gone", request.actor_id)
+        gone.add_done_callback(lambda _: (self._reply(request, None), self._schedule_replies()))
+        self.transport.flush()
+
+    def _stop_cell(self, actor_id: int, why: str) -> None:
+        cell = self.cells.pop(actor_id)
+        try:
+            cell.actor.on_stop()
+        except Exception:
+            log.exception("worker %d: on_stop of %r raised", self.slot, cell.actor.ref)
+        if cell.task is not None:
+            cell.task.cancel()
+        while cell.queue:
+            request = cell.queue.popleft()
+            self._backlog -= 1
+            err = ActorStoppedError(f"{cell.actor.ref!r} stopped before handling "
+                                    f"{request.method!r}: {why}")
+            self._reply_error(request, err)
+
+    def _dead_letter(self, request: _Request) -> None:
+        if request.method == STOP_METHOD:
+            self._reply(request, None)  # stopping a stopped actor is a no-op
+            return
+        err = ActorStoppedError(
+            f"actor #{request.actor_id} is not running on worker {self.slot}: "
+            f"{request.method!r} was not delivered"
+        )
+        if request.kind == proto.TELL:
+            log.warning("dead letter: %s", err)
+        self._reply_error(request, err)
+
+    # -- replies ------------------------------------------------------------------
+    def _reply(self, request: _Request, value: Any) -> None:
+        if request.kind != proto.CALL:
+            return
+        try:
+            blob, bufs = proto.dumps(value)
+        except Exception as exc:
+            err = SerializationError(f"{request.method}() returned a value that does not "
+                                     f"pickle: {exc}")
+            self._reply_error(request, err)
+            return
+        self._queue_reply(request, (proto.OK, request.msg_id, 0, "", blob, len(bufs)), bufs)
+
+    def _reply_error(self, request: _Request, exc: BaseException) -> None:
+        if request.kind != proto.CALL:
+            log.error("worker %d: tell %r to actor #%d failed", self.slot, request.method,
+                      request.actor_id, exc_info=exc)
+            return
+        entry = (proto.ERR, request.msg_id, 0, "", proto.encode_error(exc), 0)
+        self._queue_reply(request, entry, [])
+
+    def _queue_reply(self, request: _Request, entry: tuple[Any, ...], bufs: list[Any]) -> None:
+        if request.peer is None:
+            copies = [bytes(memoryview(b)) for b in bufs]
+            self.transport._resolve(entry[0], entry[1], entry[4], copies)
+            return
+        outbox = self._replies.get(request.peer)
+        if outbox is None:
+            outbox = self._replies[request.peer] = _Outbox()
+        outbox.entries.append(entry)
+        outbox.buffers.extend(bufs)
+
+    def _schedule_replies(self) -> None:
+        if not self._reply_scheduled:
+            self._reply_scheduled = True
+            self.loop.call_soon(self._flush_replies)
+
+    def _flush_replies(self) -> None:
+        self._reply_scheduled = False
+        for peer in list(self._replies):
+            if not self._flush_peer(peer, self._replies[peer]):
+                self._reply_scheduled = True
+                self.loop.call_later(0.001, self._flush_replies)
+        self.inbox.check()
+
+    def _flush_peer(self, peer: bytes, outbox: _Outbox) -> bool:
+        while outbox.entries:
+            entries, buffers = outbox.take()
+            try:
+                _sockets.send(self.mailbox, [peer, *proto.encode_batch(entries, buffers)],
+                              zmq.DONTWAIT)
+            except zmq.Again:
+                outbox.put_back(entries, buffers)
+                return False  # the caller is not reading yet: keep the replies
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                log.warning("worker %d: caller %r is gone; %d replies undeliverable",
+                            self.slot, peer, len(entries) + len(outbox.entries))
+                break
+        del self._replies[peer]
+        return True
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _request(peer: bytes, entry: Any) -> tuple[_Request, int]:
+    kind, msg_id, actor_id, method, blob, nbufs = entry
+    if kind not in (proto.CALL, proto.TELL) or not isinstance(method, str):
+        raise proto.ProtocolError(f"entry of kind {kind!r} for method {method!r}")
+    return _Request(peer, kind, msg_id, actor_id, method, blob, ()), nbufs
+
+
+def _method(actor: Actor, name: str) -> Callable[..., Any]:
+    if name.startswith("_") or name in RESERVED:
+        raise AttributeError(f"{type(actor).__name__}.{name} cannot be called through a ref")
+    method = getattr(actor, name, None)
+    if not callable(method):
+        raise AttributeError(f"{type(actor).__name__} has no method {name!r}")
+    return method  # type: ignore[no-any-return]
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this process when the supervisor dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def main(options: str) -> None:
+    opts = json.loads(options)
+    _die_with_parent()
+    if os.getppid() != opts["parent"]:
+        sys.exit(1)  # the supervisor died before the death signal was armed
+    logging.basicConfig(level=opts.get("log_level", "WARNING"),
+                        format=f"%(asctime)s worker {opts['slot']} %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    Worker(opts).run()
+
