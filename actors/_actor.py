@@ -15,7 +15,11 @@ class ActorContext(Protocol):
     """``self.system`` inside an actor. Each call returns a future: ``await`` it."""
 
     def spawn(
-        self, cls: type[Actor], *args: Any, name: str | None = None, worker: int | None = None,
+        self,
+        cls: type[Actor],
+        *args: Any,
+        name: str | None = None,
+        worker: int | None = None,
         **kwargs: Any,
     ) -> ActorFuture[ActorRef]: ...
 

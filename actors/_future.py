@@ -8,12 +8,15 @@ import threading
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ActorFuture"]
+__all__ = ["ActorFuture", "describe"]
 
 T = TypeVar("T")
+_FINISHED = "FINISHED"
+_SETTLED = frozenset({"FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"})
 
 # Called by result()/exception() before waiting: the engine uses it to drive its
 # sockets from the waiting thread, or to refuse to block an actor's event loop.
+# A negative timeout means "a callback waits for this": deliver it, do not block.
 Waiter = Callable[["ActorFuture[Any]", "float | None"], None]
 
 
@@ -24,10 +27,20 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
     completed in time; the call itself goes on and may still complete later.
     """
 
-    def __init__(self, label: str = "call", waiter: Waiter | None = None) -> None:
+    def __init__(self, what: object = "call", waiter: Waiter | None = None) -> None:
         super().__init__()
-        self.label = label
+        self._what = what
         self._waiter = waiter
+
+    @property
+    def label(self) -> str:
+        """What this future waits for, as error messages name it."""
+        return describe(self._what)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        super().add_done_callback(fn)
+        if not self.done() and self._waiter is not None:
+            self._waiter(self, -1.0)  # nobody will block on it: the engine must deliver it
 
     def result(self, timeout: float | None = None) -> T:
         self._wait(timeout)
@@ -43,8 +56,12 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"{self.label} did not complete within {timeout} s") from None
 
+    def settled(self) -> bool:
+        """Like ``done()``, without taking the future's lock: for polling loops."""
+        return self._state in _SETTLED
+
     def _wait(self, timeout: float | None) -> None:
-        if self.done():
+        if self._state == _FINISHED:  # no lock needed to see a final state
             return
         if self._waiter is not None:
             self._waiter(self, timeout)
@@ -55,6 +72,13 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         if not self.done():
             yield from _bridge(self).__await__()
         return self.result()
+
+
+def describe(what: object) -> str:
+    """A call is labelled lazily by ``(ref, method)``: formatting costs on the hot path."""
+    if type(what) is tuple:
+        return f"{what[0]!r}.{what[1]}()"
+    return str(what)
 
 
 def _bridge(future: ActorFuture[Any]) -> asyncio.Future[None]:

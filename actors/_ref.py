@@ -20,21 +20,19 @@ class ActorRef:
     ``receive``. The names ``tell``, ``ask`` and ``stop`` are the ref's own.
     """
 
-    __slots__ = ("_methods", "actor_id", "name", "slot", "system_id")
+    # No __slots__: a method proxy, once made, is cached in the instance dict so
+    # the next ``ref.method`` is a plain attribute lookup.
 
     def __init__(self, system_id: str, actor_id: int, slot: int, name: str | None = None):
         self.system_id = system_id
         self.actor_id = actor_id
         self.slot = slot
         self.name = name
-        self._methods: dict[str, _Method] = {}
 
     def __getattr__(self, method: str) -> _Method:
         if method.startswith("_"):
             raise AttributeError(f"{self!r}: private attribute {method!r} cannot be called")
-        bound = self._methods.get(method)
-        if bound is None:
-            bound = self._methods[method] = _Method(self, method)
+        bound = self.__dict__[method] = _Method(self, method)
         return bound
 
     def tell(self, message: Any) -> None:

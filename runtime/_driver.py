@@ -13,6 +13,7 @@ pipe.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -30,7 +31,10 @@ __all__ = ["DriverTransport"]
 
 log = logging.getLogger("dovecote")
 
-_RECV_BUDGET = 256  # messages read from one socket before the others get a turn
+_RECV_BUDGET = 256
+POLLIN = int(zmq.POLLIN)
+TICK = 0.005  # how late, at most, the background thread takes up work nobody waits for
+IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it  # messages read from one socket before the others get a turn
 
 
 class DriverTransport(Transport):
@@ -44,8 +48,11 @@ class DriverTransport(Transport):
         on_supervisor_exit: Callable[[], str],
     ) -> None:
         super().__init__(ctx, system_id, run_dir, options)
-        self._cond = threading.Condition()
-        self._lock = self._cond
+        self._lock = threading.Lock()
+        self._token_cond = threading.Condition(self._lock)  # threads waiting for the token
+        self._bg_cond = threading.Condition(self._lock)  # the background thread
+        self._bg_asleep = False
+        self._bg_idle_since = time.monotonic()
         self._owner: int | None = None
         self._waiters = 0
         self._stopping = False
@@ -60,17 +67,24 @@ class DriverTransport(Transport):
             ctx, _sockets.control_endpoint(run_dir), identity, hwm=10_000
         )
         self.notices: dict[str, Callable[..., None]] = {}
-        self._poller = zmq.Poller()
-        self._poller.register(self.control, zmq.POLLIN)
-        self._poller.register(self._wake_r, zmq.POLLIN)
-        self._poller.register(self._sentinel, zmq.POLLIN)
+        # zmq_poll on a prebuilt list: zmq.Poller's wrapper costs microseconds a call.
+        self._polled: list[tuple[Any, int]] = [
+            (self.control, POLLIN),
+            (self._wake_r, POLLIN),
+            (self._sentinel, POLLIN),
+        ]
         self._thread = threading.Thread(target=self._background, name="dovecote-io", daemon=True)
         self._thread.start()
 
     # -- token -----------------------------------------------------------------
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
+        if timeout is not None and timeout < 0:  # a callback waits: the background delivers
+            with self._lock:
+                self._bg_idle_since = time.monotonic()
+                self._bg_cond.notify()
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._drive(future.done, deadline)
+        self._drive(future.settled, deadline)
 
     def _wait_for_room(self, outbox: _Outbox) -> None:
         limit = self.options.outbox_limit
@@ -88,18 +102,16 @@ class DriverTransport(Transport):
         if self._owner == threading.get_ident():  # a callback run while pumping
             self._pump(done, deadline)
             return
-        with self._cond:
+        with self._lock:
             if not self._acquire(done, deadline):
                 return
         try:
             self._pump(done, deadline)
         finally:
-            with self._cond:
-                self._owner = None
-                self._cond.notify_all()
+            self._release()
 
     def _acquire(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Take the token (``_cond`` held); False if done or timed out first."""
+        """Take the token (``_lock`` held); False if done or timed out first."""
         self._waiters += 1
         try:
             while self._owner is not None and not done():
@@ -107,7 +119,7 @@ class DriverTransport(Transport):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._token_cond.wait(remaining)
             if done():
                 return False
             self._owner = threading.get_ident()
@@ -115,9 +127,16 @@ class DriverTransport(Transport):
         finally:
             self._waiters -= 1
 
+    def _release(self) -> None:
+        with self._lock:
+            self._owner = None
+            if self._waiters:
+                self._token_cond.notify_all()
+
     def _kick(self) -> None:
         if self._owner is None:
-            self._cond.notify_all()
+            if self._bg_asleep:
+                self._bg_cond.notify()
         elif self._owner != threading.get_ident():
             self._wake_owner()
 
@@ -133,23 +152,34 @@ class DriverTransport(Transport):
         return bool(self._pending or self._control_pending or self._has_outgoing())
 
     def _background(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping and (
-                    self._owner is not None or self._waiters or not self._has_work()
-                ):
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                self._owner = threading.get_ident()
+        """Deliver what nobody waits for: pipelined calls, tells, callbacks.
+
+        It looks every TICK while the system is in use rather than being woken by
+        each call, so a thread that sends and then waits pays for no hand-off.
+        """
+        while self._take_token_for_background():
             try:
                 self._pump(self._should_yield, None)
             except Exception:
                 log.exception("dovecote I/O thread error")
             finally:
-                with self._cond:
-                    self._owner = None
-                    self._cond.notify_all()
+                self._release()
+
+    def _take_token_for_background(self) -> bool:
+        with self._lock:
+            while not self._stopping:
+                if self._owner is None and not self._waiters and self._has_work():
+                    self._owner = threading.get_ident()
+                    self._bg_idle_since = time.monotonic()
+                    return True
+                if time.monotonic() - self._bg_idle_since < IDLE_AFTER or self._has_work():
+                    self._bg_cond.wait(TICK)
+                else:
+                    self._bg_asleep = True
+                    self._bg_cond.wait()
+                    self._bg_asleep = False
+                    self._bg_idle_since = time.monotonic()
+            return False
 
     def _should_yield(self) -> bool:
         return self._waiters > 0 or self._stopping or not self._has_work()
@@ -158,22 +188,21 @@ class DriverTransport(Transport):
     def _pump(self, done: Callable[[], bool], deadline: float | None) -> None:
         while True:
             flushed = self._flush_all()
-            if flushed and self._waiters:
-                with self._cond:
-                    self._cond.notify_all()  # senders blocked for room may go on
             if done():
                 return
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1e3
             if not flushed:  # a peer is full: try again shortly
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
-            for sock, _ in self._poller.poll(timeout):
+            for sock, _ in zmq.zmq_poll(
+                self._polled, -1 if timeout is None else math.ceil(timeout)
+            ):
                 self._handle(sock)
             if done() or (deadline is not None and time.monotonic() >= deadline):
                 return
 
     def _handle(self, sock: Any) -> None:
         if sock == self._wake_r:
-            with self._cond:
+            with self._lock:
                 self._armed = False
             try:
                 while os.read(self._wake_r, 4096):
@@ -181,7 +210,7 @@ class DriverTransport(Transport):
             except BlockingIOError:
                 pass
         elif sock == self._sentinel:
-            self._poller.unregister(self._sentinel)
+            self._polled.remove((self._sentinel, POLLIN))
             self.fail_all(self._on_supervisor_exit(), crashed=True)
         elif sock is self.control:
             self._drain(sock, self._on_control)
@@ -190,11 +219,9 @@ class DriverTransport(Transport):
 
     def _drain(self, sock: zmq.Socket, handler: Callable[[list[Any]], None]) -> None:
         for _ in range(_RECV_BUDGET):
-            try:
-                frames = _sockets.recv(sock, zmq.DONTWAIT)
-            except zmq.Again:
+            if not _sockets.readable(sock):
                 return
-            handler(frames)
+            handler(_sockets.recv(sock, _sockets.DONTWAIT))
 
     def _on_control(self, frames: list[Any]) -> None:
         try:
@@ -211,7 +238,7 @@ class DriverTransport(Transport):
             self.notices[op](*fields)
 
     def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
-        self._poller.register(sock, zmq.POLLIN)
+        self._polled.append((sock, POLLIN))
 
     def _control_socket(self) -> zmq.Socket:
         return self.control
@@ -219,17 +246,17 @@ class DriverTransport(Transport):
     # -- shutdown ---------------------------------------------------------------------
     def close(self) -> None:
         """Stop the background thread and close every socket. Idempotent."""
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 return
             self._stopping = True
-            self._cond.notify_all()
+            self._bg_cond.notify()
             self._wake_owner()
         self._thread.join()
-        with self._cond:  # wait out a thread that still pumps
+        with self._lock:  # wait out a thread that still pumps
             while self._owner is not None:
                 self._wake_owner()
-                self._cond.wait(0.1)
+                self._token_cond.wait(0.1)
             self._owner = threading.get_ident()
         self.close_sockets()
         self.control.close(linger=0)

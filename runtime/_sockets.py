@@ -9,6 +9,8 @@ import zmq
 
 __all__ = [
     "COPY_MIN",
+    "DONTWAIT",
+    "readable",
     "control_endpoint",
     "dealer",
     "recv",
@@ -17,6 +19,12 @@ __all__ = [
 ]
 
 COPY_MIN = 64 * 1024  # frames at least this large are sent without a copy
+
+# Plain ints: pyzmq's constants are enum flags, and their operators cost
+# microseconds on the per-message path.
+DONTWAIT = int(zmq.DONTWAIT)
+SNDMORE = int(zmq.SNDMORE)
+POLLIN = int(zmq.POLLIN)
 DATA_HWM = 64  # messages (batches) queued per peer before a send says EAGAIN
 
 
@@ -67,24 +75,31 @@ def dealer(
     return sock
 
 
+def readable(sock: zmq.Socket) -> bool:
+    """True if a message waits. A zero-timeout zmq_poll is the cheapest way to ask:
+    cheaper than ZMQ_EVENTS through pyzmq, and far cheaper than a failing recv."""
+    return bool(zmq.zmq_poll([(sock, POLLIN)], 0))
+
+
 def send(sock: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
     """Send a multipart message; large frames go without a copy."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        more = zmq.SNDMORE if i < last else 0
-        big = not isinstance(frame, bytes) and memoryview(frame).nbytes >= COPY_MIN
-        sock.send(frame, flags | more, copy=not big)
-        flags &= ~zmq.DONTWAIT  # later parts of an accepted message never block
+        more = SNDMORE if i < last else 0
+        if type(frame) is bytes:
+            sock.send(frame, flags | more)
+        else:
+            sock.send(frame, flags | more, copy=memoryview(frame).nbytes < COPY_MIN)
+        flags = 0  # later parts of an accepted message never block
 
 
-def recv(sock: zmq.Socket, flags: int = 0, small: int = 2) -> list[Any]:
-    """Receive a multipart message. The first ``small`` frames (envelope, header,
-    body) are copied into bytes; later ones (buffers) stay zero-copy when large."""
-    frames: list[Any] = [sock.recv(flags)]
-    while sock.getsockopt(zmq.RCVMORE):
-        if len(frames) < small:
-            frames.append(sock.recv())
-            continue
+def recv(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
+    """Receive a multipart message as zero-copy Frames (``Frame.more`` is the cheap
+    way to walk the parts). Frames support the buffer protocol: pickle, struct
+    and ``bytes()`` take them as they are."""
+    frame = sock.recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
         frame = sock.recv(copy=False)
-        frames.append(frame.bytes if len(frame) < COPY_MIN else frame)
+        frames.append(frame)
     return frames

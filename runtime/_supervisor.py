@@ -55,6 +55,7 @@ class _WorkerProc:
         self.sentinel = sentinel
         self.ready = False
         self.actors = 0
+        self.backlog: list[tuple[str, tuple[Any, ...]]] = []  # for it once it is ready
         self.last_heartbeat = time.monotonic()
 
 
@@ -86,7 +87,9 @@ class Supervisor:
         opts = {**self.opts, "slot": slot, "parent": os.getpid()}
         read_end, write_end = os.pipe()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime._main", "worker", json.dumps(opts)],
+            [sys.executable, os.environ["DC_WORKER"], "worker", json.dumps(opts)]
+            if os.environ.get("DC_WORKER")
+            else [sys.executable, "-m", "runtime._main", "worker", json.dumps(opts)],
             stdin=subprocess.PIPE,
             pass_fds=(write_end,),
         )
@@ -112,9 +115,16 @@ class Supervisor:
             if slot == worker.slot:
                 del self.creating[actor_id]
                 self.release(name, actor_id)
-                self.reply(client, req_id, False, proto.encode_error(
-                    ActorCrashedError(f"the worker died while creating the actor ({cause})",
-                                      cause)))
+                self.reply(
+                    client,
+                    req_id,
+                    False,
+                    proto.encode_error(
+                        ActorCrashedError(
+                            f"the worker died while creating the actor ({cause})", cause
+                        )
+                    ),
+                )
         for client in list(self.clients):
             self.send(client, "worker_died", worker.slot, cause)
         self.start_worker(worker.slot)
@@ -133,15 +143,27 @@ class Supervisor:
     def pick_slot(self, pinned: int | None) -> int:
         if pinned is not None:
             return pinned
-        return min(self.workers.values(), key=lambda w: (w.actors, w.slot)).slot
+        return min(self.workers.values(), key=lambda w: (not w.ready, w.actors, w.slot)).slot
+
+    def send_worker(self, slot: int, op: str, *fields: Any) -> None:
+        """Send to a worker now, or as soon as a starting one says it is ready."""
+        worker = self.workers[slot]
+        if worker.ready:
+            self.send(b"w%d" % slot, op, *fields)
+        else:
+            worker.backlog.append((op, fields))
 
     # -- messages -----------------------------------------------------------------
     def send(self, peer: bytes, op: str, *fields: Any) -> None:
         try:
             _sockets.send(self.control, [peer, *proto.encode_control(op, *fields)])
         except zmq.Again:
-            log.error("supervisor: %r has not read its control messages for %.0f s; dropped %s",
-                      peer, SEND_TIMEOUT_MS / 1000, op)
+            log.error(
+                "supervisor: %r has not read its control messages for %.0f s; dropped %s",
+                peer,
+                SEND_TIMEOUT_MS / 1000,
+                op,
+            )
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
@@ -152,7 +174,7 @@ class Supervisor:
         self.send(peer, "reply", req_id, ok, payload)
 
     def on_control(self, frames: list[Any]) -> None:
-        peer = frames[0]
+        peer = frames[0].bytes
         try:
             _, body, _ = proto.unpack(frames[1:])
             op, *fields = proto.decode_body(body)
@@ -172,7 +194,11 @@ class Supervisor:
 
     def op_ready(self, peer: bytes, slot: int, pid: int) -> None:
         self.clients.add(peer)
-        self.workers[slot].ready = True
+        worker = self.workers[slot]
+        worker.ready = True
+        for op, fields in worker.backlog:
+            self.send(peer, op, *fields)
+        worker.backlog.clear()
         self.announce()
 
     def announce(self) -> None:
@@ -186,8 +212,9 @@ class Supervisor:
         if slot in self.workers:
             self.workers[slot].last_heartbeat = time.monotonic()
 
-    def op_spawn(self, peer: bytes, req_id: int, blob: bytes, name: str | None,
-                 pinned: int | None) -> None:
+    def op_spawn(
+        self, peer: bytes, req_id: int, blob: bytes, name: str | None, pinned: int | None
+    ) -> None:
         err: Exception | None = None
         if self.stopping:
             err = ActorStoppedError("the actor system is shutting down")
@@ -203,7 +230,7 @@ class Supervisor:
             self.names[name] = actor_id
         self.creating[actor_id] = (peer, req_id, slot, name)
         self.workers[slot].actors += 1
-        self.send(b"w%d" % slot, "create", actor_id, name, blob)
+        self.send_worker(slot, "create", actor_id, name, blob)
 
     def op_created(self, peer: bytes, actor_id: int, ok: bool, payload: Any) -> None:
         client, req_id, slot, name = self.creating.pop(actor_id)
@@ -243,8 +270,8 @@ class Supervisor:
     def step(self, timeout: float | None) -> None:
         events = dict(self.poller.poll(timeout))
         if self.control in events:
-            while self.control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self.on_control(_sockets.recv(self.control, zmq.DONTWAIT, 3))
+            while _sockets.readable(self.control):
+                self.on_control(_sockets.recv(self.control, _sockets.DONTWAIT))
         if sys.stdin.fileno() in events and not os.read(sys.stdin.fileno(), 4096):
             log.info("supervisor: the driver is gone; shutting down")
             self.stop_workers()
@@ -256,7 +283,7 @@ class Supervisor:
         """Ask every worker to stop its actors; SIGTERM, then SIGKILL, stragglers."""
         self.stopping = True
         for slot in list(self.workers):
-            self.send(b"w%d" % slot, "shutdown")
+            self.send_worker(slot, "shutdown")
         deadline = time.monotonic() + STOP_GRACE
         escalations = [signal.SIGTERM, signal.SIGKILL]
         while self.workers:
@@ -278,8 +305,10 @@ class Supervisor:
 
 def main(options: str) -> None:
     opts = json.loads(options)
-    logging.basicConfig(level=opts.get("log_level", "WARNING"),
-                        format="%(asctime)s supervisor %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=opts.get("log_level", "WARNING"),
+        format="%(asctime)s supervisor %(levelname)s %(message)s",
+    )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     supervisor = Supervisor(opts)
@@ -290,4 +319,3 @@ def main(options: str) -> None:
             worker.proc.kill()
             worker.proc.wait()
         supervisor.close()
-

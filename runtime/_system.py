@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -124,8 +125,12 @@ class ActorSystem:
             return
         self._closed = True
         atexit.unregister(self.shutdown)
+        deadline = time.monotonic() + timeout
         try:
-            self._transport.request("shutdown", _identity, "shutdown").result(timeout)
+            for sent in self._transport.barrier():  # what was sent before arrives first
+                sent.result(max(0.0, deadline - time.monotonic()))
+            stop = self._transport.request("shutdown", _identity, "shutdown")
+            stop.result(max(0.0, deadline - time.monotonic()))
         except (ActorError, TimeoutError):
             pass  # the supervisor is already gone or stuck: it is killed below
         self._transport.fail_all("the actor system was shut down", crashed=False)

@@ -12,6 +12,7 @@ worker) by implementing ``_kick`` and ``_waiter``.
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import InvalidStateError
 import logging
 import threading
 from collections.abc import Callable
@@ -30,11 +31,12 @@ from actors._ref import ActorRef
 from runtime import _protocol as proto
 from runtime import _sockets
 
-__all__ = ["Transport", "TransportOptions"]
+__all__ = ["BARRIER_ACTOR", "Transport", "TransportOptions"]
 
 log = logging.getLogger("dovecote")
 
 MAX_BATCH = 1024  # entries in one message: bounds latency and the size of a frame
+BARRIER_ACTOR = 0  # no actor has this id: a call to it is answered by the worker itself
 
 
 class TransportOptions:
@@ -58,6 +60,10 @@ class _Outbox:
 
     def take(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
         """Up to MAX_BATCH entries and exactly their buffers."""
+        if len(self.entries) <= MAX_BATCH:
+            entries, buffers = self.entries, self.buffers
+            self.entries, self.buffers = [], []
+            return entries, buffers
         entries = self.entries[:MAX_BATCH]
         del self.entries[:MAX_BATCH]
         nbufs = sum(e[5] for e in entries)
@@ -93,9 +99,9 @@ class Transport:
     def call(
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ActorFuture[Any]:
-        label = f"{ref!r}.{method}()"
-        blob, bufs = proto.dumps_call(label, args, kwargs)
-        future: ActorFuture[Any] = ActorFuture(label, self._waiter)
+        what = (ref, method)
+        blob, bufs = proto.dumps_call(what, args, kwargs)
+        future: ActorFuture[Any] = ActorFuture(what, self._waiter)
         msg_id = next(self._ids)
         entry = (proto.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
         self._submit(ref.slot, entry, bufs, (msg_id, future))
@@ -104,7 +110,7 @@ class Transport:
     def tell(
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        blob, bufs = proto.dumps_call(f"{ref!r}.{method}()", args, kwargs)
+        blob, bufs = proto.dumps_call((ref, method), args, kwargs)
         self._submit(ref.slot, (proto.TELL, 0, ref.actor_id, method, blob, len(bufs)), bufs, None)
 
     # -- hooks for subclasses ----------------------------------------------
@@ -153,8 +159,9 @@ class Transport:
     def _dealer(self, slot: int) -> zmq.Socket:
         sock = self._dealers.get(slot)
         if sock is None:
-            sock = self._dealers[slot] = _sockets.dealer(self.ctx, _sockets.worker_endpoint(
-                self.run_dir, slot))
+            sock = self._dealers[slot] = _sockets.dealer(
+                self.ctx, _sockets.worker_endpoint(self.run_dir, slot)
+            )
             self._on_new_dealer(slot, sock)
         return sock
 
@@ -171,11 +178,13 @@ class Transport:
         sock = self._dealer(slot)
         while entries:
             try:
-                _sockets.send(sock, proto.encode_batch(entries, buffers), zmq.DONTWAIT)
+                _sockets.send(sock, proto.encode_batch(entries, buffers), _sockets.DONTWAIT)
             except zmq.Again:
                 with self._lock:
                     outbox.put_back(entries, buffers)
                 return False
+            if not outbox.entries:
+                return True
             with self._lock:
                 entries, buffers = outbox.take()
         return True
@@ -184,18 +193,18 @@ class Transport:
         raise NotImplementedError
 
     def _flush_all(self) -> bool:
-        """Flush every outbox; False if some peer is full."""
+        """Flush every outbox, then control messages; False if some peer is full."""
         ok = True
+        for slot, outbox in list(self._outboxes.items()):
+            if outbox.entries:
+                ok = self._flush_slot(slot) and ok
         while self._control_out:
             try:
-                _sockets.send(self._control_socket(), self._control_out[0], zmq.DONTWAIT)
+                _sockets.send(self._control_socket(), self._control_out[0], _sockets.DONTWAIT)
             except zmq.Again:
-                ok = False
-                break
+                return False
             with self._lock:
                 del self._control_out[0]
-        for slot in list(self._outboxes):
-            ok = self._flush_slot(slot) and ok
         return ok
 
     def _has_outgoing(self) -> bool:
@@ -212,18 +221,23 @@ class Transport:
         if entries is None:
             log.warning("dropped a reply of kind %d", kind)
             return
+        pending = self._pending
+        with self._lock:
+            futures = [pending.pop(entry[1], None) for entry in entries]
         offset = 0
-        for kind, msg_id, _actor, _method, blob, nbufs in entries:
-            bufs = buffers[offset : offset + nbufs]
+        for entry, waiting in zip(entries, futures):
+            nbufs = entry[5]
+            if waiting is not None:  # None: already failed by a crash notice
+                self._complete(waiting[0], entry[0], entry[4], buffers[offset : offset + nbufs])
             offset += nbufs
-            self._resolve(kind, msg_id, blob, bufs)
 
     def _resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
         with self._lock:
             pending = self._pending.pop(msg_id, None)
-        if pending is None:
-            return  # already failed by a crash notice: the caller saw one outcome
-        future = pending[0]
+        if pending is not None:
+            self._complete(pending[0], kind, blob, bufs)
+
+    def _complete(self, future: ActorFuture[Any], kind: int, blob: Any, bufs: Any) -> None:
         if kind == proto.OK:
             try:
                 value = proto.loads(blob, bufs)
@@ -257,9 +271,24 @@ class Transport:
                 outbox.entries.clear()
                 outbox.buffers.clear()
         for future in dead:
-            err = ActorCrashedError(f"{future.label}: {reason}", reason) if crashed else (
-                ActorStoppedError(f"{future.label}: {reason}"))
+            err = (
+                ActorCrashedError(f"{future.label}: {reason}", reason)
+                if crashed
+                else (ActorStoppedError(f"{future.label}: {reason}"))
+            )
             _set(future, exc=err)
+
+    def barrier(self) -> list[ActorFuture[Any]]:
+        """One future per worker this process has sent to; each completes once the
+        worker has taken in everything sent to it before."""
+        futures = []
+        for slot in list(self._outboxes):
+            future: ActorFuture[Any] = ActorFuture(f"barrier on worker {slot}", self._waiter)
+            msg_id = next(self._ids)
+            entry = (proto.CALL, msg_id, BARRIER_ACTOR, "barrier", proto.dumps(((), {}))[0], 0)
+            self._submit(slot, entry, [], (msg_id, future))
+            futures.append(future)
+        return futures
 
     # -- requests to the supervisor -----------------------------------------
     def request(
@@ -303,9 +332,10 @@ class Transport:
 
 def _set(future: ActorFuture[Any], value: Any = None, exc: BaseException | None = None) -> None:
     """Complete a future unless a cancel got there first."""
-    if not future.set_running_or_notify_cancel():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(value)
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass  # cancelled by its caller: nobody wants the outcome

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import types
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from actors._actor import RESERVED, Actor
 from actors._errors import ActorStoppedError, MailboxFullError, SerializationError
 from actors._future import ActorFuture
 from actors._ref import STOP_METHOD, ActorRef
+from runtime._transport import BARRIER_ACTOR
 from runtime import _protocol as proto
 from runtime import _sockets
 from runtime._requests import WorkerContext
@@ -73,13 +75,20 @@ class _Request:
 class _Cell:
     """An actor and its queue of messages not yet handled. Internal."""
 
-    __slots__ = ("actor", "busy", "queue", "task")
+    __slots__ = ("actor", "busy", "methods", "queue", "task")
 
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
         self.queue: deque[_Request] = deque()
         self.busy = False
         self.task: asyncio.Future[Any] | None = None
+        self.methods: dict[str, Callable[..., Any]] = {}
+
+    def method(self, name: str) -> Callable[..., Any]:
+        method = self.methods.get(name)
+        if method is None:
+            method = self.methods[name] = _method(self.actor, name)
+        return method
 
 
 class _Reader:
@@ -94,20 +103,18 @@ class _Reader:
         loop: asyncio.AbstractEventLoop,
         sock: zmq.Socket,
         handler: Callable[[list[Any]], None],
-        small: int,
         after: Callable[[], None],
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.handler = handler
-        self.small = small
         self.after = after
         self.paused = False
         self._scheduled = False
         loop.add_reader(sock.FD, self.run)
 
     def check(self) -> None:
-        if not self._scheduled and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if not self._scheduled and _sockets.readable(self.sock):
             self._scheduled = True
             self.loop.call_soon(self.run)
 
@@ -117,11 +124,9 @@ class _Reader:
             return
         try:
             for _ in range(_BUDGET):
-                try:
-                    frames = _sockets.recv(self.sock, zmq.DONTWAIT, self.small)
-                except zmq.Again:
+                if not _sockets.readable(self.sock):
                     return
-                self.handler(frames)
+                self.handler(_sockets.recv(self.sock, _sockets.DONTWAIT))
                 if self.paused:
                     return
             self._scheduled = True  # more may be queued: let the loop breathe first
@@ -147,6 +152,8 @@ class WorkerTransport(Transport):
         self._flush_scheduled = False
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
+        if timeout is not None and timeout < 0:
+            return  # a callback waits: the event loop delivers every reply anyway
         raise RuntimeError(
             f"{future.label}: a blocking result() inside an actor would stall worker "
             f"{self.worker.slot}; make the method `async def` and `await` the call instead"
@@ -188,7 +195,7 @@ class WorkerTransport(Transport):
         self.worker.loop.call_soon(self.worker.deliver, request)
 
     def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
-        self.readers.append(_Reader(self.worker.loop, sock, self._on_data, 2, _noop))
+        self.readers.append(_Reader(self.worker.loop, sock, self._on_data, _noop))
 
     def _control_socket(self) -> zmq.Socket:
         return self.control
@@ -223,8 +230,9 @@ class Worker:
 
         _engine.install(self.system_id, self.transport)
         asyncio.set_event_loop(self.loop)
-        self.inbox = _Reader(self.loop, self.mailbox, self._on_mailbox, 3, self._flush_replies)
-        self.control = _Reader(self.loop, self.transport.control, self._on_control, 2, _noop)
+        self.inbox = _Reader(self.loop, self.mailbox, self._on_mailbox, self._flush_replies)
+        control = _Reader(self.loop, self.transport.control, self._on_control, _noop)
+        self.transport.readers.append(control)  # checked after each send on it
         self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
         self.transport.notify("ready", self.slot, os.getpid())
         self.transport.flush()
@@ -257,7 +265,6 @@ class Worker:
             task.cancel()
         self.loop.run_until_complete(asyncio.sleep(0))
         self.inbox.close()
-        self.control.close()
         for reader in self.transport.readers:
             reader.close()
         self.transport.close_sockets()
@@ -302,11 +309,11 @@ class Worker:
 
     # -- data plane ---------------------------------------------------------------
     def _on_mailbox(self, frames: list[Any]) -> None:
-        peer = frames[0]
+        peer = frames[0].bytes
         try:
             kind, body, buffers = proto.unpack(frames[1:])
             entries = proto.decode_body(body)
-            if kind != proto.BATCH or not isinstance(entries, list):
+            if kind != proto.BATCH or type(entries) is not list:
                 raise proto.ProtocolError(f"kind {kind} is not a batch")
             requests = [_request(peer, e) for e in entries]
         except (proto.ProtocolError, ValueError, TypeError) as exc:
@@ -314,14 +321,21 @@ class Worker:
             return
         offset = 0
         for request, nbufs in requests:
-            request.bufs = buffers[offset : offset + nbufs]
-            offset += nbufs
+            if nbufs:
+                request.bufs = buffers[offset : offset + nbufs]
+                offset += nbufs
             self.deliver(request)
 
     def deliver(self, request: _Request) -> None:
         cell = self.cells.get(request.actor_id)
         if cell is None:
+            if request.actor_id == BARRIER_ACTOR:
+                self._reply(request, None)  # every earlier message from this sender is in
+                return
             self._dead_letter(request)
+            return
+        if not cell.busy and not cell.queue:
+            self._execute(cell, request)
             return
         cell.queue.append(request)
         self._backlog += 1
@@ -344,13 +358,13 @@ class Worker:
             self._stop_actor(cell, request)
             return
         try:
-            method = _method(cell.actor, request.method)
+            method = cell.method(request.method)
             args, kwargs = proto.loads(request.blob, request.bufs)
             result = method(*args, **kwargs)
         except Exception as exc:
             self._reply_error(request, exc)
             return
-        if inspect.isawaitable(result):
+        if _awaitable(result):
             cell.busy = True
             cell.task = asyncio.ensure_future(result)
             cell.task.add_done_callback(functools.partial(self._finish, cell, request))
@@ -387,8 +401,9 @@ class Worker:
         while cell.queue:
             request = cell.queue.popleft()
             self._backlog -= 1
-            err = ActorStoppedError(f"{cell.actor.ref!r} stopped before handling "
-                                    f"{request.method!r}: {why}")
+            err = ActorStoppedError(
+                f"{cell.actor.ref!r} stopped before handling {request.method!r}: {why}"
+            )
             self._reply_error(request, err)
 
     def _dead_letter(self, request: _Request) -> None:
@@ -410,16 +425,22 @@ class Worker:
         try:
             blob, bufs = proto.dumps(value)
         except Exception as exc:
-            err = SerializationError(f"{request.method}() returned a value that does not "
-                                     f"pickle: {exc}")
+            err = SerializationError(
+                f"{request.method}() returned a value that does not pickle: {exc}"
+            )
             self._reply_error(request, err)
             return
         self._queue_reply(request, (proto.OK, request.msg_id, 0, "", blob, len(bufs)), bufs)
 
     def _reply_error(self, request: _Request, exc: BaseException) -> None:
         if request.kind != proto.CALL:
-            log.error("worker %d: tell %r to actor #%d failed", self.slot, request.method,
-                      request.actor_id, exc_info=exc)
+            log.error(
+                "worker %d: tell %r to actor #%d failed",
+                self.slot,
+                request.method,
+                request.actor_id,
+                exc_info=exc,
+            )
             return
         entry = (proto.ERR, request.msg_id, 0, "", proto.encode_error(exc), 0)
         self._queue_reply(request, entry, [])
@@ -452,16 +473,21 @@ class Worker:
         while outbox.entries:
             entries, buffers = outbox.take()
             try:
-                _sockets.send(self.mailbox, [peer, *proto.encode_batch(entries, buffers)],
-                              zmq.DONTWAIT)
+                _sockets.send(
+                    self.mailbox, [peer, *proto.encode_batch(entries, buffers)], _sockets.DONTWAIT
+                )
             except zmq.Again:
                 outbox.put_back(entries, buffers)
                 return False  # the caller is not reading yet: keep the replies
             except zmq.ZMQError as exc:
                 if exc.errno != zmq.EHOSTUNREACH:
                     raise
-                log.warning("worker %d: caller %r is gone; %d replies undeliverable",
-                            self.slot, peer, len(entries) + len(outbox.entries))
+                log.warning(
+                    "worker %d: caller %r is gone; %d replies undeliverable",
+                    self.slot,
+                    peer,
+                    len(entries) + len(outbox.entries),
+                )
                 break
         del self._replies[peer]
         return True
@@ -471,9 +497,23 @@ def _identity(value: Any) -> Any:
     return value
 
 
+_AWAITABLE: dict[type, bool] = {}
+
+
+def _awaitable(value: Any) -> bool:
+    """``inspect.isawaitable`` for the per-message path, cached per type."""
+    kind = type(value)
+    known = _AWAITABLE.get(kind)
+    if known is None:
+        if kind is types.GeneratorType:  # awaitable or not per object
+            return inspect.isawaitable(value)
+        known = _AWAITABLE[kind] = inspect.isawaitable(value)
+    return known
+
+
 def _request(peer: bytes, entry: Any) -> tuple[_Request, int]:
     kind, msg_id, actor_id, method, blob, nbufs = entry
-    if kind not in (proto.CALL, proto.TELL) or not isinstance(method, str):
+    if (kind != proto.CALL and kind != proto.TELL) or type(method) is not str:
         raise proto.ProtocolError(f"entry of kind {kind!r} for method {method!r}")
     return _Request(peer, kind, msg_id, actor_id, method, blob, ()), nbufs
 
@@ -503,8 +543,9 @@ def main(options: str) -> None:
     _die_with_parent()
     if os.getppid() != opts["parent"]:
         sys.exit(1)  # the supervisor died before the death signal was armed
-    logging.basicConfig(level=opts.get("log_level", "WARNING"),
-                        format=f"%(asctime)s worker {opts['slot']} %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=opts.get("log_level", "WARNING"),
+        format=f"%(asctime)s worker {opts['slot']} %(levelname)s %(message)s",
+    )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     Worker(opts).run()
-
