@@ -262,3 +262,4 @@ class DriverTransport(Transport):
         self.control.close(linger=0)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        os.close(self._sentinel)

@@ -1,0 +1,19 @@
+"""The benchmark's actor, in a module of its own so workers import little."""
+
+from typing import Any
+
+from actors import Actor
+
+
+class Echo(Actor):
+    def __init__(self) -> None:
+        self.n = 0
+
+    def echo(self, x: Any) -> Any:
+        return x
+
+    def inc(self) -> None:
+        self.n += 1
+
+    def count(self) -> int:
+        return self.n

@@ -1,0 +1,176 @@
+"""The raw pyzmq baseline: ROUTER servers in spawn-context processes, DEALER clients.
+
+No numpy here: a spawn child imports this module, and should start as fast as it can.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+STOP, PING = b"\x00stop", b"\x00ping"  # a pickle never starts with a NUL byte
+WINDOW = 1000  # pipelined requests outstanding at most: stays under the default HWM
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def _control(sock: zmq.Socket, ident: Any, body: Any) -> bool:
+    """Answer PING and STOP (echoed back); True when the server must stop."""
+    if len(body) != len(STOP):
+        return False
+    data = bytes(body)
+    if data in (STOP, PING):
+        sock.send_multipart([ident, data])
+    return data == STOP
+
+
+def _echo_pickle(sock: zmq.Socket) -> None:
+    while True:
+        ident, body = sock.recv_multipart()
+        if body[0] == 0 and _control(sock, ident, body):
+            return
+        sock.send_multipart([ident, pickle.dumps(pickle.loads(body), 5)])
+
+
+def _echo_frames(sock: zmq.Socket) -> None:
+    while True:
+        frames = sock.recv_multipart(copy=False)
+        if len(frames) == 2 and _control(sock, frames[0], frames[1]):
+            return
+        sock.send_multipart(frames, copy=False)
+
+
+def _count(sock: zmq.Socket) -> None:
+    n = 0
+    while True:
+        ident, body = sock.recv_multipart()
+        if body[0] == 0 and _control(sock, ident, body):
+            return
+        method, _args = pickle.loads(body)
+        if method == "inc":
+            n += 1
+        else:  # "count": reply, and start again from zero
+            sock.send_multipart([ident, pickle.dumps(n, 5)])
+            n = 0
+
+
+SERVERS: dict[str, Callable[[zmq.Socket], None]] = {
+    "pickle": _echo_pickle,
+    "frames": _echo_frames,
+    "count": _count,
+}
+
+
+def serve(endpoint: str, mode: str) -> None:
+    """The server process: bind a ROUTER on ``endpoint`` and run ``SERVERS[mode]``."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    try:
+        SERVERS[mode](sock)
+    finally:
+        sock.close(linger=1000)
+        ctx.term()
+
+
+class RawServer:
+    """A server process and this process's DEALER connected to it."""
+
+    def __init__(self, ctx: zmq.Context, mode: str, timeout: float = 60.0) -> None:
+        self._dir = tempfile.mkdtemp(prefix="bench-raw-")
+        endpoint = f"ipc://{self._dir}/{mode}"
+        self.process = _SPAWN.Process(target=serve, args=(endpoint, mode), daemon=True)
+        self.process.start()
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 5)  # we may connect before the bind
+        self.sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))  # zmq.Again, not a hang
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def ping(self) -> None:
+        self.sock.send(PING)
+        if self.sock.recv() != PING:
+            raise RuntimeError("raw server answered a ping with something else")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the server to stop, join it, kill it if it does not go."""
+        if self.process.is_alive():
+            try:
+                self.sock.send(STOP, zmq.NOBLOCK)
+                self.sock.poll(int(timeout * 1000))
+            except zmq.ZMQError:
+                pass
+            self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+        self.sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def latency(server: RawServer, n: int) -> list[int]:
+    """Round-trip times in ns of ``n`` pickled ints, one at a time."""
+    sock, samples = server.sock, []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        sock.send(pickle.dumps(i, 5))
+        pickle.loads(sock.recv())
+        samples.append(time.perf_counter_ns() - t0)
+    return samples
+
+
+def pipelined(server: RawServer, n: int) -> float:
+    """Seconds to send ``n`` pickled requests (``WINDOW`` outstanding) and get the replies."""
+    sock, outstanding, total = server.sock, 0, 0
+    t0 = time.perf_counter()
+    for i in range(n):
+        if outstanding >= WINDOW:
+            total += pickle.loads(sock.recv())
+            outstanding -= 1
+        sock.send(pickle.dumps(i, 5))
+        outstanding += 1
+    for _ in range(outstanding):
+        total += pickle.loads(sock.recv())
+    elapsed = time.perf_counter() - t0
+    assert total == n * (n - 1) // 2, "raw pipelined: wrong replies"
+    return elapsed
+
+
+def tell(server: RawServer, n: int) -> float:
+    """Seconds to send ``n`` pickled one-way messages and get the server's count."""
+    sock = server.sock
+    t0 = time.perf_counter()
+    for _ in range(n):
+        sock.send(pickle.dumps(("inc", ()), 5))
+    sock.send(pickle.dumps(("count", ()), 5))
+    count = pickle.loads(sock.recv())
+    elapsed = time.perf_counter() - t0
+    assert count == n, f"raw tell: the server counted {count}, not {n}"
+    return elapsed
+
+
+def roundtrip_buffer(server: RawServer, buf: Any) -> tuple[float, zmq.Frame]:
+    """Seconds to send ``buf`` uncopied and get it back; and the frame it came back in."""
+    t0 = time.perf_counter()
+    server.sock.send(buf, copy=False)
+    frame = server.sock.recv(copy=False)
+    return time.perf_counter() - t0, frame
+
+
+def start(ctx: zmq.Context, processes: int) -> float:
+    """Seconds to start ``processes`` echo servers and get one ping answered by each."""
+    t0 = time.perf_counter()
+    servers = [RawServer(ctx, "pickle") for _ in range(processes)]
+    try:
+        for server in servers:
+            server.ping()
+        return time.perf_counter() - t0
+    finally:
+        for server in servers:
+            server.stop()

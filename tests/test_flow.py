@@ -1,0 +1,99 @@
+"""No silent loss: backpressure, pipelining, garbage on the wire, big payloads."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from actors import MailboxFullError
+from runtime import ActorSystem
+from runtime import _protocol as proto
+from runtime import _sockets
+from tests.helpers import Counter
+
+
+def test_200k_pipelined_asks_all_get_their_replies_in_order(system: ActorSystem) -> None:
+    counter = system.spawn(Counter)
+    futures = [counter.add(1) for _ in range(200_000)]
+    assert [f.result(timeout=60) for f in futures] == list(range(1, 200_001))
+
+
+def test_tells_sent_before_shutdown_are_all_handled(tmp_path: Path) -> None:
+    marker = tmp_path / "final"
+    with ActorSystem(workers=1) as system:
+        counter = system.spawn(Counter, stop_marker=str(marker))
+        for _ in range(50_000):
+            counter.add.tell(1)
+    assert marker.read_text() == "50000"  # on_stop ran after every tell
+
+
+def test_backpressure_blocks_then_raises_and_loses_nothing(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with ActorSystem(workers=1, mailbox_size=100, outbox_limit=500, send_timeout=0.5) as system:
+        counter = system.spawn(Counter)
+        blocked = counter.block_on(str(fifo))  # the worker is stuck until we write
+        sent = 0
+        with pytest.raises(MailboxFullError, match="not keeping up"):
+            for _ in range(5_000_000):  # far more than the pipes can hold
+                counter.add.tell(1)
+                sent += 1
+        with open(fifo, "w") as pipe:
+            pipe.write("go\n")
+        assert blocked.result(timeout=30) == "go"
+        assert counter.get().result(timeout=60) == sent  # every accepted tell arrived
+        assert counter.add(1).result(timeout=10) == sent + 1  # and it keeps serving
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        [b"not a header"],
+        [b"dc\x09\x01\x00\x00\x00\x00pickle"],  # unknown version
+        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 0) + b"\x80\x05nonsense"],
+        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 3) + pickle.dumps([])],
+        proto.encode_batch([(proto.CALL, 1, 2)], []),  # an entry of the wrong shape
+        proto.encode_batch([(99, 1, 2, "add", b"", 0)], []),  # an unknown entry kind
+        [b"", b"", b""],
+    ],
+)
+def test_garbage_is_logged_and_dropped_and_the_worker_serves_on(
+    capfd: pytest.CaptureFixture[str], garbage: list[bytes]
+) -> None:
+    with ActorSystem(workers=1) as system:  # started under capfd: its stderr is ours
+        _garbage_then_a_good_call(system, garbage)
+    assert "dropped a malformed message" in capfd.readouterr().err
+
+
+def _garbage_then_a_good_call(system: ActorSystem, garbage: list[bytes]) -> None:
+    counter = system.spawn(Counter, worker=0)
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.connect(_sockets.worker_endpoint(system._run_dir, 0))
+        sock.send_multipart(garbage)
+        blob, _ = proto.dumps(((5,), {}))  # then a good call on the same connection
+        sock.send_multipart(proto.encode_batch([(proto.CALL, 1, counter.actor_id, "add", blob, 0)],
+                                               []))
+        assert sock.poll(10_000), "the worker stopped answering"
+        _, body, _ = proto.unpack(sock.recv_multipart())
+        [(kind, msg_id, _, _, reply, _)] = proto.decode_body(body)
+        assert (kind, msg_id, proto.loads(reply)) == (proto.OK, 1, 5)
+        sock.close(linger=0)
+    finally:
+        ctx.term()
+    assert counter.add(1).result(timeout=5) == 6
+
+
+def test_256_mib_array_round_trip(system: ActorSystem) -> None:
+    counter = system.spawn(Counter)
+    array = np.arange(256 * 1024 * 1024 // 8, dtype=np.int64)
+    back = counter.echo(array).result(timeout=120)
+    assert back.shape == array.shape and back[-1] == array[-1]
+    assert np.array_equal(back[::4096], array[::4096])
+    assert not back.flags.owndata  # a view of the received frame, not a copy

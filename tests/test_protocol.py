@@ -1,0 +1,123 @@
+"""The wire format and serialization, without processes."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import actors
+from actors import ActorRef, RemoteError, RemoteTraceback, SerializationError
+from runtime import _protocol as proto
+from tests.helpers import Unpicklable
+
+
+def test_batch_round_trip() -> None:
+    blob, bufs = proto.dumps(((1, "two"), {"three": 3.0}))
+    entries = [(proto.CALL, 7, 42, "add", blob, len(bufs))]
+    frames = proto.encode_batch(entries, bufs)
+    kind, body, buffers = proto.unpack(frames)
+    assert kind == proto.BATCH
+    assert list(buffers) == []
+    [(k, msg_id, actor_id, method, got, nbufs)] = proto.decode_body(body)
+    assert (k, msg_id, actor_id, method, nbufs) == (proto.CALL, 7, 42, "add", 0)
+    assert proto.loads(got) == ((1, "two"), {"three": 3.0})
+
+
+def test_large_buffers_travel_out_of_band_uncopied() -> None:
+    array = np.arange(1_000_000, dtype=np.int64)
+    blob, bufs = proto.dumps(((array,), {}))
+    assert len(bufs) == 1
+    assert len(blob) < 1000  # the array's bytes are not in the pickle
+    assert bufs[0].raw().obj is array  # the buffer is the array's own memory
+    (back,), _ = proto.loads(blob, bufs)
+    assert np.array_equal(back, array)
+
+
+def test_small_buffers_stay_in_band() -> None:
+    blob, bufs = proto.dumps(np.arange(10))
+    assert bufs == []
+    assert np.array_equal(proto.loads(blob), np.arange(10))
+
+
+def test_classes_and_lambdas_pickle_by_value() -> None:
+    blob, _ = proto.dumps(((lambda x: x + 1,), {}))
+    (fn,), _ = proto.loads(blob)
+    assert fn(1) == 2
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [],
+        [b"xx"],
+        [b"dc"],
+        [b"nope-not-a-header-at-all"],
+        [proto.HEADER.pack(b"dc", 99, proto.BATCH, 0) + b"x"],  # unknown version
+        [proto.HEADER.pack(b"dc", proto.VERSION, 77, 0) + b"x"],  # unknown kind
+        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 2) + b"x", b"buf"],  # count
+    ],
+)
+def test_malformed_frames_are_rejected(frames: list[bytes]) -> None:
+    with pytest.raises(proto.ProtocolError):
+        proto.unpack(frames)
+
+
+def test_body_that_does_not_unpickle_is_a_protocol_error() -> None:
+    _, body, _ = proto.unpack(proto.pack(proto.BATCH, b"\x80\x05garbage"))
+    with pytest.raises(proto.ProtocolError):
+        proto.decode_body(body)
+
+
+def test_unpicklable_argument_names_the_argument() -> None:
+    ref = ActorRef("sys", 3, 0, "counter")
+    with pytest.raises(SerializationError, match=r"counter#3.*add\(\).*argument 1 \(lock\)"):
+        proto.dumps_call((ref, "add"), (1, threading.Lock()), {})
+    with pytest.raises(SerializationError, match="keyword argument 'key'"):
+        proto.dumps_call((ref, "add"), (), {"key": threading.Lock()})
+
+
+def test_errors_keep_type_and_remote_traceback() -> None:
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        blob = proto.encode_error(exc)
+    err = proto.decode_error(blob)
+    assert type(err) is KeyError and err.args == ("missing",)
+    assert isinstance(err.__cause__, RemoteTraceback)
+    assert "test_errors_keep_type_and_remote_traceback" in err.__cause__.text
+
+
+def test_exception_that_cannot_be_unpickled_becomes_remote_error() -> None:
+    err = proto.decode_error(proto.encode_error(Unpicklable(1, 2)))
+    assert isinstance(err, RemoteError)
+    assert "Unpicklable" in str(err)
+
+
+@pytest.mark.parametrize("name", actors.__all__)
+def test_every_public_error_pickles(name: str) -> None:
+    cls = getattr(actors, name)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return
+    err = cls("message")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is cls and str(back) == str(err)
+
+
+def test_crashed_error_keeps_its_cause() -> None:
+    err = actors.ActorCrashedError("call failed", "worker 1 killed by signal SIGKILL")
+    back = pickle.loads(pickle.dumps(err))
+    assert back.cause == "worker 1 killed by signal SIGKILL"
+    assert str(back) == "call failed"
+
+
+def test_refs_are_small_hashable_and_picklable() -> None:
+    ref = ActorRef("sys", 5, 1, "name")
+    ref.add  # noqa: B018 -- a cached method proxy must not travel with the ref
+    back = pickle.loads(pickle.dumps(ref))
+    assert back == ref and hash(back) == hash(ref)
+    assert len(pickle.dumps(ref)) < 120
+    assert {ref: 1}[back] == 1
+    assert ActorRef("other", 5, 1) != ref
