@@ -12,6 +12,7 @@ pipe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,10 +32,10 @@ __all__ = ["DriverTransport"]
 
 log = logging.getLogger("dovecote")
 
-_RECV_BUDGET = 256
+_RECV_BUDGET = 256  # messages read from one socket before the others get a turn
 POLLIN = int(zmq.POLLIN)
 TICK = 0.005  # how late, at most, the background thread takes up work nobody waits for
-IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it  # messages read from one socket before the others get a turn
+IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it
 
 
 class DriverTransport(Transport):
@@ -143,10 +144,8 @@ class DriverTransport(Transport):
     def _wake_owner(self) -> None:
         if not self._armed:
             self._armed = True
-            try:
+            with contextlib.suppress(BlockingIOError):  # full of wake-ups already
                 os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # the pipe is full of wake-ups already
 
     def _has_work(self) -> bool:
         return bool(self._pending or self._control_pending or self._has_outgoing())
@@ -225,7 +224,7 @@ class DriverTransport(Transport):
 
     def _on_control(self, frames: list[Any]) -> None:
         try:
-            kind, body, _ = proto.unpack(frames)
+            _kind, body, _ = proto.unpack(frames)
             op, *fields = proto.decode_body(body)
         except (proto.ProtocolError, ValueError, TypeError) as exc:
             log.warning("dropped a malformed control message: %s", exc)

@@ -10,9 +10,9 @@ import zmq
 __all__ = [
     "COPY_MIN",
     "DONTWAIT",
-    "readable",
     "control_endpoint",
     "dealer",
+    "readable",
     "recv",
     "send",
     "worker_endpoint",

@@ -76,6 +76,9 @@ class Supervisor:
         self.creating: dict[int, tuple[bytes, int, int, str | None]] = {}
         self.next_actor = 1
         self.stopping = False
+        self.stop_deadline = 0.0
+        self.escalations = [signal.SIGTERM, signal.SIGKILL]
+        self.stop_waiters: list[tuple[bytes, int]] = []
         self.waiting_hello: list[tuple[bytes, int]] = []
 
     # -- workers ----------------------------------------------------------------
@@ -108,7 +111,7 @@ class Supervisor:
             return
         cause = f"worker {worker.slot} (pid {worker.proc.pid}) {describe_exit(returncode)}"
         log.warning("%s", cause)
-        for actor_id, (slot, name) in list(self.actors.items()):
+        for actor_id, (slot, _) in list(self.actors.items()):
             if slot == worker.slot:
                 self.forget(actor_id)
         for actor_id, (client, req_id, slot, name) in list(self.creating.items()):
@@ -256,46 +259,55 @@ class Supervisor:
             self.forget(actor_id)
         self.reply(peer, req_id, True, None)
 
-    def op_shutdown(self, peer: bytes, req_id: int) -> None:
-        self.stop_workers()
-        self.reply(peer, req_id, True, None)
+    def op_shutdown(self, peer: bytes, req_id: int, grace: float = STOP_GRACE) -> None:
+        self.stop_waiters.append((peer, req_id))
+        self.begin_stop(grace)
 
     # -- main loop ----------------------------------------------------------------
     def run(self) -> None:
         for slot in range(self.opts["workers"]):
             self.start_worker(slot)
-        while not self.stopping:
-            self.step(None)
+        while not self.stopping or self.workers:
+            self.step(self.stop_timeout())
+        for peer, req_id in self.stop_waiters:
+            self.reply(peer, req_id, True, None)
 
     def step(self, timeout: float | None) -> None:
-        events = dict(self.poller.poll(timeout))
+        events = dict(self.poller.poll(None if timeout is None else int(timeout)))
         if self.control in events:
             while _sockets.readable(self.control):
                 self.on_control(_sockets.recv(self.control, _sockets.DONTWAIT))
-        if sys.stdin.fileno() in events and not os.read(sys.stdin.fileno(), 4096):
+        stdin = sys.stdin.fileno()
+        if stdin in events and not os.read(stdin, 4096):
             log.info("supervisor: the driver is gone; shutting down")
-            self.stop_workers()
+            self.poller.unregister(stdin)
+            self.begin_stop(STOP_GRACE)
         for worker in list(self.workers.values()):
             if worker.sentinel in events:
                 self.on_worker_exit(worker)
 
-    def stop_workers(self) -> None:
-        """Ask every worker to stop its actors; SIGTERM, then SIGKILL, stragglers."""
+    def begin_stop(self, grace: float) -> None:
+        """Ask every worker to stop its actors; stragglers get SIGTERM, then SIGKILL."""
+        if self.stopping:
+            return
         self.stopping = True
+        self.stop_deadline = time.monotonic() + grace
         for slot in list(self.workers):
             self.send_worker(slot, "shutdown")
-        deadline = time.monotonic() + STOP_GRACE
-        escalations = [signal.SIGTERM, signal.SIGKILL]
-        while self.workers:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and escalations:
-                sig = escalations.pop(0)
-                for worker in self.workers.values():
-                    log.warning("worker %d did not stop in time: %s", worker.slot, sig.name)
-                    worker.proc.send_signal(sig)
-                deadline = time.monotonic() + 1.0
-                remaining = 1.0
-            self.step(max(remaining, 0.0) * 1000)
+
+    def stop_timeout(self) -> float | None:
+        """Milliseconds until the next escalation while stopping; None otherwise."""
+        if not self.stopping:
+            return None
+        remaining = self.stop_deadline - time.monotonic()
+        if remaining <= 0 and self.escalations:
+            sig = self.escalations.pop(0)
+            for worker in self.workers.values():
+                log.warning("worker %d did not stop in time: %s", worker.slot, sig.name)
+                worker.proc.send_signal(sig)
+            self.stop_deadline = time.monotonic() + 1.0
+            remaining = 1.0
+        return max(remaining, 0.1) * 1000
 
     def close(self) -> None:
         self.control.close(linger=100)

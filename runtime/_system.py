@@ -127,9 +127,15 @@ class ActorSystem:
         atexit.unregister(self.shutdown)
         deadline = time.monotonic() + timeout
         try:
-            for sent in self._transport.barrier():  # what was sent before arrives first
-                sent.result(max(0.0, deadline - time.monotonic()))
-            stop = self._transport.request("shutdown", _identity, "shutdown")
+            # What was sent before arrives first, unless a worker is stuck in a method.
+            for sent in self._transport.barrier():
+                sent.result(max(0.0, deadline - timeout * 2 / 3 - time.monotonic()))
+        except (ActorError, TimeoutError):
+            pass
+        try:
+            # The rest of the time is the actors' grace; a second goes to SIGTERM, SIGKILL.
+            grace = max(0.0, deadline - time.monotonic() - 2.5)
+            stop = self._transport.request("shutdown", _identity, "shutdown", grace)
             stop.result(max(0.0, deadline - time.monotonic()))
         except (ActorError, TimeoutError):
             pass  # the supervisor is already gone or stuck: it is killed below

@@ -12,10 +12,10 @@ worker) by implementing ``_kick`` and ``_waiter``.
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import InvalidStateError
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import InvalidStateError
 from typing import Any
 
 import zmq
@@ -225,7 +225,7 @@ class Transport:
         with self._lock:
             futures = [pending.pop(entry[1], None) for entry in entries]
         offset = 0
-        for entry, waiting in zip(entries, futures):
+        for entry, waiting in zip(entries, futures, strict=False):
             nbufs = entry[5]
             if waiting is not None:  # None: already failed by a crash notice
                 self._complete(waiting[0], entry[0], entry[4], buffers[offset : offset + nbufs])

@@ -31,14 +31,13 @@ from typing import Any
 import zmq
 
 from actors._actor import RESERVED, Actor
-from actors._errors import ActorStoppedError, MailboxFullError, SerializationError
+from actors._errors import ActorStoppedError, SerializationError
 from actors._future import ActorFuture
 from actors._ref import STOP_METHOD, ActorRef
-from runtime._transport import BARRIER_ACTOR
 from runtime import _protocol as proto
 from runtime import _sockets
 from runtime._requests import WorkerContext
-from runtime._transport import Transport, TransportOptions, _Outbox
+from runtime._transport import BARRIER_ACTOR, Transport, TransportOptions, _Outbox
 
 __all__ = ["main"]
 
@@ -303,7 +302,7 @@ class Worker:
         actor: Actor = cls.__new__(cls)
         actor._ref = ActorRef(self.system_id, actor_id, self.slot, name)
         actor._system = self.context
-        actor.__init__(*args, **kwargs)
+        cls.__init__(actor, *args, **kwargs)
         actor.on_start()
         return actor
 
@@ -385,9 +384,14 @@ class Worker:
             self._process(cell)
 
     def _stop_actor(self, cell: _Cell, request: _Request) -> None:
-        self._stop_cell(request.actor_id, f"it was stopped by {STOP_METHOD}")
+        self._stop_cell(request.actor_id, "it was stopped")
         gone = self.transport.request("actor gone", _identity, "actor_gone", request.actor_id)
-        gone.add_done_callback(lambda _: (self._reply(request, None), self._schedule_replies()))
+
+        def stopped(_: object) -> None:  # the name is free once stop() returns
+            self._reply(request, None)
+            self._schedule_replies()
+
+        gone.add_done_callback(stopped)
         self.transport.flush()
 
     def _stop_cell(self, actor_id: int, why: str) -> None:

@@ -8,16 +8,29 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from zmq.utils.garbage import gc as zmq_gc
+import zmq
 
 from runtime import ActorSystem
 
 faulthandler.enable()  # a hang or a crash dumps every thread's stack
 
-# pyzmq releases zero-copy frames through a process-wide collector with a context
-# of its own, started on first use and kept for the process's life: start it now
-# so that it is not taken for a leak of the first test that sends a large frame.
-zmq_gc.start()
+
+def _start_zero_copy_collector() -> None:
+    """pyzmq releases zero-copy frames through a process-wide collector with a
+    context of its own, made on first use and kept for the process's life: make
+    it now, so that it is not taken for a leak of the first test that needs it."""
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    a.bind("inproc://prime")
+    b.connect("inproc://prime")
+    a.send(bytearray(4 * zmq.COPY_THRESHOLD), copy=False)
+    b.recv()
+    a.close()
+    b.close()
+    ctx.term()
+
+
+_start_zero_copy_collector()
 
 
 def _open_channels() -> dict[int, str]:

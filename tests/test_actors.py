@@ -8,8 +8,13 @@ import threading
 
 import pytest
 
-from actors import ActorCrashedError, ActorRef, ActorStoppedError, RemoteTraceback
-from actors import SerializationError
+from actors import (
+    ActorCrashedError,
+    ActorRef,
+    ActorStoppedError,
+    RemoteTraceback,
+    SerializationError,
+)
 from runtime import ActorSystem
 from tests.helpers import BadInit, Counter, Waiter
 
@@ -176,7 +181,9 @@ def test_unpicklable_argument_raises_at_the_call_site(system: ActorSystem) -> No
 
 def test_unpicklable_return_value_is_an_error_not_a_hang(system: ActorSystem) -> None:
     counter = system.spawn(Counter)
-    with pytest.raises(SerializationError, match="make_lock.*does not pickle"):
+    with pytest.raises(
+        SerializationError, match=r"make_lock\(\) returned a value that does not pickle"
+    ):
         counter.make_lock().result(timeout=5)
     assert counter.add(1).result(timeout=5) == 1
 

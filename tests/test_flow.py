@@ -11,9 +11,8 @@ import pytest
 import zmq
 
 from actors import MailboxFullError
-from runtime import ActorSystem
+from runtime import ActorSystem, _sockets
 from runtime import _protocol as proto
-from runtime import _sockets
 from tests.helpers import Counter
 
 
@@ -78,8 +77,9 @@ def _garbage_then_a_good_call(system: ActorSystem, garbage: list[bytes]) -> None
         sock.connect(_sockets.worker_endpoint(system._run_dir, 0))
         sock.send_multipart(garbage)
         blob, _ = proto.dumps(((5,), {}))  # then a good call on the same connection
-        sock.send_multipart(proto.encode_batch([(proto.CALL, 1, counter.actor_id, "add", blob, 0)],
-                                               []))
+        sock.send_multipart(
+            proto.encode_batch([(proto.CALL, 1, counter.actor_id, "add", blob, 0)], [])
+        )
         assert sock.poll(10_000), "the worker stopped answering"
         _, body, _ = proto.unpack(sock.recv_multipart())
         [(kind, msg_id, _, _, reply, _)] = proto.decode_body(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,10 +54,8 @@ def _gone(pids: list[int], timeout: float) -> list[psutil.Process]:
     """Wait until none of ``pids`` runs (zombies count as gone); return the rest."""
     procs = []
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
@@ -69,8 +68,13 @@ def _start_driver(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], lis
     workdir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(script), mode], cwd=workdir, env=env, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, str(script), mode],
+        cwd=workdir,
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None
     pids = [int(p) for p in proc.stdout.readline().split()]
@@ -85,6 +89,7 @@ def test_driver_exit_without_shutdown_leaves_nothing(tmp_path: Path) -> None:
     proc, pids = _start_driver(tmp_path, "exit")
     with proc:
         assert proc.wait(timeout=30) == 0  # atexit shut the system down
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
     assert _gone(pids, timeout=5) == []
 
 
@@ -93,7 +98,10 @@ def test_sigkilled_driver_leaves_no_orphans(tmp_path: Path) -> None:
     with proc:
         proc.kill()
         proc.wait(timeout=10)
-    assert _gone(pids, timeout=5) == []  # the supervisor and workers noticed
+        assert _gone(pids, timeout=5) == []  # the supervisor and workers noticed
+        assert proc.stderr is not None
+        errors = proc.stderr.read()  # EOF: every process holding the pipe has exited
+    assert "Traceback" not in errors, errors
 
 
 def test_exception_in_with_block_shuts_everything_down() -> None:
@@ -113,6 +121,16 @@ def test_shutdown_is_idempotent_and_run_dir_is_private() -> None:
     system.shutdown()
     system.shutdown()
     assert "shut down" in repr(system)
+
+
+def test_shutdown_is_bounded_when_a_worker_is_stuck(tmp_path: Path) -> None:
+    fifo = tmp_path / "never-written"
+    os.mkfifo(fifo)
+    system = ActorSystem(workers=1)
+    stuck = system.spawn(Counter).block_on(str(fifo))
+    system.shutdown(timeout=4)  # the worker is SIGTERMed once its grace is over
+    with pytest.raises(ActorStoppedError, match="shut down"):
+        stuck.result(timeout=5)
 
 
 def test_workers_exit_when_the_supervisor_is_killed() -> None:
