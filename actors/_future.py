@@ -27,8 +27,24 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
     completed in time; the call itself goes on and may still complete later.
     """
 
-    def __init__(self, what: object = "call", waiter: Waiter | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        what: object = "call",
+        waiter: Waiter | None = None,
+        condition: threading.Condition | None = None,
+    ) -> None:
+        if condition is None:
+            super().__init__()
+        else:
+            # The fields of Future.__init__, with a condition shared by an engine's
+            # futures: a Condition per call costs more than the rest of the call.
+            # Sharing is safe: waiters re-check their own future's state on wake-up.
+            self._condition = condition
+            self._state = "PENDING"
+            self._result = None
+            self._exception = None
+            self._waiters = []
+            self._done_callbacks = []
         self._what = what
         self._waiter = waiter
 

@@ -88,6 +88,7 @@ class Transport:
         self.options = options
         self._lock: threading.Lock | threading.Condition = threading.Lock()
         self._ids = itertools.count(1)
+        self._futures_condition = threading.Condition()
         self._pending: dict[int, tuple[ActorFuture[Any], int]] = {}
         self._outboxes: dict[int, _Outbox] = {}
         self._dealers: dict[int, zmq.Socket] = {}
@@ -101,7 +102,7 @@ class Transport:
     ) -> ActorFuture[Any]:
         what = (ref, method)
         blob, bufs = proto.dumps_call(what, args, kwargs)
-        future: ActorFuture[Any] = ActorFuture(what, self._waiter)
+        future: ActorFuture[Any] = ActorFuture(what, self._waiter, self._futures_condition)
         msg_id = next(self._ids)
         entry = (proto.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
         self._submit(ref.slot, entry, bufs, (msg_id, future))
