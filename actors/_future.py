@@ -44,7 +44,7 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             self._result = None
             self._exception = None
             self._waiters = []
-            self._done_callbacks = []
+            self._done_callbacks: list[Callable[[Any], object]] = []
         self._what = what
         self._waiter = waiter
 

@@ -5,12 +5,12 @@ No numpy here: a spawn child imports this module, and should start as fast as it
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -20,69 +20,39 @@ WINDOW = 1000  # pipelined requests outstanding at most: stays under the default
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def _control(sock: zmq.Socket, ident: Any, body: Any) -> bool:
-    """Answer PING and STOP (echoed back); True when the server must stop."""
-    if len(body) != len(STOP):
-        return False
-    data = bytes(body)
-    if data in (STOP, PING):
-        sock.send_multipart([ident, data])
-    return data == STOP
-
-
-def _echo_pickle(sock: zmq.Socket) -> None:
-    while True:
-        ident, body = sock.recv_multipart()
-        if body[0] == 0 and _control(sock, ident, body):
-            return
-        sock.send_multipart([ident, pickle.dumps(pickle.loads(body), 5)])
-
-
-def _echo_frames(sock: zmq.Socket) -> None:
-    while True:
-        frames = sock.recv_multipart(copy=False)
-        if len(frames) == 2 and _control(sock, frames[0], frames[1]):
-            return
-        sock.send_multipart(frames, copy=False)
-
-
-def _count(sock: zmq.Socket) -> None:
-    n = 0
-    while True:
-        ident, body = sock.recv_multipart()
-        if body[0] == 0 and _control(sock, ident, body):
-            return
-        method, _args = pickle.loads(body)
-        if method == "inc":
-            n += 1
-        else:  # "count": reply, and start again from zero
-            sock.send_multipart([ident, pickle.dumps(n, 5)])
-            n = 0
-
-
-SERVERS: dict[str, Callable[[zmq.Socket], None]] = {
-    "pickle": _echo_pickle,
-    "frames": _echo_frames,
-    "count": _count,
-}
-
-
 def serve(endpoint: str, mode: str) -> None:
-    """The server process: bind a ROUTER on ``endpoint`` and run ``SERVERS[mode]``."""
+    """The server process: a ROUTER on ``endpoint``; ``mode`` is pickle, frames or count.
+
+    PING and STOP are echoed back in every mode; STOP then ends the process.
+    """
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.bind(endpoint)
-    try:
-        SERVERS[mode](sock)
-    finally:
-        sock.close(linger=1000)
-        ctx.term()
+    count = 0
+    while True:
+        frames = sock.recv_multipart(copy=mode != "frames")
+        ident, body = frames[0], frames[-1]
+        if len(body) == len(STOP) and bytes(body) in (STOP, PING):
+            sock.send_multipart([ident, bytes(body)])
+            if bytes(body) == STOP:
+                break
+        elif mode == "frames":  # echo the frames as they came, uncopied
+            sock.send_multipart(frames, copy=False)
+        elif mode == "pickle":  # echo the unpickled object, pickled again
+            sock.send_multipart([ident, pickle.dumps(pickle.loads(body), 5)])
+        elif pickle.loads(body)[0] == "inc":  # mode "count"
+            count += 1
+        else:  # ("count", ()): reply with the count and start again from zero
+            sock.send_multipart([ident, pickle.dumps(count, 5)])
+            count = 0
+    sock.close(linger=1000)
+    ctx.term()
 
 
 class RawServer:
     """A server process and this process's DEALER connected to it."""
 
-    def __init__(self, ctx: zmq.Context, mode: str, timeout: float = 60.0) -> None:
+    def __init__(self, ctx: zmq.Context, mode: str, timeout: float = 20.0) -> None:
         self._dir = tempfile.mkdtemp(prefix="bench-raw-")
         endpoint = f"ipc://{self._dir}/{mode}"
         self.process = _SPAWN.Process(target=serve, args=(endpoint, mode), daemon=True)
@@ -100,13 +70,9 @@ class RawServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the server to stop, join it, kill it if it does not go."""
-        if self.process.is_alive():
-            try:
-                self.sock.send(STOP, zmq.NOBLOCK)
-                self.sock.poll(int(timeout * 1000))
-            except zmq.ZMQError:
-                pass
-            self.process.join(timeout)
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.send(STOP, zmq.NOBLOCK)
+        self.process.join(timeout)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout)
