@@ -20,7 +20,9 @@ that the noise of a shared machine hits both sides alike:
   reply, against starting two spawn-context processes that bind a ROUTER and
   answer one ping.
 
-Throughputs and start times alternate raw and dovecote repetitions and show
-the median (and the best, for numpy). The ratio column is always
-dovecote/raw; the "better" column says which direction is good.
+Throughputs and start times alternate raw and dovecote repetitions (after an
+untimed warm-up, but for ``start``) and show the median, and the best for
+numpy. The ratio column is always dovecote/raw; the "better" column says
+which direction is good for both figures and the ratio. PASS/MISS compares
+dovecote's figure with the issue's target.
 """

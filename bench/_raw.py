@@ -16,7 +16,10 @@ from typing import Any
 import zmq
 
 STOP, PING = b"\x00stop", b"\x00ping"  # a pickle never starts with a NUL byte
-WINDOW = 1000  # pipelined requests outstanding at most: stays under the default HWM
+WINDOW = 1000  # pipelined requests outstanding at most
+# High-water marks well above WINDOW: libzmq acknowledges reads lazily, so a pipe can
+# look full with fewer than HWM messages in it, and a ROUTER drops what it cannot queue.
+HWM = 10 * WINDOW
 _SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -27,10 +30,15 @@ def serve(endpoint: str, mode: str) -> None:
     """
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full pipe blocks the send: never drop
     sock.bind(endpoint)
     count = 0
     while True:
-        frames = sock.recv_multipart(copy=mode != "frames")
+        frames: list[Any] = (
+            sock.recv_multipart(copy=False) if mode == "frames" else sock.recv_multipart()
+        )
         ident, body = frames[0], frames[-1]
         if len(body) == len(STOP) and bytes(body) in (STOP, PING):
             sock.send_multipart([ident, bytes(body)])
@@ -61,6 +69,8 @@ class RawServer:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 5)  # we may connect before the bind
         self.sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))  # zmq.Again, not a hang
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, HWM)
+        self.sock.setsockopt(zmq.RCVHWM, HWM)
         self.sock.connect(endpoint)
 
     def ping(self) -> None:

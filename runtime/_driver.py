@@ -217,6 +217,8 @@ class DriverTransport(Transport):
             self._drain(sock, self._on_data)
 
     def _drain(self, sock: zmq.Socket, handler: Callable[[list[Any]], None]) -> None:
+        """Handle what ``sock`` holds; zmq_poll said it is readable."""
+        handler(_sockets.recv(sock, _sockets.DONTWAIT))
         for _ in range(_RECV_BUDGET):
             if not _sockets.readable(sock):
                 return

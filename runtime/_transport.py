@@ -223,12 +223,19 @@ class Transport:
             log.warning("dropped a reply of kind %d", kind)
             return
         pending = self._pending
+        if len(entries) == 1:  # the common case of a lone call: no lists, no zip
+            kind, msg_id, _, _, blob, _ = entries[0]
+            with self._lock:
+                waiting = pending.pop(msg_id, None)
+            if waiting is not None:  # None: already failed by a crash notice
+                self._complete(waiting[0], kind, blob, buffers)
+            return
         with self._lock:
             futures = [pending.pop(entry[1], None) for entry in entries]
         offset = 0
-        for entry, waiting in zip(entries, futures, strict=False):
+        for entry, waiting in zip(entries, futures, strict=True):
             nbufs = entry[5]
-            if waiting is not None:  # None: already failed by a crash notice
+            if waiting is not None:
                 self._complete(waiting[0], entry[0], entry[4], buffers[offset : offset + nbufs])
             offset += nbufs
 
