@@ -15,6 +15,7 @@ from actors._errors import (
 )
 from actors._future import ActorFuture
 from actors._ref import ActorRef
+from actors._spec import Child, RestartPolicy, retryable
 
 __all__ = [
     "Actor",
@@ -24,8 +25,11 @@ __all__ = [
     "ActorFuture",
     "ActorRef",
     "ActorStoppedError",
+    "Child",
     "MailboxFullError",
     "RemoteError",
     "RemoteTraceback",
+    "RestartPolicy",
     "SerializationError",
+    "retryable",
 ]

@@ -27,6 +27,8 @@ class ActorContext(Protocol):
 
     def stop(self, ref: ActorRef) -> ActorFuture[None]: ...
 
+    def watch(self, ref: ActorRef) -> ActorFuture[None]: ...
+
 
 class Actor:
     """Subclass it; public methods become callable through an :class:`ActorRef`.
@@ -45,6 +47,14 @@ class Actor:
     def on_stop(self) -> None:
         """Runs when the actor is stopped or its worker shuts down."""
 
+    def on_restart(self, cause: str) -> None:
+        """Runs on this incarnation before it is replaced, when it is still alive to
+        see it (its group restarts it, or its worker is recycled at a limit): the
+        place to save state. After a crash of its process it cannot run."""
+
+    def on_down(self, ref: ActorRef, reason: str) -> None:
+        """A watched actor (see ``self.system.watch``) crashed or stopped."""
+
     def receive(self, message: Any) -> Any:
         """Handles ``ref.tell(message)`` and ``ref.ask(message)``."""
         raise NotImplementedError(f"{type(self).__name__} does not define receive()")
@@ -61,4 +71,4 @@ class Actor:
 
 
 # Names a ref may not call: the hooks and the attributes above.
-RESERVED = frozenset({"on_start", "on_stop", "ref", "system"})
+RESERVED = frozenset({"on_start", "on_stop", "on_restart", "on_down", "ref", "system"})

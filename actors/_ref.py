@@ -23,11 +23,19 @@ class ActorRef:
     # No __slots__: a method proxy, once made, is cached in the instance dict so
     # the next ``ref.method`` is a plain attribute lookup.
 
-    def __init__(self, system_id: str, actor_id: int, slot: int, name: str | None = None):
+    def __init__(
+        self,
+        system_id: str,
+        actor_id: int,
+        slot: int,
+        name: str | None = None,
+        retry: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.system_id = system_id
         self.actor_id = actor_id
         self.slot = slot
         self.name = name
+        self.retry = retry  # (method, times) of the methods marked @retryable
 
     def __getattr__(self, method: str) -> _Method:
         if method.startswith("_"):
@@ -61,7 +69,7 @@ class ActorRef:
         return hash((self.system_id, self.actor_id))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ActorRef, (self.system_id, self.actor_id, self.slot, self.name))
+        return (ActorRef, (self.system_id, self.actor_id, self.slot, self.name, self.retry))
 
     def __repr__(self) -> str:
         label = f"{self.name}#{self.actor_id}" if self.name else f"#{self.actor_id}"

@@ -235,6 +235,8 @@ class DriverTransport(Transport):
             self._on_control_reply(*fields)
         elif op == "worker_died":
             self.fail_slot(fields[0], fields[1])
+        elif op == "down":
+            self.on_down(*fields)
         elif op in self.notices:
             self.notices[op](*fields)
 

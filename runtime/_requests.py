@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors._actor import Actor
 from actors._errors import SerializationError
 from actors._future import ActorFuture
 from actors._ref import ActorRef
+from actors._spec import Child, RestartPolicy, check_intensity, check_strategy, retry_table
 from runtime import _protocol as proto
 from runtime._transport import Transport
 
-__all__ = ["WorkerContext", "lookup", "spawn"]
+__all__ = ["WorkerContext", "lookup", "spawn", "spawn_group", "watch"]
 
 
 def check_spawn(cls: Any, name: str | None, worker: int | None, workers: int) -> None:
@@ -26,6 +28,28 @@ def check_spawn(cls: Any, name: str | None, worker: int | None, workers: int) ->
         raise ValueError(f"worker={worker!r} is not an index from 0 to {workers - 1}")
 
 
+def _spec(
+    cls: type[Actor],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    name: str | None,
+    worker: int | None,
+    policy: RestartPolicy,
+    workers: int,
+) -> dict[str, Any]:
+    """A checked, pickled spawn spec: all the supervisor needs to (re)start it."""
+    check_spawn(cls, name, worker, workers)
+    return {
+        "blob": _dumps_spawn(f"spawn({cls.__name__})", cls, args, kwargs),
+        "name": name,
+        "worker": worker,
+        "restart": policy.restart,
+        "max_restarts": policy.max_restarts,
+        "period": policy.period,
+        "retry": retry_table(cls),
+    }
+
+
 def spawn(
     transport: Transport,
     workers: int,
@@ -34,11 +58,38 @@ def spawn(
     kwargs: dict[str, Any],
     name: str | None,
     worker: int | None,
+    policy: RestartPolicy,
 ) -> ActorFuture[ActorRef]:
-    check_spawn(cls, name, worker, workers)
-    label = f"spawn({cls.__name__})"
-    blob = _dumps_spawn(label, cls, args, kwargs)
-    return transport.request(label, _ref_decoder(transport.system_id), "spawn", blob, name, worker)
+    spec = _spec(cls, args, kwargs, name, worker, policy, workers)
+    decode = _ref_decoder(transport.system_id)
+    return transport.request(f"spawn({cls.__name__})", decode, "spawn", spec)
+
+
+def spawn_group(
+    transport: Transport,
+    workers: int,
+    children: Sequence[Child],
+    strategy: str,
+    max_restarts: int,
+    period: float,
+) -> ActorFuture[list[ActorRef]]:
+    check_strategy(strategy)
+    check_intensity(max_restarts, period)
+    if not children or not all(isinstance(c, Child) for c in children):
+        raise ValueError(f"spawn_group() takes a non-empty list of Child, not {children!r}")
+    specs = [
+        _spec(c.cls, c.args, c.kwargs, c.name, c.worker, RestartPolicy(c.restart), workers)
+        for c in children
+    ]
+    group = {"strategy": strategy, "max_restarts": max_restarts, "period": period}
+    decode = _ref_decoder(transport.system_id)
+    return transport.request(
+        f"spawn_group({strategy})",
+        lambda refs: [decode(r) for r in refs],
+        "spawn_group",
+        group,
+        specs,
+    )
 
 
 def _dumps_spawn(
@@ -55,10 +106,24 @@ def lookup(transport: Transport, name: str) -> ActorFuture[ActorRef]:
     return transport.request(f"lookup({name!r})", _ref_decoder(transport.system_id), "lookup", name)
 
 
-def _ref_decoder(system_id: str) -> Any:
-    def decode(payload: tuple[int, int, str | None]) -> ActorRef:
-        actor_id, slot, name = payload
-        return ActorRef(system_id, actor_id, slot, name)
+def watch(
+    transport: Transport, ref: ActorRef, on_down: Callable[[ActorRef, str], None]
+) -> ActorFuture[None]:
+    """Call ``on_down(ref, reason)`` each time ``ref`` crashes and when it ends."""
+    if not isinstance(ref, ActorRef):
+        raise TypeError(f"watch() takes an ActorRef, not {ref!r}")
+    watch_id = transport.add_watch(ref, on_down)
+    return transport.request(f"watch({ref!r})", _none, "watch", ref.actor_id, watch_id)
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+def _ref_decoder(system_id: str) -> Callable[[Any], ActorRef]:
+    def decode(address: Sequence[Any]) -> ActorRef:
+        actor_id, slot, name, retry = address
+        return ActorRef(system_id, actor_id, slot, name, tuple(map(tuple, retry)))
 
     return decode
 
@@ -66,9 +131,12 @@ def _ref_decoder(system_id: str) -> Any:
 class WorkerContext:
     """``self.system`` inside an actor: each call returns a future to ``await``."""
 
-    def __init__(self, transport: Transport, workers: int) -> None:
+    def __init__(
+        self, transport: Transport, workers: int, on_down: Callable[[ActorRef, str], None]
+    ) -> None:
         self._transport = transport
         self._workers = workers
+        self._on_down = on_down
 
     def spawn(
         self,
@@ -76,12 +144,20 @@ class WorkerContext:
         *args: Any,
         name: str | None = None,
         worker: int | None = None,
+        restart: str = "permanent",
+        max_restarts: int = 3,
+        period: float = 5.0,
         **kwargs: Any,
     ) -> ActorFuture[ActorRef]:
-        return spawn(self._transport, self._workers, cls, args, kwargs, name, worker)
+        policy = RestartPolicy(restart, max_restarts, period)
+        return spawn(self._transport, self._workers, cls, args, kwargs, name, worker, policy)
 
     def lookup(self, name: str) -> ActorFuture[ActorRef]:
         return lookup(self._transport, name)
 
     def stop(self, ref: ActorRef) -> ActorFuture[None]:
         return ref.stop()
+
+    def watch(self, ref: ActorRef) -> ActorFuture[None]:
+        """This actor's ``on_down(ref, reason)`` runs when ``ref`` crashes or ends."""
+        return watch(self._transport, ref, self._on_down)

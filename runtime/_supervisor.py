@@ -1,16 +1,30 @@
-"""The supervisor process: starts the workers, keeps the directory, reports deaths.
+"""The supervisor process: workers, the directory, and restarts, as in Erlang/OTP.
 
 It is the control plane only: actor traffic never passes through it. Clients
 (the driver, and every worker for the calls its actors make) hold a DEALER to
-its control ROUTER and ask it to spawn or look up actors. It notices a worker's
-death without polling, through a pipe the worker holds open for life, tells
-every client (so their pending calls fail with the cause), and starts a new
-worker in the slot. When the driver goes away (its end of our stdin closes) it
-shuts the workers down and exits.
+its control ROUTER to spawn, look up and watch actors.
+
+Crashes are noticed three ways: a worker's exit (through a pipe the worker
+holds open for life, so no polling), its heartbeats stopping (the health
+thread of ``_health``; the worker is killed), and a limit the worker reports
+(memory, messages; the worker stops its actors and exits). Each crash is told
+to every client, so calls pending on the dead worker fail with the cause (or
+are re-sent, for retryable methods), and a new worker takes the slot. Its
+actors are then restarted there, by their restart type and within their
+restart intensity (``_policy``), alone or with their group. Refs name the
+slot, so they reach the new incarnation unchanged.
+
+Work that waits for workers' answers (starting a group in order, restarting
+one, stopping everything in reverse order) is written as generator procedures:
+each ``yield`` parks the procedure until an answer or a timer resumes it.
+
+When the driver goes away (its end of our stdin closes) it shuts down.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -19,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Generator
 from typing import Any
 
 import zmq
@@ -26,6 +41,7 @@ import zmq
 from actors._errors import ActorCrashedError, ActorStoppedError
 from runtime import _protocol as proto
 from runtime import _sockets
+from runtime._policy import ActorRecord, Group, backoff, restarts_for, within_intensity
 
 __all__ = ["describe_exit", "main"]
 
@@ -33,6 +49,8 @@ log = logging.getLogger("dovecote")
 
 STOP_GRACE = 5.0  # seconds workers get to run on_stop before SIGTERM, then SIGKILL
 SEND_TIMEOUT_MS = 2000  # a client that reads no control message for this long is stuck
+
+Procedure = Generator[tuple[Any, ...], Any, None]
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -54,15 +72,17 @@ class _WorkerProc:
         self.proc = proc
         self.sentinel = sentinel
         self.ready = False
-        self.actors = 0
-        self.backlog: list[tuple[str, tuple[Any, ...]]] = []  # for it once it is ready
         self.last_heartbeat = time.monotonic()
+        self.cause: str | None = None  # why we ended it: heartbeat lost, a limit
+        self.recycled = False
+        self.backlog: list[tuple[str, tuple[Any, ...]]] = []  # for it once it is ready
 
 
 class Supervisor:
     def __init__(self, opts: dict[str, Any]) -> None:
         self.opts = opts
         self.run_dir: str = opts["run_dir"]
+        self.heartbeat_timeout: float = opts.get("heartbeat_timeout", 3.0)
         self.ctx = zmq.Context()
         self.control = _sockets.router(self.ctx, _sockets.control_endpoint(self.run_dir), 10_000)
         self.control.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
@@ -71,28 +91,30 @@ class Supervisor:
         self.poller.register(sys.stdin.fileno(), zmq.POLLIN)
         self.workers: dict[int, _WorkerProc] = {}
         self.clients: set[bytes] = set()
-        self.actors: dict[int, tuple[int, str | None]] = {}  # actor id -> (slot, name)
+        self.actors: dict[int, ActorRecord] = {}
+        self.load: dict[int, int] = {}  # actors per slot
         self.names: dict[str, int] = {}
-        self.creating: dict[int, tuple[bytes, int, int, str | None]] = {}
-        self.next_actor = 1
-        self.stopping = False
-        self.stop_deadline = 0.0
+        self.groups: dict[int, Group] = {}
+        self.watchers: dict[int, list[tuple[bytes, int]]] = {}  # actor id -> (peer, watch id)
+        self.ids = itertools.count(1)
+        self.waits: dict[tuple[Any, ...], Procedure] = {}
+        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self.closing = False  # shutting down: no more restarts
+        self.stop_deadline: float | None = None  # set once workers are told to exit
         self.escalations = [signal.SIGTERM, signal.SIGKILL]
         self.stop_waiters: list[tuple[bytes, int]] = []
         self.waiting_hello: list[tuple[bytes, int]] = []
 
     # -- workers ----------------------------------------------------------------
-    def start_worker(self, slot: int) -> None:
+    def start_worker(self, slot: int, expect: list[int] = ()) -> None:  # type: ignore[assignment]
         endpoint = _sockets.worker_endpoint(self.run_dir, slot)
         path = endpoint.removeprefix("ipc://")
         if os.path.exists(path):
             os.unlink(path)  # left by a dead worker of this slot; nobody else owns it
-        opts = {**self.opts, "slot": slot, "parent": os.getpid()}
+        opts = {**self.opts, "slot": slot, "parent": os.getpid(), "expect": list(expect)}
         read_end, write_end = os.pipe()
         proc = subprocess.Popen(
-            [sys.executable, os.environ["DC_WORKER"], "worker", json.dumps(opts)]
-            if os.environ.get("DC_WORKER")
-            else [sys.executable, "-m", "runtime._main", "worker", json.dumps(opts)],
+            [sys.executable, "-m", "runtime._main", "worker", json.dumps(opts)],
             stdin=subprocess.PIPE,
             pass_fds=(write_end,),
         )
@@ -107,56 +129,199 @@ class Supervisor:
         if worker.proc.stdin:
             worker.proc.stdin.close()
         del self.workers[worker.slot]
-        if self.stopping:
+        cause = f"worker {worker.slot} (pid {worker.proc.pid}) " + (
+            worker.cause or describe_exit(returncode)
+        )
+        victims = [a for a in self.actors.values() if a.slot == worker.slot]
+        if not self.closing:
+            log.warning("%s", cause)
+            for client in list(self.clients):
+                self.send(client, "worker_died", worker.slot, cause)
+            comeback = [
+                a.actor_id for a in victims if a.state != "starting" and a.restart != "temporary"
+            ]
+            self.start_worker(worker.slot, comeback)  # holds their messages until restarted
+        for actor in victims:  # procedures waiting on them learn of the crash
+            self.resume(("created", actor.actor_id), (False, _crash_blob(cause), cause))
+            self.resume(("suspended", actor.actor_id), False)
+            self.resume(("stopped", actor.actor_id), False)
+        if self.closing:
             return
-        cause = f"worker {worker.slot} (pid {worker.proc.pid}) {describe_exit(returncode)}"
-        log.warning("%s", cause)
-        for actor_id, (slot, _) in list(self.actors.items()):
-            if slot == worker.slot:
-                self.forget(actor_id)
-        for actor_id, (client, req_id, slot, name) in list(self.creating.items()):
-            if slot == worker.slot:
-                del self.creating[actor_id]
-                self.release(name, actor_id)
-                self.reply(
-                    client,
-                    req_id,
-                    False,
-                    proto.encode_error(
-                        ActorCrashedError(
-                            f"the worker died while creating the actor ({cause})", cause
-                        )
-                    ),
-                )
-        for client in list(self.clients):
-            self.send(client, "worker_died", worker.slot, cause)
-        self.start_worker(worker.slot)
+        abnormal = returncode != 0 or worker.cause is not None
+        counted = not worker.recycled  # a recycle at a limit is not a failure
+        for actor in victims:
+            self.actor_exited(actor, cause, abnormal, counted)
+
+    def check_heartbeats(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers.values():
+            silent = now - worker.last_heartbeat
+            if worker.cause is None and silent > self.heartbeat_timeout:
+                worker.cause = f"lost its heartbeat (none for {silent:.1f} s)"
+                log.warning("worker %d %s: killing it", worker.slot, worker.cause)
+                worker.proc.kill()
+
+    # -- restarts -----------------------------------------------------------------
+    def actor_exited(self, actor: ActorRecord, cause: str, abnormal: bool, counted: bool) -> None:
+        """An actor's process died: restart it (or its group), or give up on it."""
+        if actor.state != "running":
+            return  # a procedure is already (re)starting it and has been told
+        if actor.group is not None:
+            self.group_child_exited(self.groups[actor.group], actor, cause, abnormal, counted)
+            return
+        if not restarts_for(actor.restart, abnormal):
+            self.give_up(actor, f"{cause}; not restarted ({actor.restart})", failure=False)
+            return
+        if counted and not within_intensity(actor.restarts, actor.max_restarts, actor.period):
+            self.give_up(
+                actor,
+                f"{cause}; more than {actor.max_restarts} restarts in {actor.period} s, giving up",
+            )
+            return
+        self.notify_down(actor, f"crashed: {cause}; restarting", final=False)
+        self.start(self.restart_one(actor, cause))
+
+    def restart_one(self, actor: ActorRecord, cause: str) -> Procedure:
+        actor.state = "restarting"
+        delay = backoff(len(actor.restarts))
+        if delay:
+            yield ("sleep", delay)
+        ok, _, text = yield from self.create(actor)
+        if not ok and actor.actor_id in self.actors:
+            actor.state = "running"  # so that the failure counts as the next crash
+            self.actor_exited(actor, f"its restart failed: {text}", True, True)
+
+    def group_child_exited(
+        self, group: Group, child: ActorRecord, cause: str, abnormal: bool, counted: bool
+    ) -> None:
+        if not restarts_for(child.restart, abnormal):
+            group.children.remove(child.actor_id)
+            self.give_up(child, f"{cause}; not restarted ({child.restart})", failure=False)
+            return
+        if counted and not within_intensity(group.restarts, group.max_restarts, group.period):
+            self.give_up_group(
+                group, f"{cause}; more than {group.max_restarts} restarts in {group.period} s"
+            )
+            return
+        index = group.children.index(child.actor_id)
+        targets = {
+            "one_for_one": [child.actor_id],
+            "one_for_all": group.children,
+            "rest_for_one": group.children[index:],
+        }[group.strategy]
+        self.start(self.restart_group(group, child, [self.actors[a] for a in targets], cause))
+
+    def restart_group(
+        self, group: Group, crashed: ActorRecord, targets: list[ActorRecord], cause: str
+    ) -> Procedure:
+        self.notify_down(crashed, f"crashed: {cause}; restarting", final=False)
+        crashed.state = "restarting"
+        for sibling in reversed(targets):  # stopped in reverse start order
+            if sibling is crashed or sibling.state != "running":
+                continue
+            sibling.state = "restarting"
+            self.notify_down(sibling, f"restarting with its group after: {cause}", final=False)
+            self.send_worker(sibling.slot, "suspend", sibling.actor_id, cause)
+            yield ("suspended", sibling.actor_id)
+        delay = backoff(len(group.restarts))
+        if delay:
+            yield ("sleep", delay)
+        for child in targets:  # started again in order
+            ok, _, text = yield from self.create(child)
+            if not ok and group.alive:
+                child.state = "running"
+                self.group_child_exited(group, child, f"its restart failed: {text}", True, True)
+                return
+
+    def give_up(self, actor: ActorRecord, reason: str, failure: bool = True) -> None:
+        """Stop restarting an actor; a failure (past its intensity) is logged as one."""
+        log.log(logging.ERROR if failure else logging.INFO,
+                "supervisor: actor #%d (%s) ends: %s", actor.actor_id, actor.name, reason)
+        self.notify_down(actor, reason, final=True)
+        self.forget(actor)
+        if actor.slot in self.workers:
+            self.send_worker(actor.slot, "abandon", actor.actor_id, reason)
+
+    def give_up_group(self, group: Group, reason: str) -> None:
+        """Past its intensity a group stops all its children and escalates: with no
+        supervisor above it, escalating means the failure is reported."""
+        group.alive = False
+        log.error("supervisor: group %d gave up and escalates: %s", group.group_id, reason)
+        for actor_id in reversed(group.children):
+            self.give_up(self.actors[actor_id], f"its group gave up: {reason}")
+        del self.groups[group.group_id]
+
+    def create(self, actor: ActorRecord) -> Generator[tuple[Any, ...], Any, tuple[bool, Any, str]]:
+        """Start (or restart) an actor in its slot; resumes with (ok, error, its text)."""
+        self.send_worker(actor.slot, "create", actor.actor_id, actor.name, actor.blob, actor.retry)
+        ok, payload, text = yield ("created", actor.actor_id)
+        if ok:
+            actor.state = "running"
+        return ok, payload, text
+
+    # -- procedures and timers -----------------------------------------------------
+    def start(self, procedure: Procedure) -> None:
+        self.advance(procedure, None)
+
+    def advance(self, procedure: Procedure, value: Any) -> None:
+        try:
+            key = procedure.send(value)
+        except StopIteration:
+            return
+        if key[0] == "sleep":
+            self.at(time.monotonic() + key[1], lambda: self.advance(procedure, None))
+            return
+        wait = key[:2]
+        self.waits[wait] = procedure
+        if len(key) == 3:  # with a deadline
+            self.at(key[2], lambda: self.resume(wait, False))
+
+    def resume(self, wait: tuple[Any, ...], value: Any) -> None:
+        procedure = self.waits.pop(wait, None)
+        if procedure is not None:
+            self.advance(procedure, value)
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self.timers, (when, next(self.ids), action))
+
+    def run_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            heapq.heappop(self.timers)[2]()
 
     # -- directory ----------------------------------------------------------------
-    def forget(self, actor_id: int) -> None:
-        slot, name = self.actors.pop(actor_id)
-        if slot in self.workers:
-            self.workers[slot].actors -= 1
-        self.release(name, actor_id)
-
-    def release(self, name: str | None, actor_id: int) -> None:
-        if name is not None and self.names.get(name) == actor_id:
-            del self.names[name]
+    def forget(self, actor: ActorRecord) -> None:
+        if self.actors.pop(actor.actor_id, None) is not None:
+            self.load[actor.slot] -= 1
+        if actor.name is not None and self.names.get(actor.name) == actor.actor_id:
+            del self.names[actor.name]
 
     def pick_slot(self, pinned: int | None) -> int:
         if pinned is not None:
             return pinned
-        return min(self.workers.values(), key=lambda w: (not w.ready, w.actors, w.slot)).slot
+        load = self.load
+        return min(self.workers, key=lambda s: (not self.workers[s].ready, load.get(s, 0), s))
 
+    def notify_down(self, actor: ActorRecord, reason: str, final: bool) -> None:
+        watchers = (
+            self.watchers.pop(actor.actor_id, [])
+            if final
+            else (self.watchers.get(actor.actor_id, []))
+        )
+        for peer, watch_id in watchers:
+            self.send(peer, "down", watch_id, actor.actor_id, reason, final)
+
+    # -- messages -----------------------------------------------------------------
     def send_worker(self, slot: int, op: str, *fields: Any) -> None:
         """Send to a worker now, or as soon as a starting one says it is ready."""
-        worker = self.workers[slot]
+        worker = self.workers.get(slot)
+        if worker is None:
+            return  # it just died: its exit is being handled
         if worker.ready:
             self.send(b"w%d" % slot, op, *fields)
         else:
             worker.backlog.append((op, fields))
 
-    # -- messages -----------------------------------------------------------------
     def send(self, peer: bytes, op: str, *fields: Any) -> None:
         try:
             _sockets.send(self.control, [peer, *proto.encode_control(op, *fields)])
@@ -175,6 +340,9 @@ class Supervisor:
 
     def reply(self, peer: bytes, req_id: int, ok: bool, payload: Any) -> None:
         self.send(peer, "reply", req_id, ok, payload)
+
+    def fail(self, peer: bytes, req_id: int, error: Exception) -> None:
+        self.reply(peer, req_id, False, proto.encode_error(error))
 
     def on_control(self, frames: list[Any]) -> None:
         peer = frames[0].bytes
@@ -199,6 +367,7 @@ class Supervisor:
         self.clients.add(peer)
         worker = self.workers[slot]
         worker.ready = True
+        worker.last_heartbeat = time.monotonic()
         for op, fields in worker.backlog:
             self.send(peer, op, *fields)
         worker.backlog.clear()
@@ -212,63 +381,134 @@ class Supervisor:
             self.waiting_hello.clear()
 
     def op_heartbeat(self, peer: bytes, slot: int) -> None:
-        if slot in self.workers:
-            self.workers[slot].last_heartbeat = time.monotonic()
+        worker = self.workers.get(slot)
+        if worker is not None:
+            worker.last_heartbeat = time.monotonic()
 
-    def op_spawn(
-        self, peer: bytes, req_id: int, blob: bytes, name: str | None, pinned: int | None
-    ) -> None:
-        err: Exception | None = None
-        if self.stopping:
-            err = ActorStoppedError("the actor system is shutting down")
-        elif name is not None and name in self.names:
-            err = ValueError(f"an actor named {name!r} already exists")
-        if err is not None:
-            self.reply(peer, req_id, False, proto.encode_error(err))
+    def op_recycle(self, peer: bytes, slot: int, cause: str) -> None:
+        worker = self.workers.get(slot)
+        if worker is None or worker.cause is not None:
             return
-        slot = self.pick_slot(pinned)
-        actor_id = self.next_actor
-        self.next_actor += 1
-        if name is not None:
-            self.names[name] = actor_id
-        self.creating[actor_id] = (peer, req_id, slot, name)
-        self.workers[slot].actors += 1
-        self.send_worker(slot, "create", actor_id, name, blob)
+        worker.cause = f"was recycled: {cause}"
+        worker.recycled = True
+        self.send_worker(slot, "shutdown")
+        self.at(time.monotonic() + STOP_GRACE, worker.proc.kill)  # if it is stuck in on_stop
 
-    def op_created(self, peer: bytes, actor_id: int, ok: bool, payload: Any) -> None:
-        client, req_id, slot, name = self.creating.pop(actor_id)
+    def op_spawn(self, peer: bytes, req_id: int, spec: dict[str, Any]) -> None:
+        if self.closing:
+            self.fail(peer, req_id, ActorStoppedError("the actor system is shutting down"))
+            return
+        name = spec["name"]
+        if name is not None and name in self.names:
+            self.fail(peer, req_id, ValueError(f"an actor named {name!r} already exists"))
+            return
+        actor = self.record(spec, None)
+        self.start(self.spawn_one(peer, req_id, actor))
+
+    def spawn_one(self, peer: bytes, req_id: int, actor: ActorRecord) -> Procedure:
+        ok, payload, _ = yield from self.create(actor)
         if ok:
-            self.actors[actor_id] = (slot, name)
-            self.reply(client, req_id, True, (actor_id, slot, name))
+            self.reply(peer, req_id, True, actor.address())
         else:
-            self.workers[slot].actors -= 1
-            self.release(name, actor_id)
-            self.reply(client, req_id, False, payload)
+            self.forget(actor)
+            self.reply(peer, req_id, False, payload)
+
+    def op_spawn_group(
+        self, peer: bytes, req_id: int, group_spec: dict[str, Any], specs: list[dict[str, Any]]
+    ) -> None:
+        names = [s["name"] for s in specs if s["name"] is not None]
+        taken = [n for n in names if n in self.names]
+        if self.closing or taken or len(set(names)) != len(names):
+            why = (
+                "the actor system is shutting down"
+                if self.closing
+                else (f"actor names must be unique; taken or repeated: {taken or names}")
+            )
+            self.fail(peer, req_id, ActorStoppedError(why) if self.closing else ValueError(why))
+            return
+        group = Group(next(self.ids), **group_spec)
+        self.groups[group.group_id] = group
+        children = [self.record(spec, group.group_id) for spec in specs]
+        self.start(self.spawn_group(peer, req_id, group, children))
+
+    def spawn_group(
+        self, peer: bytes, req_id: int, group: Group, children: list[ActorRecord]
+    ) -> Procedure:
+        for index, child in enumerate(children):  # in order, each once the previous is up
+            ok, payload, _ = yield from self.create(child)
+            if not ok:
+                for started in reversed(children[:index]):  # undo, in reverse order
+                    self.send_worker(started.slot, "stop_actor", started.actor_id)
+                    yield ("stopped", started.actor_id)
+                for record in children:
+                    self.forget(record)
+                del self.groups[group.group_id]
+                self.reply(peer, req_id, False, payload)
+                return
+            group.children.append(child.actor_id)
+        self.reply(peer, req_id, True, [child.address() for child in children])
+
+    def record(self, spec: dict[str, Any], group: int | None) -> ActorRecord:
+        actor = ActorRecord(next(self.ids), self.pick_slot(spec["worker"]), group, spec)
+        self.actors[actor.actor_id] = actor
+        self.load[actor.slot] = self.load.get(actor.slot, 0) + 1
+        if actor.name is not None:
+            self.names[actor.name] = actor.actor_id
+        return actor
+
+    def op_created(self, peer: bytes, actor_id: int, ok: bool, payload: Any, text: str) -> None:
+        self.resume(("created", actor_id), (ok, payload, text))
+
+    def op_suspended(self, peer: bytes, actor_id: int) -> None:
+        self.resume(("suspended", actor_id), True)
+
+    def op_stopped(self, peer: bytes, actor_id: int) -> None:
+        self.resume(("stopped", actor_id), True)
 
     def op_lookup(self, peer: bytes, req_id: int, name: str) -> None:
         actor_id = self.names.get(name)
-        if actor_id is None or actor_id not in self.actors:
-            err = LookupError(f"no actor named {name!r}")
-            self.reply(peer, req_id, False, proto.encode_error(err))
+        if actor_id is None:
+            self.fail(peer, req_id, LookupError(f"no actor named {name!r}"))
             return
-        slot, _ = self.actors[actor_id]
-        self.reply(peer, req_id, True, (actor_id, slot, name))
+        self.reply(peer, req_id, True, self.actors[actor_id].address())
 
     def op_actor_gone(self, peer: bytes, req_id: int, actor_id: int) -> None:
+        """An actor was stopped by a call to stop(): never restarted, name freed."""
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            if actor.group is not None and actor.group in self.groups:
+                self.groups[actor.group].children.remove(actor_id)
+            self.notify_down(actor, "stopped", final=True)
+            self.forget(actor)
+        self.reply(peer, req_id, True, None)
+
+    def op_watch(self, peer: bytes, req_id: int, actor_id: int, watch_id: int) -> None:
         if actor_id in self.actors:
-            self.forget(actor_id)
+            self.watchers.setdefault(actor_id, []).append((peer, watch_id))
+        else:
+            self.send(peer, "down", watch_id, actor_id, "not running", True)
         self.reply(peer, req_id, True, None)
 
     def op_shutdown(self, peer: bytes, req_id: int, grace: float = STOP_GRACE) -> None:
         self.stop_waiters.append((peer, req_id))
-        self.begin_stop(grace)
+        if not self.closing:
+            self.closing = True
+            self.start(self.shut_down(time.monotonic() + grace))
+
+    def shut_down(self, deadline: float) -> Procedure:
+        """Stop actors one by one, newest first, then the workers."""
+        for actor in sorted(self.actors.values(), key=lambda a: a.actor_id, reverse=True):
+            if actor.state == "running" and actor.slot in self.workers:
+                self.send_worker(actor.slot, "stop_actor", actor.actor_id)
+                yield ("stopped", actor.actor_id, deadline)
+        self.stop_workers(max(0.0, deadline - time.monotonic()))
 
     # -- main loop ----------------------------------------------------------------
     def run(self) -> None:
         for slot in range(self.opts["workers"]):
             self.start_worker(slot)
-        while not self.stopping or self.workers:
-            self.step(self.stop_timeout())
+        while self.stop_deadline is None or self.workers:
+            self.step(self.next_timeout())
         for peer, req_id in self.stop_waiters:
             self.reply(peer, req_id, True, None)
 
@@ -281,38 +521,49 @@ class Supervisor:
         if stdin in events and not os.read(stdin, 4096):
             log.info("supervisor: the driver is gone; shutting down")
             self.poller.unregister(stdin)
-            self.begin_stop(STOP_GRACE)
+            self.closing = True
+            self.stop_workers(STOP_GRACE)
         for worker in list(self.workers.values()):
             if worker.sentinel in events:
                 self.on_worker_exit(worker)
+        self.check_heartbeats()
+        self.run_timers()
+        self.escalate()
 
-    def begin_stop(self, grace: float) -> None:
-        """Ask every worker to stop its actors; stragglers get SIGTERM, then SIGKILL."""
-        if self.stopping:
+    def next_timeout(self) -> float:
+        """Milliseconds until the next timer, heartbeat check or escalation."""
+        soon = time.monotonic() + self.heartbeat_timeout / 4
+        if self.timers:
+            soon = min(soon, self.timers[0][0])
+        if self.stop_deadline is not None:
+            soon = min(soon, self.stop_deadline)
+        return max(0.0, soon - time.monotonic()) * 1000 + 1
+
+    def stop_workers(self, grace: float) -> None:
+        """Ask every worker to exit; stragglers get SIGTERM, then SIGKILL."""
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + grace
+            for slot in list(self.workers):
+                self.send_worker(slot, "shutdown")
+
+    def escalate(self) -> None:
+        if self.stop_deadline is None or time.monotonic() < self.stop_deadline:
             return
-        self.stopping = True
-        self.stop_deadline = time.monotonic() + grace
-        for slot in list(self.workers):
-            self.send_worker(slot, "shutdown")
-
-    def stop_timeout(self) -> float | None:
-        """Milliseconds until the next escalation while stopping; None otherwise."""
-        if not self.stopping:
-            return None
-        remaining = self.stop_deadline - time.monotonic()
-        if remaining <= 0 and self.escalations:
+        if self.escalations:
             sig = self.escalations.pop(0)
             for worker in self.workers.values():
                 log.warning("worker %d did not stop in time: %s", worker.slot, sig.name)
                 worker.proc.send_signal(sig)
-            self.stop_deadline = time.monotonic() + 1.0
-            remaining = 1.0
-        return max(remaining, 0.1) * 1000
+        self.stop_deadline = time.monotonic() + 1.0
 
     def close(self) -> None:
         self.control.close(linger=100)
         self.ctx.term()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _crash_blob(cause: str) -> bytes:
+    return proto.encode_error(ActorCrashedError(f"the actor's worker died ({cause})", cause))
 
 
 def main(options: str) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from actors import _engine
 from actors._actor import Actor
 from actors._errors import ActorError
 from actors._ref import ActorRef
+from actors._spec import Child, RestartPolicy
 from runtime import _requests
 from runtime._driver import DriverTransport
 from runtime._supervisor import describe_exit
@@ -56,14 +58,24 @@ class ActorSystem:
         outbox_limit: int = 20_000,
         send_timeout: float = 30.0,
         start_timeout: float = 60.0,
+        heartbeat_timeout: float = 3.0,
+        hang_threshold: float = 10.0,
+        max_memory: int | None = None,
+        max_messages: int | None = None,
         log_level: str = "WARNING",
     ) -> None:
         count = os.cpu_count() or 1 if workers is None else workers
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"workers must be a positive integer, not {workers!r}")
-        for option, value in (("mailbox_size", mailbox_size), ("outbox_limit", outbox_limit)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{option} must be a positive integer, not {value!r}")
+        _check_options(
+            mailbox_size=mailbox_size,
+            outbox_limit=outbox_limit,
+            max_memory=max_memory,
+            max_messages=max_messages,
+            heartbeat_timeout=heartbeat_timeout,
+            hang_threshold=hang_threshold,
+            send_timeout=send_timeout,
+        )
         self.workers = count
         self.system_id = secrets.token_hex(4)
         self._closed = False
@@ -75,6 +87,11 @@ class ActorSystem:
             "mailbox_size": mailbox_size,
             "outbox_limit": outbox_limit,
             "log_level": log_level,
+            "heartbeat_timeout": heartbeat_timeout,
+            "heartbeat_interval": heartbeat_timeout / 6,
+            "hang_threshold": hang_threshold,
+            "max_memory": max_memory,
+            "max_messages": max_messages,
         }
         self._proc, sentinel = _start_supervisor(opts)
         self._ctx = zmq.Context()
@@ -100,6 +117,9 @@ class ActorSystem:
         *args: Any,
         name: str | None = None,
         worker: int | None = None,
+        restart: str = "permanent",
+        max_restarts: int = 3,
+        period: float = 5.0,
         **kwargs: Any,
     ) -> ActorRef:
         """Start ``cls(*args, **kwargs)`` in a worker and return its ref.
@@ -107,9 +127,45 @@ class ActorSystem:
         The least loaded worker takes it unless ``worker`` (0 to workers-1) pins
         it. ``name`` registers it for :meth:`lookup`. An exception raised by the
         constructor or ``on_start`` is raised here with its original type.
+
+        If its process dies, the actor is restarted in a new one (``__init__``
+        runs again with these arguments; the ref stays valid), per ``restart``:
+        ``"permanent"`` (the default, as in OTP), ``"transient"`` or
+        ``"temporary"``, at most ``max_restarts`` times within ``period`` seconds.
         """
-        future = _requests.spawn(self._transport, self.workers, cls, args, kwargs, name, worker)
+        policy = RestartPolicy(restart, max_restarts, period)
+        future = _requests.spawn(
+            self._transport, self.workers, cls, args, kwargs, name, worker, policy
+        )
         return future.result()
+
+    def spawn_group(
+        self,
+        children: Sequence[Child],
+        *,
+        strategy: str = "one_for_one",
+        max_restarts: int = 3,
+        period: float = 5.0,
+    ) -> list[ActorRef]:
+        """Start ``children`` in order under one supervisor spec; return their refs.
+
+        When a child crashes, ``strategy`` says what restarts: ``"one_for_one"``
+        that child, ``"one_for_all"`` every child, ``"rest_for_one"`` it and those
+        started after it; the others stop in reverse order and all start again
+        in order. Past ``max_restarts`` within ``period`` seconds the group gives
+        up: every child is stopped and calls to them raise ActorStoppedError.
+        """
+        future = _requests.spawn_group(
+            self._transport, self.workers, children, strategy, max_restarts, period
+        )
+        return future.result()
+
+    def watch(self, ref: ActorRef, callback: Callable[[ActorRef, str], None]) -> None:
+        """Call ``callback(ref, reason)`` each time ``ref`` crashes and when it ends.
+
+        The callback runs on the thread that delivers messages: keep it short.
+        """
+        _requests.watch(self._transport, ref, callback).result()
 
     def lookup(self, name: str) -> ActorRef:
         """The ref of the running actor registered as ``name``, or LookupError."""
@@ -167,6 +223,18 @@ class ActorSystem:
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
         return f"<ActorSystem {self.system_id} workers={self.workers} {state}>"
+
+
+def _check_options(**options: float | None) -> None:
+    for option, value in options.items():
+        if value is None and option in ("max_memory", "max_messages"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{option}={value!r} must be a number > 0")
+        if option in ("mailbox_size", "outbox_limit", "max_messages") and not isinstance(
+            value, int
+        ):
+            raise ValueError(f"{option}={value!r} must be a whole number")
 
 
 def _start_supervisor(opts: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:

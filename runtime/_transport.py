@@ -89,7 +89,10 @@ class Transport:
         self._lock: threading.Lock | threading.Condition = threading.Lock()
         self._ids = itertools.count(1)
         self._futures_condition = threading.Condition()
-        self._pending: dict[int, tuple[ActorFuture[Any], int]] = {}
+        # msg id -> (future, slot), or (future, slot, entry, buffers, retries left)
+        # for a method marked @retryable: re-sent if its worker dies.
+        self._pending: dict[int, tuple[Any, ...]] = {}
+        self._watches: dict[int, tuple[ActorRef, Callable[[ActorRef, str], None]]] = {}
         self._outboxes: dict[int, _Outbox] = {}
         self._dealers: dict[int, zmq.Socket] = {}
         self._control_pending: dict[int, tuple[ActorFuture[Any], Callable[[Any], Any]]] = {}
@@ -105,7 +108,12 @@ class Transport:
         future: ActorFuture[Any] = ActorFuture(what, self._waiter, self._futures_condition)
         msg_id = next(self._ids)
         entry = (proto.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
-        self._submit(ref.slot, entry, bufs, (msg_id, future))
+        pending: tuple[Any, ...] = (msg_id, future)
+        if ref.retry:
+            retries = dict(ref.retry).get(method, 0)
+            if retries:
+                pending = (msg_id, future, entry, bufs, retries)
+        self._submit(ref.slot, entry, bufs, pending)
         return future
 
     def tell(
@@ -132,7 +140,7 @@ class Transport:
         slot: int,
         entry: tuple[Any, ...],
         bufs: list[Any],
-        pending: tuple[int, ActorFuture[Any]] | None,
+        pending: tuple[Any, ...] | None,
     ) -> None:
         outbox = self._outboxes.get(slot)
         if outbox is not None and len(outbox.entries) >= self.options.outbox_limit:
@@ -142,7 +150,7 @@ class Transport:
             if outbox is None:
                 outbox = self._outboxes.setdefault(slot, _Outbox())
             if pending is not None:
-                self._pending[pending[0]] = (pending[1], slot)
+                self._pending[pending[0]] = (pending[1], slot, *pending[2:])
             outbox.entries.append(entry)
             outbox.buffers.extend(bufs)
             self._kick()
@@ -258,20 +266,43 @@ class Transport:
             _set(future, exc=proto.decode_error(blob, bufs))
 
     def fail_slot(self, slot: int, cause: str) -> None:
-        """The worker in ``slot`` died: every call pending on it fails."""
+        """The worker in ``slot`` died: calls pending on it fail, or are re-sent to
+        the restarted actor if their method is retryable and has retries left."""
         with self._lock:
-            dead = [(m, f) for m, (f, s) in self._pending.items() if s == slot]
+            dead = [(m, p) for m, p in self._pending.items() if p[1] == slot]
             for msg_id, _ in dead:
                 del self._pending[msg_id]
-        for _, future in dead:
+        for msg_id, (future, _, *retry) in dead:
+            if retry and retry[2] > 0:
+                entry, bufs, left = retry
+                self._submit(slot, entry, bufs, (msg_id, future, entry, bufs, left - 1))
+                continue
             msg = f"{future.label}: the actor's worker died ({cause})"
             _set(future, exc=ActorCrashedError(msg, cause))
+
+    def add_watch(self, ref: ActorRef, on_down: Callable[[ActorRef, str], None]) -> int:
+        watch_id = next(self._ids)
+        with self._lock:
+            self._watches[watch_id] = (ref, on_down)
+        return watch_id
+
+    def on_down(self, watch_id: int, actor_id: int, reason: str, final: bool) -> None:
+        """A notice from the supervisor: a watched actor crashed or ended."""
+        with self._lock:
+            watch = self._watches.pop(watch_id, None) if final else self._watches.get(watch_id)
+        if watch is None:
+            return
+        ref, on_down = watch
+        try:
+            on_down(ref, reason)
+        except Exception:
+            log.exception("the watch callback for %r raised", ref)
 
     def fail_all(self, reason: str, crashed: bool) -> None:
         """The system is gone: fail everything still pending."""
         with self._lock:
             self.closed = reason
-            dead = [f for f, _ in self._pending.values()]
+            dead = [p[0] for p in self._pending.values()]
             dead += [f for f, _ in self._control_pending.values()]
             self._pending.clear()
             self._control_pending.clear()

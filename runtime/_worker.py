@@ -18,15 +18,17 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import io
 import json
 import logging
 import os
 import signal
 import sys
+import time
 import types
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, cast
 
 import zmq
 
@@ -36,6 +38,7 @@ from actors._future import ActorFuture
 from actors._ref import STOP_METHOD, ActorRef
 from runtime import _protocol as proto
 from runtime import _sockets
+from runtime._health import Busy, HealthThread
 from runtime._requests import WorkerContext
 from runtime._transport import BARRIER_ACTOR, Transport, TransportOptions, _Outbox
 
@@ -44,7 +47,7 @@ __all__ = ["main"]
 log = logging.getLogger("dovecote")
 
 _BUDGET = 64  # messages taken from one socket before the loop serves anything else
-HEARTBEAT_INTERVAL = 1.0
+DOWN_METHOD = "__down__"  # delivers a watch notice to the watcher's on_down hook
 
 
 class _Request:
@@ -72,20 +75,31 @@ class _Request:
 
 
 class _Cell:
-    """An actor and its queue of messages not yet handled. Internal."""
+    """An actor and its queue of messages not yet handled. Internal.
 
-    __slots__ = ("actor", "busy", "methods", "queue", "task")
+    While its actor is being (re)started the cell holds no actor and stays busy:
+    messages wait in its queue for the new incarnation.
+    """
 
-    def __init__(self, actor: Actor) -> None:
+    __slots__ = ("actor", "busy", "methods", "queue", "task", "task_since")
+
+    def __init__(self, actor: Actor | None) -> None:
         self.actor = actor
         self.queue: deque[_Request] = deque()
-        self.busy = False
-        self.task: asyncio.Future[Any] | None = None
+        self.busy = actor is None
+        self.task: asyncio.Task[Any] | None = None
+        self.task_since = 0.0
         self.methods: dict[str, Callable[..., Any]] = {}
+
+    def place(self, actor: Actor) -> None:
+        self.actor = actor
+        self.methods.clear()
+        self.busy = False
 
     def method(self, name: str) -> Callable[..., Any]:
         method = self.methods.get(name)
         if method is None:
+            assert self.actor is not None
             method = self.methods[name] = _method(self.actor, name)
         return method
 
@@ -179,7 +193,7 @@ class WorkerTransport(Transport):
         slot: int,
         entry: tuple[Any, ...],
         bufs: list[Any],
-        pending: tuple[int, ActorFuture[Any]] | None,
+        pending: tuple[Any, ...] | None,
     ) -> None:
         if slot != self.worker.slot:
             super()._submit(slot, entry, bufs, pending)
@@ -216,12 +230,27 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         self.mailbox = _sockets.router(self.ctx, _sockets.worker_endpoint(self.run_dir, self.slot))
         self.transport = WorkerTransport(self, TransportOptions(opts["outbox_limit"]))
-        self.context = WorkerContext(self.transport, opts["workers"])
-        self.cells: dict[int, _Cell] = {}
+        self.workers: int = opts["workers"]
+        self.cells: dict[int, _Cell] = {aid: _Cell(None) for aid in opts.get("expect", ())}
         self._replies: dict[bytes, _Outbox] = {}
         self._backlog = 0
         self._reply_scheduled = False
         self._done = self.loop.create_future()
+        self.max_messages: int | None = opts.get("max_messages")
+        self.handled = 0
+        self.recycling: str | None = None
+        self.hang_threshold: float = opts.get("hang_threshold", 10.0)
+        self.busy = Busy()
+        self.health = HealthThread(
+            self.ctx,
+            self.run_dir,
+            self.slot,
+            opts.get("heartbeat_interval", 0.5),
+            self.busy,
+            self.hang_threshold,
+            opts.get("max_memory"),
+            lambda cause: self.loop.call_soon_threadsafe(self.recycle, cause),
+        )
 
     # -- lifecycle ----------------------------------------------------------------
     def run(self) -> None:
@@ -235,15 +264,40 @@ class Worker:
         self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
         self.transport.notify("ready", self.slot, os.getpid())
         self.transport.flush()
-        self.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
+        self.health.start()
+        self.loop.call_later(self.hang_threshold / 2, self._check_async_hangs)
         try:
             self.loop.run_until_complete(self._done)
         finally:
             self._close()
 
-    def _heartbeat(self) -> None:
-        self.transport.notify("heartbeat", self.slot)
-        self.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
+    def _check_async_hangs(self) -> None:
+        """Log the stack of an async method that has held its actor too long."""
+        now = time.monotonic()
+        for cell in self.cells.values():
+            task, since = cell.task, cell.task_since
+            if task is not None and since and now - since >= self.hang_threshold:
+                cell.task_since = 0.0  # once per message
+                stack = io.StringIO()
+                task.print_stack(limit=20, file=stack)  # where the coroutine waits now
+                frames = stack.getvalue()
+                log.warning(
+                    "worker %d: an async method of %r has run for %.1f s; at:\n%s",
+                    self.slot,
+                    cell.actor and cell.actor.ref,
+                    now - since,
+                    frames,
+                )
+        self.loop.call_later(self.hang_threshold / 2, self._check_async_hangs)
+
+    def recycle(self, cause: str) -> None:
+        """Past a limit: stop the actors and exit, for the supervisor to restart them."""
+        if self.recycling is None:
+            log.warning("worker %d: %s; recycling", self.slot, cause)
+            self.recycling = cause
+            self.inbox.paused = True
+            self.transport.notify("recycle", self.slot, cause)
+            self.transport.flush()
 
     def _on_parent_pipe(self) -> None:
         if not os.read(sys.stdin.fileno(), 4096):
@@ -252,14 +306,23 @@ class Worker:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Stop every actor, newest first, then end the loop."""
+        """Stop every actor, newest first, then end the loop.
+
+        When recycling, calls still queued get no reply here: the supervisor's
+        notice fails them with the limit as the cause (or re-sends retryable ones).
+        """
+        why = None if self.recycling else "its worker shut down"
         for actor_id in reversed(list(self.cells)):
-            self._stop_cell(actor_id, "its worker shut down")
+            cell = self.cells[actor_id]
+            if self.recycling and cell.actor is not None:
+                _call_hook(cell.actor.on_restart, self.recycling, self.slot)
+            self._stop_cell(actor_id, why)
         self._flush_replies()
         if not self._done.done():
             self._done.set_result(None)
 
     def _close(self) -> None:
+        self.health.stop()
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
         self.loop.run_until_complete(asyncio.sleep(0))
@@ -278,30 +341,95 @@ class Worker:
         except (proto.ProtocolError, ValueError, TypeError) as exc:
             log.warning("worker %d dropped a malformed control message: %s", self.slot, exc)
             return
-        if op == "create":
-            self._create(*fields)
-        elif op == "reply":
-            self.transport._on_control_reply(*fields)
-        elif op == "worker_died":
-            self.transport.fail_slot(*fields)
-        elif op == "shutdown":
-            self.shutdown()
+        handler = self._control_ops.get(op)
+        if handler is None:
+            log.warning("worker %d dropped an unknown control message %r", self.slot, op)
+            return
+        handler(self, *fields)
 
-    def _create(self, actor_id: int, name: str | None, blob: bytes) -> None:
+    def _op_create(self, actor_id: int, name: str | None, blob: bytes, retry: Any) -> None:
         try:
-            actor = self._construct(actor_id, name, blob)
-        except Exception as exc:
-            self.transport.notify("created", actor_id, False, proto.encode_error(exc))
+            actor = self._construct(actor_id, name, blob, retry)
+        except Exception as exc:  # a failed restart keeps its cell: the supervisor decides
+            text = f"{type(exc).__name__}: {exc}"
+            self.transport.notify("created", actor_id, False, proto.encode_error(exc), text)
         else:
-            self.cells[actor_id] = _Cell(actor)
-            self.transport.notify("created", actor_id, True, None)
+            cell = self.cells.get(actor_id)
+            if cell is None:
+                self.cells[actor_id] = _Cell(actor)
+            else:
+                cell.place(actor)  # a restart: the queued messages are the new one's
+                self._process(cell)
+            self.transport.notify("created", actor_id, True, None, "")
         self.transport.flush()
 
-    def _construct(self, actor_id: int, name: str | None, blob: bytes) -> Actor:
+    def _op_suspend(self, actor_id: int, cause: str) -> None:
+        """Stop an actor for a restart of its group; keep what is queued for it."""
+        cell = self.cells.get(actor_id)
+        if cell is not None and cell.actor is not None:
+            actor = cell.actor
+            _call_hook(actor.on_restart, cause, self.slot)
+            _call_hook(actor.on_stop, None, self.slot)
+            if cell.task is not None:
+                cell.task.cancel()
+            cell.actor = None
+            cell.busy = True
+        self.transport.notify("suspended", actor_id)
+        self.transport.flush()
+
+    def _op_expect(self, actor_id: int) -> None:
+        """The actor will be (re)started here: hold its messages until then."""
+        self.cells.setdefault(actor_id, _Cell(None))
+
+    def _op_abandon(self, actor_id: int, reason: str) -> None:
+        """The supervisor gave up on the actor: fail what waits for it."""
+        if actor_id in self.cells:
+            self._stop_cell(actor_id, reason)
+            self._schedule_replies()
+
+    def _op_stop_actor(self, actor_id: int) -> None:
+        if actor_id in self.cells:
+            self._stop_cell(actor_id, "the actor system is shutting down")
+            self._schedule_replies()
+        self.transport.notify("stopped", actor_id)
+        self.transport.flush()
+
+    def _op_down(self, watch_id: int, actor_id: int, reason: str, final: bool) -> None:
+        self.transport.on_down(watch_id, actor_id, reason, final)
+
+    def _deliver_down(self, watcher: int, watched: ActorRef, reason: str) -> None:
+        """A watch notice reaches the watching actor's on_down, in its turn."""
+        blob, _ = proto.dumps(((watched, reason), {}))
+        self.deliver(_Request(None, proto.TELL, 0, watcher, DOWN_METHOD, blob, ()))
+
+    def _op_reply(self, *fields: Any) -> None:
+        self.transport._on_control_reply(*fields)
+
+    def _op_worker_died(self, slot: int, cause: str) -> None:
+        self.transport.fail_slot(slot, cause)
+
+    def _op_shutdown(self) -> None:
+        self.shutdown()
+
+    _control_ops: ClassVar[dict[str, Callable[..., None]]] = {
+        "create": _op_create,
+        "suspend": _op_suspend,
+        "expect": _op_expect,
+        "abandon": _op_abandon,
+        "stop_actor": _op_stop_actor,
+        "down": _op_down,
+        "reply": _op_reply,
+        "worker_died": _op_worker_died,
+        "shutdown": _op_shutdown,
+    }
+
+    def _construct(self, actor_id: int, name: str | None, blob: bytes, retry: Any) -> Actor:
         cls, args, kwargs = proto.loads(blob)
         actor: Actor = cls.__new__(cls)
-        actor._ref = ActorRef(self.system_id, actor_id, self.slot, name)
-        actor._system = self.context
+        actor._ref = ActorRef(self.system_id, actor_id, self.slot, name, tuple(map(tuple, retry)))
+        actor._system = WorkerContext(
+            self.transport, self.workers, functools.partial(self._deliver_down, actor_id)
+        )
         cls.__init__(actor, *args, **kwargs)
         actor.on_start()
         return actor
@@ -356,22 +484,39 @@ class Worker:
         if request.method == STOP_METHOD:
             self._stop_actor(cell, request)
             return
+        self.busy.start(f"{request.method}() of actor #{request.actor_id}")
         try:
-            method = cell.method(request.method)
+            method: Callable[..., Any]
+            if request.method == DOWN_METHOD:  # a watched actor ended: the hook runs
+                method = cell.actor.on_down  # type: ignore[union-attr]
+            else:
+                method = cell.method(request.method)
             args, kwargs = proto.loads(request.blob, request.bufs)
             result = method(*args, **kwargs)
         except Exception as exc:
+            self.busy.end()
             self._reply_error(request, exc)
             return
+        self.busy.end()
         if _awaitable(result):
             cell.busy = True
-            cell.task = asyncio.ensure_future(result)
-            cell.task.add_done_callback(functools.partial(self._finish, cell, request))
+            cell.task = task = asyncio.ensure_future(cast(Awaitable[Any], result))
+            cell.task_since = time.monotonic()
+            task.add_done_callback(functools.partial(self._finish, cell, request))
         else:
             self._reply(request, result)
+        self.handled += 1
+        if self.max_messages is not None and self.handled >= self.max_messages:
+            self.recycle(f"message limit: {self.handled} messages handled")
 
     def _finish(self, cell: _Cell, request: _Request, task: asyncio.Future[Any]) -> None:
-        cell.busy = False
+        if cell.task is not task:  # the actor was stopped or suspended meanwhile
+            if not self.recycling:
+                err = ActorStoppedError(f"{request.method}() was interrupted: its actor stopped")
+                self._reply_error(request, err)
+                self._schedule_replies()
+            return
+        cell.busy = cell.actor is None
         cell.task = None
         if task.cancelled():
             self._reply_error(request, ActorStoppedError(f"{request.method}() was cancelled"))
@@ -394,21 +539,23 @@ class Worker:
         gone.add_done_callback(stopped)
         self.transport.flush()
 
-    def _stop_cell(self, actor_id: int, why: str) -> None:
+    def _stop_cell(self, actor_id: int, why: str | None) -> None:
+        """Stop an actor (or drop the place held for one); fail its queue with ``why``,
+        or leave its calls unanswered when ``why`` is None (see shutdown)."""
         cell = self.cells.pop(actor_id)
-        try:
-            cell.actor.on_stop()
-        except Exception:
-            log.exception("worker %d: on_stop of %r raised", self.slot, cell.actor.ref)
-        if cell.task is not None:
-            cell.task.cancel()
+        task, cell.task = cell.task, None
+        if cell.actor is not None:
+            _call_hook(cell.actor.on_stop, None, self.slot)
+        if task is not None:
+            task.cancel()
         while cell.queue:
             request = cell.queue.popleft()
             self._backlog -= 1
-            err = ActorStoppedError(
-                f"{cell.actor.ref!r} stopped before handling {request.method!r}: {why}"
-            )
-            self._reply_error(request, err)
+            if why is not None:
+                err = ActorStoppedError(
+                    f"actor #{actor_id} stopped before handling {request.method!r}: {why}"
+                )
+                self._reply_error(request, err)
 
     def _dead_letter(self, request: _Request) -> None:
         if request.method == STOP_METHOD:
@@ -529,6 +676,14 @@ def _method(actor: Actor, name: str) -> Callable[..., Any]:
     if not callable(method):
         raise AttributeError(f"{type(actor).__name__} has no method {name!r}")
     return method  # type: ignore[no-any-return]
+
+
+def _call_hook(hook: Callable[..., None], arg: Any, slot: int) -> None:
+    """Run on_stop or on_restart; an error there is logged, never raised."""
+    try:
+        hook() if arg is None else hook(arg)
+    except Exception:
+        log.exception("worker %d: %s raised", slot, getattr(hook, "__qualname__", hook))
 
 
 def _die_with_parent() -> None:

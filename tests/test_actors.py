@@ -224,8 +224,15 @@ def test_crash_of_the_worker_fails_pending_calls_with_the_cause(system: ActorSys
     assert "worker 1" in info.value.cause
     survivor = system.spawn(Counter, worker=1)  # the slot has a new worker
     assert survivor.add(1).result(timeout=10) == 1
-    with pytest.raises(ActorStoppedError):
-        victim.add(1).result(timeout=10)  # the old incarnation is gone
+    assert victim.add(1).result(timeout=10) == 1  # restarted: a fresh incarnation
+
+
+def test_a_temporary_actor_is_not_restarted(system: ActorSystem) -> None:
+    victim = system.spawn(Counter, worker=1, restart="temporary")
+    with pytest.raises(ActorCrashedError):
+        victim.exit(7).result(timeout=10)
+    with pytest.raises(ActorStoppedError, match="not running"):
+        victim.add(1).result(timeout=10)
 
 
 def test_unhandled_message_type(system: ActorSystem) -> None:

@@ -1,0 +1,121 @@
+"""A worker's health thread: heartbeats, the memory limit, and hang diagnosis.
+
+The heartbeats come from Python code on purpose: libzmq answers its own pings
+without the GIL, so only a Python thread that gets to run proves the
+interpreter is alive. A method that runs long Python code still lets this
+thread run (the GIL changes hands every few milliseconds), so it is not taken
+for a hang; a process frozen by SIGSTOP, or stuck in C code holding the GIL,
+sends nothing, and the supervisor replaces it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+import psutil
+import zmq
+
+from runtime import _protocol as proto
+from runtime import _sockets
+
+__all__ = ["Busy", "HealthThread"]
+
+log = logging.getLogger("dovecote")
+
+
+class Busy:
+    """What the worker's loop thread is running now. Written by it, read by the
+    health thread: plain attribute stores are atomic under the GIL. Internal."""
+
+    __slots__ = ("reported", "since", "what")
+
+    def __init__(self) -> None:
+        self.what: str | None = None
+        self.since = 0.0
+        self.reported = False
+
+    def start(self, what: str) -> None:
+        self.since = time.monotonic()
+        self.what = what
+        self.reported = False
+
+    def end(self) -> None:
+        self.what = None
+
+
+class HealthThread(threading.Thread):
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        run_dir: str,
+        slot: int,
+        interval: float,
+        busy: Busy,
+        hang_threshold: float,
+        max_memory: int | None,
+        on_memory_limit: Callable[[str], object],
+    ) -> None:
+        super().__init__(name="dovecote-health", daemon=True)
+        self.slot = slot
+        self.interval = interval
+        self.busy = busy
+        self.hang_threshold = hang_threshold
+        self.max_memory = max_memory
+        self.on_memory_limit = on_memory_limit
+        self.loop_thread = threading.get_ident()
+        self.stopping = threading.Event()
+        self.sock = _sockets.dealer(ctx, _sockets.control_endpoint(run_dir), b"h%d" % slot, 100)
+        self.process = psutil.Process()
+        self.limit_reported = False
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.wait(self.interval):
+                self.beat()
+        finally:
+            self.sock.close(linger=0)
+
+    def beat(self) -> None:
+        try:
+            frames = proto.encode_control("heartbeat", self.slot)
+            _sockets.send(self.sock, frames, _sockets.DONTWAIT)
+        except zmq.Again:
+            pass  # the supervisor is not reading: it is its own problem to notice
+        self.check_memory()
+        self.check_hang()
+
+    def check_memory(self) -> None:
+        if self.max_memory is None or self.limit_reported:
+            return
+        rss = self.process.memory_info().rss
+        if rss > self.max_memory:
+            self.limit_reported = True
+            self.on_memory_limit(
+                f"memory limit: resident {rss} bytes > max_memory {self.max_memory}"
+            )
+
+    def check_hang(self) -> None:
+        busy = self.busy
+        what, since = busy.what, busy.since
+        if what is None or busy.reported or time.monotonic() - since < self.hang_threshold:
+            return
+        busy.reported = True
+        frame = sys._current_frames().get(self.loop_thread)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
+        log.warning(
+            "worker %d: %s has run for %.1f s (hang_threshold %.1f s); its stack:\n%s",
+            self.slot,
+            what,
+            time.monotonic() - since,
+            self.hang_threshold,
+            stack,
+        )
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
