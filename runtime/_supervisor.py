@@ -235,8 +235,13 @@ class Supervisor:
 
     def give_up(self, actor: ActorRecord, reason: str, failure: bool = True) -> None:
         """Stop restarting an actor; a failure (past its intensity) is logged as one."""
-        log.log(logging.ERROR if failure else logging.INFO,
-                "supervisor: actor #%d (%s) ends: %s", actor.actor_id, actor.name, reason)
+        log.log(
+            logging.ERROR if failure else logging.INFO,
+            "supervisor: actor #%d (%s) ends: %s",
+            actor.actor_id,
+            actor.name,
+            reason,
+        )
         self.notify_down(actor, reason, final=True)
         self.forget(actor)
         if actor.slot in self.workers:
