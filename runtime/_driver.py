@@ -24,7 +24,6 @@ from typing import Any
 import zmq
 
 from actors._future import ActorFuture
-from runtime import _protocol as proto
 from runtime import _sockets
 from runtime._transport import Transport, TransportOptions, _Outbox
 
@@ -36,6 +35,10 @@ _RECV_BUDGET = 256  # messages read from one socket before the others get a turn
 POLLIN = int(zmq.POLLIN)
 TICK = 0.005  # how late, at most, the background thread takes up work nobody waits for
 IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it
+
+
+def _never() -> bool:
+    return False
 
 
 class DriverTransport(Transport):
@@ -67,7 +70,11 @@ class DriverTransport(Transport):
         self.control = _sockets.dealer(
             ctx, _sockets.control_endpoint(run_dir), identity, hwm=10_000
         )
-        self.notices: dict[str, Callable[..., None]] = {}
+        self._control_handlers: dict[str, Callable[..., None]] = {
+            "reply": self._on_control_reply,
+            "worker_died": self.fail_slot,
+            "down": self.on_down,
+        }
         # zmq_poll on a prebuilt list: zmq.Poller's wrapper costs microseconds a call.
         self._polled: list[tuple[Any, int]] = [
             (self.control, POLLIN),
@@ -151,14 +158,18 @@ class DriverTransport(Transport):
         return bool(self._pending or self._control_pending or self._has_outgoing())
 
     def _background(self) -> None:
-        """Deliver what nobody waits for: pipelined calls, tells, callbacks.
+        """Deliver what nobody waits for: pipelined calls, tells, callbacks, and
+        watch notices.
 
         It looks every TICK while the system is in use rather than being woken by
         each call, so a thread that sends and then waits pays for no hand-off.
         """
         while self._take_token_for_background():
             try:
-                self._pump(self._should_yield, None)
+                if self._has_work():
+                    self._pump(self._should_yield, None)
+                else:  # only watches: one look at the sockets for notices
+                    self._pump(_never, time.monotonic())
             except Exception:
                 log.exception("dovecote I/O thread error")
             finally:
@@ -166,13 +177,20 @@ class DriverTransport(Transport):
 
     def _take_token_for_background(self) -> bool:
         with self._lock:
+            waited = False
             while not self._stopping:
-                if self._owner is None and not self._waiters and self._has_work():
+                if (
+                    self._owner is None
+                    and not self._waiters
+                    and (self._has_work() or (self._watches and waited))
+                ):
                     self._owner = threading.get_ident()
                     self._bg_idle_since = time.monotonic()
                     return True
-                if time.monotonic() - self._bg_idle_since < IDLE_AFTER or self._has_work():
+                recently = time.monotonic() - self._bg_idle_since < IDLE_AFTER
+                if recently or self._has_work() or self._watches:
                     self._bg_cond.wait(TICK)
+                    waited = True
                 else:
                     self._bg_asleep = True
                     self._bg_cond.wait()
@@ -225,23 +243,13 @@ class DriverTransport(Transport):
             handler(_sockets.recv(sock, _sockets.DONTWAIT))
 
     def _on_control(self, frames: list[Any]) -> None:
-        try:
-            _kind, body, _ = proto.unpack(frames)
-            op, *fields = proto.decode_body(body)
-        except (proto.ProtocolError, ValueError, TypeError) as exc:
-            log.warning("dropped a malformed control message: %s", exc)
-            return
-        if op == "reply":
-            self._on_control_reply(*fields)
-        elif op == "worker_died":
-            self.fail_slot(fields[0], fields[1])
-        elif op == "down":
-            self.on_down(*fields)
-        elif op in self.notices:
-            self.notices[op](*fields)
+        self.dispatch_control(frames, self._control_handlers)
 
     def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
         self._polled.append((sock, POLLIN))
+
+    def _on_dealer_closed(self, sock: zmq.Socket) -> None:
+        self._polled.remove((sock, POLLIN))
 
     def _control_socket(self) -> zmq.Socket:
         return self.control

@@ -1,8 +1,8 @@
 """Wire format and serialization. Pure functions: no sockets here.
 
 A message is a list of frames: ``[header + body, *buffers]`` (a ROUTER adds the
-peer's routing id in front). The header is fixed, 8 bytes: magic, version, kind,
-and the number of buffer frames that follow.
+peer's routing id in front). The header is fixed, 12 bytes: magic, version, kind,
+the number of buffer frames that follow, and the epoch (see ``encode_batch``).
 
 * ``BATCH`` bodies are a pickled list of entries, each
   ``(kind, msg_id, actor_id, method, blob, nbufs)``: calls, tells and replies.
@@ -48,7 +48,7 @@ __all__ = [
 
 MAGIC = b"dc"
 VERSION = 1
-HEADER = struct.Struct("<2sBBI")
+HEADER = struct.Struct("<2sBBII")  # magic, version, kind, buffer count, epoch
 
 BATCH, CONTROL = 1, 2
 CALL, TELL, OK, ERR = 1, 2, 3, 4
@@ -64,24 +64,24 @@ class ProtocolError(ValueError):
     """A message that does not parse; the receiver logs it and drops it."""
 
 
-def pack(kind: int, body: bytes, buffers: Sequence[Buffer] = ()) -> list[Any]:
+def pack(kind: int, body: bytes, buffers: Sequence[Buffer] = (), epoch: int = 0) -> list[Any]:
     # Header and body share a frame: every frame costs microseconds in pyzmq.
-    return [HEADER.pack(MAGIC, VERSION, kind, len(buffers)) + body, *buffers]
+    return [HEADER.pack(MAGIC, VERSION, kind, len(buffers), epoch) + body, *buffers]
 
 
-def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any]]:
+def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any], int]:
     """Split and check a message; raises ProtocolError on anything malformed."""
     if not frames:
         raise ProtocolError("no frames")
     first = memoryview(frames[0])
     if len(first) <= HEADER.size:
         raise ProtocolError(f"first frame of {len(first)} bytes is too short")
-    magic, version, kind, nbufs = HEADER.unpack(first[: HEADER.size])
+    magic, version, kind, nbufs, epoch = HEADER.unpack(first[: HEADER.size])
     if magic != MAGIC or version != VERSION:
         raise ProtocolError(f"bad magic/version {bytes(magic)!r}/{version}")
     if (kind != BATCH and kind != CONTROL) or nbufs != len(frames) - 1:
         raise ProtocolError(f"kind {kind} with {nbufs} buffers in {len(frames)} frames")
-    return kind, first[HEADER.size :], frames[1:]
+    return kind, first[HEADER.size :], frames[1:], epoch
 
 
 def _is_plain(obj: Any) -> bool:
@@ -164,8 +164,12 @@ def decode_error(blob: Any, buffers: Sequence[Buffer] = ()) -> BaseException:
     return exc  # type: ignore[no-any-return]
 
 
-def encode_batch(entries: list[tuple[Any, ...]], buffers: list[Buffer]) -> list[Any]:
-    return pack(BATCH, pickle.dumps(entries, 5), buffers)
+def encode_batch(
+    entries: list[tuple[Any, ...]], buffers: list[Buffer], epoch: int = 0
+) -> list[Any]:
+    """``epoch`` is the incarnation of the worker the calls are for: a restarted
+    worker drops calls that were meant for the process before it."""
+    return pack(BATCH, pickle.dumps(entries, 5), buffers, epoch)
 
 
 def encode_control(op: str, *fields: Any) -> list[Any]:

@@ -90,6 +90,7 @@ class Supervisor:
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(sys.stdin.fileno(), zmq.POLLIN)
         self.workers: dict[int, _WorkerProc] = {}
+        self.epochs: dict[int, int] = {}  # slot -> incarnation of the worker in it
         self.clients: set[bytes] = set()
         self.actors: dict[int, ActorRecord] = {}
         self.load: dict[int, int] = {}  # actors per slot
@@ -111,7 +112,15 @@ class Supervisor:
         path = endpoint.removeprefix("ipc://")
         if os.path.exists(path):
             os.unlink(path)  # left by a dead worker of this slot; nobody else owns it
-        opts = {**self.opts, "slot": slot, "parent": os.getpid(), "expect": list(expect)}
+        self.epochs[slot] = self.epochs.get(slot, -1) + 1
+        opts = {
+            **self.opts,
+            "slot": slot,
+            "parent": os.getpid(),
+            "expect": list(expect),
+            "epoch": self.epochs[slot],
+            "epochs": self.epochs,
+        }
         read_end, write_end = os.pipe()
         proc = subprocess.Popen(
             [sys.executable, "-m", "runtime._main", "worker", json.dumps(opts)],
@@ -135,12 +144,12 @@ class Supervisor:
         victims = [a for a in self.actors.values() if a.slot == worker.slot]
         if not self.closing:
             log.warning("%s", cause)
-            for client in list(self.clients):
-                self.send(client, "worker_died", worker.slot, cause)
             comeback = [
                 a.actor_id for a in victims if a.state != "starting" and a.restart != "temporary"
             ]
             self.start_worker(worker.slot, comeback)  # holds their messages until restarted
+            for client in list(self.clients):
+                self.send(client, "worker_died", worker.slot, cause, self.epochs[worker.slot])
         for actor in victims:  # procedures waiting on them learn of the crash
             self.resume(("created", actor.actor_id), (False, _crash_blob(cause), cause))
             self.resume(("suspended", actor.actor_id), False)
@@ -352,7 +361,7 @@ class Supervisor:
     def on_control(self, frames: list[Any]) -> None:
         peer = frames[0].bytes
         try:
-            _, body, _ = proto.unpack(frames[1:])
+            _, body, _, _ = proto.unpack(frames[1:])
             op, *fields = proto.decode_body(body)
             handler = getattr(self, f"op_{op}")
         except (proto.ProtocolError, ValueError, TypeError, AttributeError) as exc:

@@ -47,7 +47,8 @@ class ActorSystem:
     before it stops reading (backpressure); ``outbox_limit``, messages the driver
     holds for one worker before a send blocks; ``send_timeout``, seconds a send
     blocks before it raises :class:`actors.MailboxFullError`; ``start_timeout``;
-    ``log_level`` for the supervisor and workers.
+    ``log_level`` for the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``,
+    else WARNING).
     """
 
     def __init__(
@@ -62,7 +63,7 @@ class ActorSystem:
         hang_threshold: float = 10.0,
         max_memory: int | None = None,
         max_messages: int | None = None,
-        log_level: str = "WARNING",
+        log_level: str | None = None,
     ) -> None:
         count = os.cpu_count() or 1 if workers is None else workers
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -86,7 +87,7 @@ class ActorSystem:
             "workers": count,
             "mailbox_size": mailbox_size,
             "outbox_limit": outbox_limit,
-            "log_level": log_level,
+            "log_level": log_level or os.environ.get("DOVECOTE_LOG_LEVEL", "WARNING"),
             "heartbeat_timeout": heartbeat_timeout,
             "heartbeat_interval": heartbeat_timeout / 6,
             "hang_threshold": hang_threshold,

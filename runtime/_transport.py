@@ -94,6 +94,7 @@ class Transport:
         self._pending: dict[int, tuple[Any, ...]] = {}
         self._watches: dict[int, tuple[ActorRef, Callable[[ActorRef, str], None]]] = {}
         self._outboxes: dict[int, _Outbox] = {}
+        self.epochs: dict[int, int] = {}  # slot -> incarnation of its worker, as last told
         self._dealers: dict[int, zmq.Socket] = {}
         self._control_pending: dict[int, tuple[ActorFuture[Any], Callable[[Any], Any]]] = {}
         self._control_out: list[list[Any]] = []
@@ -177,6 +178,17 @@ class Transport:
     def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
         """Register a new DEALER with the I/O loop."""
 
+    def _on_dealer_closed(self, sock: zmq.Socket) -> None:
+        """Unregister a DEALER from the I/O loop."""
+
+    def _reset_dealer(self, slot: int) -> None:
+        """After a worker's death, talk to its successor on a new connection: a
+        message sent on the old one just after the death would be lost with it."""
+        sock = self._dealers.pop(slot, None)
+        if sock is not None:
+            self._on_dealer_closed(sock)
+            sock.close(linger=0)
+
     def _flush_slot(self, slot: int) -> bool:
         """Send what the outbox of ``slot`` holds; False if the peer is full."""
         with self._lock:
@@ -187,7 +199,8 @@ class Transport:
         sock = self._dealer(slot)
         while entries:
             try:
-                _sockets.send(sock, proto.encode_batch(entries, buffers), _sockets.DONTWAIT)
+                frames = proto.encode_batch(entries, buffers, self.epochs.get(slot, 0))
+                _sockets.send(sock, frames, _sockets.DONTWAIT)
             except zmq.Again:
                 with self._lock:
                     outbox.put_back(entries, buffers)
@@ -222,7 +235,7 @@ class Transport:
     def _on_data(self, frames: list[Any]) -> None:
         """A BATCH of replies from a worker."""
         try:
-            kind, body, buffers = proto.unpack(frames)
+            kind, body, buffers, _ = proto.unpack(frames)
             entries = proto.decode_body(body) if kind == proto.BATCH else None
         except proto.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
@@ -265,10 +278,13 @@ class Transport:
         else:
             _set(future, exc=proto.decode_error(blob, bufs))
 
-    def fail_slot(self, slot: int, cause: str) -> None:
+    def fail_slot(self, slot: int, cause: str, epoch: int) -> None:
         """The worker in ``slot`` died: calls pending on it fail, or are re-sent to
-        the restarted actor if their method is retryable and has retries left."""
+        the restarted actor if their method is retryable and has retries left.
+        ``epoch`` is the new worker's: what was sent before it is dropped there."""
+        self._reset_dealer(slot)
         with self._lock:
+            self.epochs[slot] = epoch
             dead = [(m, p) for m, p in self._pending.items() if p[1] == slot]
             for msg_id, _ in dead:
                 del self._pending[msg_id]
@@ -284,6 +300,7 @@ class Transport:
         watch_id = next(self._ids)
         with self._lock:
             self._watches[watch_id] = (ref, on_down)
+            self._kick()  # the driver's background thread now also looks for notices
         return watch_id
 
     def on_down(self, watch_id: int, actor_id: int, reason: str, final: bool) -> None:
@@ -362,6 +379,20 @@ class Transport:
             _set(future, value=decode(payload))
         except Exception as exc:
             _set(future, exc=exc)
+
+    def dispatch_control(self, frames: list[Any], handlers: dict[str, Callable[..., None]]) -> None:
+        """Decode a control message and run its handler; log what goes wrong."""
+        try:
+            _, body, _, _ = proto.unpack(frames)
+            op, *fields = proto.decode_body(body)
+            handler = handlers[op]
+        except (proto.ProtocolError, ValueError, TypeError, KeyError) as exc:
+            log.warning("dropped a malformed control message: %r", exc)
+            return
+        try:
+            handler(*fields)
+        except Exception:
+            log.exception("control message %r failed", op)
 
     def close_sockets(self) -> None:
         for sock in self._dealers.values():

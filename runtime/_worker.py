@@ -28,7 +28,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import zmq
 
@@ -210,6 +210,11 @@ class WorkerTransport(Transport):
     def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
         self.readers.append(_Reader(self.worker.loop, sock, self._on_data, _noop))
 
+    def _on_dealer_closed(self, sock: zmq.Socket) -> None:
+        reader = next(r for r in self.readers if r.sock is sock)
+        self.readers.remove(reader)
+        self.worker.loop.remove_reader(sock.FD)
+
     def _control_socket(self) -> zmq.Socket:
         return self.control
 
@@ -223,6 +228,7 @@ class Worker:
 
     def __init__(self, opts: dict[str, Any]) -> None:
         self.slot: int = opts["slot"]
+        self.epoch: int = opts.get("epoch", 0)
         self.run_dir: str = opts["run_dir"]
         self.system_id: str = opts["system_id"]
         self.mailbox_size: int = opts["mailbox_size"]
@@ -230,6 +236,7 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         self.mailbox = _sockets.router(self.ctx, _sockets.worker_endpoint(self.run_dir, self.slot))
         self.transport = WorkerTransport(self, TransportOptions(opts["outbox_limit"]))
+        self.transport.epochs.update({int(k): v for k, v in opts.get("epochs", {}).items()})
         self.workers: int = opts["workers"]
         self.cells: dict[int, _Cell] = {aid: _Cell(None) for aid in opts.get("expect", ())}
         self._replies: dict[bytes, _Outbox] = {}
@@ -241,6 +248,17 @@ class Worker:
         self.recycling: str | None = None
         self.hang_threshold: float = opts.get("hang_threshold", 10.0)
         self.busy = Busy()
+        self._control_handlers: dict[str, Callable[..., None]] = {
+            "create": self._op_create,
+            "suspend": self._op_suspend,
+            "expect": self._op_expect,
+            "abandon": self._op_abandon,
+            "stop_actor": self._op_stop_actor,
+            "down": self.transport.on_down,
+            "reply": self.transport._on_control_reply,
+            "worker_died": self.transport.fail_slot,
+            "shutdown": self.shutdown,
+        }
         self.health = HealthThread(
             self.ctx,
             self.run_dir,
@@ -335,17 +353,7 @@ class Worker:
 
     # -- control plane ------------------------------------------------------------
     def _on_control(self, frames: list[Any]) -> None:
-        try:
-            _, body, _ = proto.unpack(frames)
-            op, *fields = proto.decode_body(body)
-        except (proto.ProtocolError, ValueError, TypeError) as exc:
-            log.warning("worker %d dropped a malformed control message: %s", self.slot, exc)
-            return
-        handler = self._control_ops.get(op)
-        if handler is None:
-            log.warning("worker %d dropped an unknown control message %r", self.slot, op)
-            return
-        handler(self, *fields)
+        self.transport.dispatch_control(frames, self._control_handlers)
 
     def _op_create(self, actor_id: int, name: str | None, blob: bytes, retry: Any) -> None:
         try:
@@ -394,34 +402,10 @@ class Worker:
         self.transport.notify("stopped", actor_id)
         self.transport.flush()
 
-    def _op_down(self, watch_id: int, actor_id: int, reason: str, final: bool) -> None:
-        self.transport.on_down(watch_id, actor_id, reason, final)
-
     def _deliver_down(self, watcher: int, watched: ActorRef, reason: str) -> None:
         """A watch notice reaches the watching actor's on_down, in its turn."""
         blob, _ = proto.dumps(((watched, reason), {}))
         self.deliver(_Request(None, proto.TELL, 0, watcher, DOWN_METHOD, blob, ()))
-
-    def _op_reply(self, *fields: Any) -> None:
-        self.transport._on_control_reply(*fields)
-
-    def _op_worker_died(self, slot: int, cause: str) -> None:
-        self.transport.fail_slot(slot, cause)
-
-    def _op_shutdown(self) -> None:
-        self.shutdown()
-
-    _control_ops: ClassVar[dict[str, Callable[..., None]]] = {
-        "create": _op_create,
-        "suspend": _op_suspend,
-        "expect": _op_expect,
-        "abandon": _op_abandon,
-        "stop_actor": _op_stop_actor,
-        "down": _op_down,
-        "reply": _op_reply,
-        "worker_died": _op_worker_died,
-        "shutdown": _op_shutdown,
-    }
 
     def _construct(self, actor_id: int, name: str | None, blob: bytes, retry: Any) -> Actor:
         cls, args, kwargs = proto.loads(blob)
@@ -438,7 +422,16 @@ class Worker:
     def _on_mailbox(self, frames: list[Any]) -> None:
         peer = frames[0].bytes
         try:
-            kind, body, buffers = proto.unpack(frames[1:])
+            kind, body, buffers, epoch = proto.unpack(frames[1:])
+            if epoch != self.epoch:
+                log.info(
+                    "worker %d (epoch %d) dropped a message sent to epoch %d: its calls "
+                    "were failed or re-sent by their caller",
+                    self.slot,
+                    self.epoch,
+                    epoch,
+                )
+                return
             entries = proto.decode_body(body)
             if kind != proto.BATCH or type(entries) is not list:
                 raise proto.ProtocolError(f"kind {kind} is not a batch")
@@ -454,6 +447,8 @@ class Worker:
             self.deliver(request)
 
     def deliver(self, request: _Request) -> None:
+        if self.recycling:
+            return  # unanswered: the supervisor's notice fails it, naming the limit
         cell = self.cells.get(request.actor_id)
         if cell is None:
             if request.actor_id == BARRIER_ACTOR:

@@ -7,9 +7,10 @@ import asyncio
 import os
 import pathlib
 import threading
+import time
 from typing import Any
 
-from actors import Actor, ActorRef
+from actors import Actor, ActorRef, retryable
 
 
 class Counter(Actor):
@@ -102,3 +103,70 @@ class Unpicklable(Exception):
 
     def __init__(self, a: int, b: int) -> None:
         super().__init__(a)  # args do not match __init__: unpickling fails
+
+
+class Incarnation(Actor):
+    """Knows which incarnation it is, and logs its starts and stops to a file."""
+
+    def __init__(self, label: str, log_path: str) -> None:
+        self.label = label
+        self.log_path = log_path
+        self.token = os.urandom(8).hex()
+        self.count = 0
+        self._log(f"start {label}")
+
+    def _log(self, line: str) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(line + "\n")
+
+    def on_stop(self) -> None:
+        self._log(f"stop {self.label}")
+
+    def on_restart(self, cause: str) -> None:
+        self._log(f"restart {self.label}")
+
+    def incarnation(self) -> str:
+        return self.token
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def exit(self, code: int) -> None:
+        os._exit(code)
+
+    @retryable(times=2)
+    def add(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+    def add_once(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+    def hold(self, nbytes: int) -> int:
+        self.ballast = bytearray(nbytes)  # resident: bytearray writes its zeros
+        return len(self.ballast)
+
+    def spin(self, seconds: float) -> int:
+        """Pure Python work for ``seconds``: busy, not hung."""
+        end, n = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    def nap(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class Watcher(Actor):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def watch(self, ref: ActorRef) -> None:
+        await self.system.watch(ref)
+
+    def on_down(self, ref: ActorRef, reason: str) -> None:
+        self.seen.append(f"{ref.actor_id}: {reason}")
+
+    def reasons(self) -> list[str]:
+        return self.seen

@@ -54,8 +54,8 @@ def test_backpressure_blocks_then_raises_and_loses_nothing(tmp_path: Path) -> No
     [
         [b"not a header"],
         [b"dc\x09\x01\x00\x00\x00\x00pickle"],  # unknown version
-        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 0) + b"\x80\x05nonsense"],
-        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 3) + pickle.dumps([])],
+        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 0, 0) + b"\x80\x05nonsense"],
+        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 3, 0) + pickle.dumps([])],
         proto.encode_batch([(proto.CALL, 1, 2)], []),  # an entry of the wrong shape
         proto.encode_batch([(99, 1, 2, "add", b"", 0)], []),  # an unknown entry kind
         [b"", b"", b""],
@@ -72,20 +72,19 @@ def test_garbage_is_logged_and_dropped_and_the_worker_serves_on(
 def _garbage_then_a_good_call(system: ActorSystem, garbage: list[bytes]) -> None:
     counter = system.spawn(Counter, worker=0)
     ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
     try:
-        sock = ctx.socket(zmq.DEALER)
         sock.connect(_sockets.worker_endpoint(system._run_dir, 0))
         sock.send_multipart(garbage)
         blob, _ = proto.dumps(((5,), {}))  # then a good call on the same connection
-        sock.send_multipart(
-            proto.encode_batch([(proto.CALL, 1, counter.actor_id, "add", blob, 0)], [])
-        )
+        good = [(proto.CALL, 1, counter.actor_id, "add", blob, 0)]
+        sock.send_multipart(proto.encode_batch(good, []))
         assert sock.poll(10_000), "the worker stopped answering"
-        _, body, _ = proto.unpack(sock.recv_multipart())
+        _, body, _, _ = proto.unpack(sock.recv_multipart())
         [(kind, msg_id, _, _, reply, _)] = proto.decode_body(body)
         assert (kind, msg_id, proto.loads(reply)) == (proto.OK, 1, 5)
-        sock.close(linger=0)
     finally:
+        sock.close(linger=0)
         ctx.term()
     assert counter.add(1).result(timeout=5) == 6
 

@@ -17,9 +17,9 @@ from tests.helpers import Unpicklable
 def test_batch_round_trip() -> None:
     blob, bufs = proto.dumps(((1, "two"), {"three": 3.0}))
     entries = [(proto.CALL, 7, 42, "add", blob, len(bufs))]
-    frames = proto.encode_batch(entries, bufs)
-    kind, body, buffers = proto.unpack(frames)
-    assert kind == proto.BATCH
+    frames = proto.encode_batch(entries, bufs, epoch=3)
+    kind, body, buffers, epoch = proto.unpack(frames)
+    assert (kind, epoch) == (proto.BATCH, 3)
     assert list(buffers) == []
     [(k, msg_id, actor_id, method, got, nbufs)] = proto.decode_body(body)
     assert (k, msg_id, actor_id, method, nbufs) == (proto.CALL, 7, 42, "add", 0)
@@ -55,9 +55,9 @@ def test_classes_and_lambdas_pickle_by_value() -> None:
         [b"xx"],
         [b"dc"],
         [b"nope-not-a-header-at-all"],
-        [proto.HEADER.pack(b"dc", 99, proto.BATCH, 0) + b"x"],  # unknown version
-        [proto.HEADER.pack(b"dc", proto.VERSION, 77, 0) + b"x"],  # unknown kind
-        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 2) + b"x", b"buf"],  # count
+        [proto.HEADER.pack(b"dc", 99, proto.BATCH, 0, 0) + b"x"],  # unknown version
+        [proto.HEADER.pack(b"dc", proto.VERSION, 77, 0, 0) + b"x"],  # unknown kind
+        [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 2, 0) + b"x", b"buf"],  # count
     ],
 )
 def test_malformed_frames_are_rejected(frames: list[bytes]) -> None:
@@ -66,7 +66,7 @@ def test_malformed_frames_are_rejected(frames: list[bytes]) -> None:
 
 
 def test_body_that_does_not_unpickle_is_a_protocol_error() -> None:
-    _, body, _ = proto.unpack(proto.pack(proto.BATCH, b"\x80\x05garbage"))
+    _, body, _, _ = proto.unpack(proto.pack(proto.BATCH, b"\x80\x05garbage"))
     with pytest.raises(proto.ProtocolError):
         proto.decode_body(body)
 
