@@ -128,6 +128,8 @@ class Supervisor:
             pass_fds=(write_end,),
         )
         os.close(write_end)
+        log.debug("worker %d (epoch %d, pid %d) starting; expects %s",
+                  slot, self.epochs[slot], proc.pid, list(expect))
         self.workers[slot] = _WorkerProc(slot, proc, read_end)
         self.poller.register(read_end, zmq.POLLIN)
 
@@ -267,6 +269,7 @@ class Supervisor:
 
     def create(self, actor: ActorRecord) -> Generator[tuple[Any, ...], Any, tuple[bool, Any, str]]:
         """Start (or restart) an actor in its slot; resumes with (ok, error, its text)."""
+        log.debug("creating actor #%d in worker %d", actor.actor_id, actor.slot)
         self.send_worker(actor.slot, "create", actor.actor_id, actor.name, actor.blob, actor.retry)
         ok, payload, text = yield ("created", actor.actor_id)
         if ok:
@@ -471,6 +474,7 @@ class Supervisor:
         return actor
 
     def op_created(self, peer: bytes, actor_id: int, ok: bool, payload: Any, text: str) -> None:
+        log.debug("actor #%d created by %r: %s %s", actor_id, peer, ok, text)
         self.resume(("created", actor_id), (ok, payload, text))
 
     def op_suspended(self, peer: bytes, actor_id: int) -> None:

@@ -288,6 +288,7 @@ class Transport:
             dead = [(m, p) for m, p in self._pending.items() if p[1] == slot]
             for msg_id, _ in dead:
                 del self._pending[msg_id]
+        log.debug("worker %d is now epoch %d; %d calls pending on it", slot, epoch, len(dead))
         for msg_id, (future, _, *retry) in dead:
             if retry and retry[2] > 0:
                 entry, bufs, left = retry

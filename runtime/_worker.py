@@ -368,6 +368,7 @@ class Worker:
             else:
                 cell.place(actor)  # a restart: the queued messages are the new one's
                 self._process(cell)
+                self._schedule_replies()  # not on the mailbox's path: flush here
             self.transport.notify("created", actor_id, True, None, "")
         self.transport.flush()
 

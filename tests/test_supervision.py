@@ -142,13 +142,15 @@ def test_past_its_intensity_the_supervisor_gives_up(system, tmp_path) -> None:
 def test_group_strategies(tmp_path: Path, strategy: str, restarted: str) -> None:
     log = str(tmp_path / "log")
     with ActorSystem(workers=2) as system:
-        children = [Child(Incarnation, (x, log), worker=w) for x, w in zip("abc", (0, 1, 0))]
+        children = [
+            Child(Incarnation, (x, log), worker=w) for x, w in zip("abc", (0, 1, 0), strict=True)
+        ]
         refs = system.spawn_group(children, strategy=strategy)
         before = [r.incarnation().result(timeout=5) for r in refs]
         _kill(refs[1])  # b, alone on worker 1
         _after_crash(refs[1].incarnation)
         after = [r.incarnation().result(timeout=10) for r in refs]
-        changed = "".join(x for x, b, a in zip("abc", before, after) if b != a)
+        changed = "".join(x for x, b, a in zip("abc", before, after, strict=True) if b != a)
         assert changed == restarted
     lines = _log(tmp_path)
     assert lines[:3] == ["start a", "start b", "start c"]  # children start in order
