@@ -67,8 +67,9 @@ def describe_exit(returncode: int | None) -> str:
 class _WorkerProc:
     """One worker slot and the process now in it. Internal."""
 
-    def __init__(self, slot: int, proc: subprocess.Popen[bytes], sentinel: int) -> None:
+    def __init__(self, slot: int, epoch: int, proc: subprocess.Popen[bytes], sentinel: int) -> None:
         self.slot = slot
+        self.identity = b"w%d.%d" % (slot, epoch)  # as the worker names itself
         self.proc = proc
         self.sentinel = sentinel
         self.ready = False
@@ -128,9 +129,14 @@ class Supervisor:
             pass_fds=(write_end,),
         )
         os.close(write_end)
-        log.debug("worker %d (epoch %d, pid %d) starting; expects %s",
-                  slot, self.epochs[slot], proc.pid, list(expect))
-        self.workers[slot] = _WorkerProc(slot, proc, read_end)
+        log.debug(
+            "worker %d (epoch %d, pid %d) starting; expects %s",
+            slot,
+            self.epochs[slot],
+            proc.pid,
+            list(expect),
+        )
+        self.workers[slot] = _WorkerProc(slot, self.epochs[slot], proc, read_end)
         self.poller.register(read_end, zmq.POLLIN)
 
     def on_worker_exit(self, worker: _WorkerProc) -> None:
@@ -167,7 +173,8 @@ class Supervisor:
         now = time.monotonic()
         for worker in self.workers.values():
             silent = now - worker.last_heartbeat
-            if worker.cause is None and silent > self.heartbeat_timeout:
+            limit = self.heartbeat_timeout if worker.ready else max(self.heartbeat_timeout, 30.0)
+            if worker.cause is None and silent > limit:  # a starting one gets 30 s
                 worker.cause = f"lost its heartbeat (none for {silent:.1f} s)"
                 log.warning("worker %d %s: killing it", worker.slot, worker.cause)
                 worker.proc.kill()
@@ -335,7 +342,7 @@ class Supervisor:
         if worker is None:
             return  # it just died: its exit is being handled
         if worker.ready:
-            self.send(b"w%d" % slot, op, *fields)
+            self.send(worker.identity, op, *fields)
         else:
             worker.backlog.append((op, fields))
 
@@ -380,7 +387,13 @@ class Supervisor:
         self.waiting_hello.append((peer, req_id))
         self.announce()
 
+    def current(self, peer: bytes) -> bool:
+        """Is ``peer`` the worker now in its slot? A dead one's last words are not."""
+        return any(w.identity == peer for w in self.workers.values())
+
     def op_ready(self, peer: bytes, slot: int, pid: int) -> None:
+        if not self.current(peer):
+            return
         self.clients.add(peer)
         worker = self.workers[slot]
         worker.ready = True
@@ -404,7 +417,7 @@ class Supervisor:
 
     def op_recycle(self, peer: bytes, slot: int, cause: str) -> None:
         worker = self.workers.get(slot)
-        if worker is None or worker.cause is not None:
+        if worker is None or worker.identity != peer or worker.cause is not None:
             return
         worker.cause = f"was recycled: {cause}"
         worker.recycled = True
@@ -475,13 +488,16 @@ class Supervisor:
 
     def op_created(self, peer: bytes, actor_id: int, ok: bool, payload: Any, text: str) -> None:
         log.debug("actor #%d created by %r: %s %s", actor_id, peer, ok, text)
-        self.resume(("created", actor_id), (ok, payload, text))
+        if self.current(peer):
+            self.resume(("created", actor_id), (ok, payload, text))
 
     def op_suspended(self, peer: bytes, actor_id: int) -> None:
-        self.resume(("suspended", actor_id), True)
+        if self.current(peer):
+            self.resume(("suspended", actor_id), True)
 
     def op_stopped(self, peer: bytes, actor_id: int) -> None:
-        self.resume(("stopped", actor_id), True)
+        if self.current(peer):
+            self.resume(("stopped", actor_id), True)
 
     def op_lookup(self, peer: bytes, req_id: int, name: str) -> None:
         actor_id = self.names.get(name)

@@ -159,7 +159,10 @@ class WorkerTransport(Transport):
         super().__init__(worker.ctx, worker.system_id, worker.run_dir, options)
         self.worker = worker
         self.control = _sockets.dealer(
-            worker.ctx, _sockets.control_endpoint(worker.run_dir), b"w%d" % worker.slot, 10_000
+            worker.ctx,
+            _sockets.control_endpoint(worker.run_dir),
+            b"w%d.%d" % (worker.slot, worker.epoch),  # the epoch: a successor is another peer
+            10_000,
         )
         self.readers: list[_Reader] = []
         self._flush_scheduled = False
