@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from actors._future import ActorFuture
     from actors._ref import ActorRef
+    from actors._spec import Child
 
 __all__ = ["Actor", "ActorContext"]
 
@@ -20,8 +23,20 @@ class ActorContext(Protocol):
         *args: Any,
         name: str | None = None,
         worker: int | None = None,
+        restart: str = "permanent",
+        max_restarts: int = 3,
+        period: float = 5.0,
         **kwargs: Any,
     ) -> ActorFuture[ActorRef]: ...
+
+    def spawn_group(
+        self,
+        children: Sequence[Child],
+        *,
+        strategy: str = "one_for_one",
+        max_restarts: int = 3,
+        period: float = 5.0,
+    ) -> ActorFuture[list[ActorRef]]: ...
 
     def lookup(self, name: str) -> ActorFuture[ActorRef]: ...
 

@@ -152,6 +152,16 @@ class WorkerContext:
         policy = RestartPolicy(restart, max_restarts, period)
         return spawn(self._transport, self._workers, cls, args, kwargs, name, worker, policy)
 
+    def spawn_group(
+        self,
+        children: Sequence[Child],
+        *,
+        strategy: str = "one_for_one",
+        max_restarts: int = 3,
+        period: float = 5.0,
+    ) -> ActorFuture[list[ActorRef]]:
+        return spawn_group(self._transport, self._workers, children, strategy, max_restarts, period)
+
     def lookup(self, name: str) -> ActorFuture[ActorRef]:
         return lookup(self._transport, name)
 

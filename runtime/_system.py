@@ -47,8 +47,11 @@ class ActorSystem:
     before it stops reading (backpressure); ``outbox_limit``, messages the driver
     holds for one worker before a send blocks; ``send_timeout``, seconds a send
     blocks before it raises :class:`actors.MailboxFullError`; ``start_timeout``;
-    ``log_level`` for the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``,
-    else WARNING).
+    ``heartbeat_timeout``, seconds without a heartbeat before a worker is taken
+    for hung, killed and replaced; ``hang_threshold``, seconds one message may
+    hold an actor before its stack is logged; ``max_memory`` (bytes resident) and
+    ``max_messages``, limits past which a worker is recycled; ``log_level`` for
+    the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``, else WARNING).
     """
 
     def __init__(

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from actors import Actor, ActorRef, retryable
+from actors import Actor, ActorRef, Child, retryable
 
 
 class Counter(Actor):
@@ -91,6 +91,10 @@ class Waiter(Actor):
 
     async def ask_receive(self, other: ActorRef) -> Any:
         return await other.receive("value")
+
+    async def start_group(self, log_path: str) -> str:
+        refs = await self.system.spawn_group([Child(Incarnation, ("x", log_path))])
+        return await refs[0].incarnation()
 
 
 class BadInit(Actor):

@@ -14,7 +14,7 @@ import pytest
 from actors import ActorCrashedError, ActorRef, ActorStoppedError, Child, RestartPolicy
 from runtime import ActorSystem
 from runtime._policy import backoff, within_intensity
-from tests.helpers import Incarnation, Watcher
+from tests.helpers import Incarnation, Waiter, Watcher
 
 
 def _after_crash(call: Any, attempts: int = 50) -> Any:
@@ -178,6 +178,12 @@ def test_a_group_past_its_intensity_stops_every_child(tmp_path: Path) -> None:
         with pytest.raises(ActorStoppedError):
             a.incarnation().result(timeout=10)
     assert "stop a" in _log(tmp_path)
+
+
+def test_an_actor_can_start_a_group(system: ActorSystem, tmp_path: Path) -> None:
+    waiter = system.spawn(Waiter)
+    assert len(waiter.start_group(str(tmp_path / "log")).result(timeout=10)) == 16
+    assert _log(tmp_path) == ["start x"]
 
 
 def test_a_group_that_cannot_start_undoes_what_it_started(system, tmp_path) -> None:
