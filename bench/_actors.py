@@ -1,5 +1,6 @@
 """The benchmark's actor, in a module of its own so workers import little."""
 
+import os
 from typing import Any
 
 from actors import Actor
@@ -17,3 +18,7 @@ class Echo(Actor):
 
     def count(self) -> int:
         return self.n
+
+    def pid(self) -> int:
+        """The worker process hosting this actor: a new one after a restart."""
+        return os.getpid()

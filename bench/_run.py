@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -16,16 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psutil
 import zmq
 
 import bench
-from actors import ActorRef
+from actors import ActorCrashedError, ActorRef
 from bench import _raw
 from bench._actors import Echo
 from runtime import ActorSystem
 
 MiB = 1024 * 1024
 TIMEOUT = 60.0  # seconds any one dovecote result may take: a hang becomes an error
+CALL_TIMEOUT = 10.0  # the same for one call around a crash
+KILL_TRIES = 200  # calls after a crash before giving up on the actor's comeback
+HEARTBEAT = 1.0  # heartbeat_timeout of the system the hang metric freezes workers of
 Line = tuple[str, ...]
 
 
@@ -40,9 +45,11 @@ class Sizes:
     array_bytes: int = 256 * MiB
     array_reps: int = 3
     starts: int = 3
+    kills: int = 20  # restarts after a SIGKILL
+    hangs: int = 3  # workers frozen until the supervisor notices
 
 
-QUICK = Sizes(3, 500, 200, 20_000, 50_000, 2, 64 * MiB, 2, 1)
+QUICK = Sizes(3, 500, 200, 20_000, 50_000, 2, 64 * MiB, 2, 1, 5, 1)
 
 
 class Bench:
@@ -200,6 +207,83 @@ def bench_start(b: Bench) -> list[Line]:
     return [row("start (2 workers) to 1st reply", took, raw, "{:.3f} s", True, "< 1 s", took < 1)]
 
 
+def comeback(ref: ActorRef, old_pid: int) -> None:
+    """Call ``ref.pid()`` until a process other than ``old_pid`` answers.
+
+    A call that races the crash fails with ActorCrashedError; it is tried again.
+    """
+    for _ in range(KILL_TRIES):
+        with contextlib.suppress(ActorCrashedError):
+            if ref.pid().result(CALL_TIMEOUT) != old_pid:
+                return
+    raise RuntimeError(f"the actor did not answer from a new process in {KILL_TRIES} calls")
+
+
+def dove_restart(system: ActorSystem) -> float:
+    """Seconds from SIGKILL of worker 1 to a reply from its replacement.
+
+    The actor is fresh each time, so each kill is its first restart: the backoff
+    that spaces out later restarts within its period is not what is measured.
+    """
+    ref = system.spawn(Echo, worker=1)
+    pid = ref.pid().result(CALL_TIMEOUT)
+    t0 = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    comeback(ref, pid)
+    elapsed = time.perf_counter() - t0
+    ref.stop().result(CALL_TIMEOUT)
+    return elapsed
+
+
+def bench_restart(b: Bench) -> list[Line]:
+    # Raw side: one echo server started and a ping answered, the bare cost of a
+    # replacement process; the ratio shows how much of a restart is process start-up.
+    with ActorSystem(workers=2, log_level="ERROR") as system:  # kills are expected
+        raws, doves = alternate(
+            b.sizes.kills, lambda: _raw.start(b.ctx, 1), lambda: dove_restart(system)
+        )
+    took, raw = statistics.median(doves), statistics.median(raws)
+    return [
+        row("restart: SIGKILL to reply (median)", took, raw, "{:.3f} s", True, "< 1 s", took < 1),
+        row("restart: SIGKILL to reply (max)", max(doves), max(raws), "{:.3f} s", True),
+    ]
+
+
+def dove_hang(ref: ActorRef) -> float:
+    """Seconds from SIGSTOP of the actor's worker to the caller's ActorCrashedError."""
+    pid = ref.pid().result(CALL_TIMEOUT)
+    proc = psutil.Process(pid)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.perf_counter()
+        try:
+            ref.pid().result(CALL_TIMEOUT)
+        except ActorCrashedError as exc:
+            elapsed = time.perf_counter() - t0
+            if "lost its heartbeat" not in str(exc):
+                raise RuntimeError(f"the frozen worker's crash had another cause: {exc}") from exc
+        else:
+            raise RuntimeError("a frozen worker answered a call")
+    finally:  # the supervisor kills a frozen worker; if it did not, nothing is left stopped
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.is_running():  # the same process: not a recycled pid
+                proc.kill()
+    comeback(ref, pid)  # restarted: ready for the next round
+    return elapsed
+
+
+def bench_hang(b: Bench) -> list[Line]:
+    with ActorSystem(workers=1, heartbeat_timeout=HEARTBEAT, log_level="ERROR") as system:
+        ref = system.spawn(Echo, max_restarts=100, period=60)
+        doves = [dove_hang(ref) for _ in range(b.sizes.hangs)]
+    took = statistics.median(doves)
+    # No raw side: the figure is also shown as a multiple of the heartbeat timeout.
+    figure = f"{took:.3f} s ({took / HEARTBEAT:.2f}x)"
+    verdict = "PASS" if took < 2 * HEARTBEAT else "MISS"
+    metric = f"hang detected (median), timeout {HEARTBEAT:g} s"
+    return [(metric, figure, "-", "-", "lower", "< 2x timeout", verdict)]
+
+
 # Shown in this order; "start" runs first, before the shared ActorSystem exists.
 METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "latency": bench_latency,
@@ -207,6 +291,8 @@ METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "tell": bench_tell,
     "numpy": bench_numpy,
     "start": bench_start,
+    "restart": bench_restart,
+    "hang": bench_hang,
 }
 COLUMNS = ("metric", "dovecote", "raw pyzmq", "dovecote/raw", "better", "target", "result")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,12 @@ def test_an_actor_can_watch_another(system, tmp_path) -> None:
     watcher = system.spawn(Watcher, worker=0)
     watcher.watch(ref).result(timeout=5)
     ref.stop().result(timeout=5)
-    assert watcher.reasons().result(timeout=5) == [f"{ref.actor_id}: stopped"]
+    # The notice reaches the watcher's worker on another connection than our calls:
+    # ask until it has arrived (each call is a full round trip, not a sleep).
+    deadline = time.monotonic() + 10
+    while not (seen := watcher.reasons().result(timeout=5)) and time.monotonic() < deadline:
+        pass
+    assert seen == [f"{ref.actor_id}: stopped"]
 
 
 def test_tells_to_a_stopped_actor_are_reported_dead_letters(
