@@ -69,8 +69,11 @@ def dealer(
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.LINGER, 1000)
+    # Every 10 ms, no backoff: a restarted worker binds within a few hundred ms,
+    # and each ms waited here is added to its actors' downtime. A retry to an ipc
+    # path that is not bound yet costs one failed connect().
     sock.setsockopt(zmq.RECONNECT_IVL, 10)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 0)
     sock.connect(endpoint)
     return sock
 
