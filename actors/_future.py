@@ -79,7 +79,7 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         return self._state in _SETTLED
 
     def _wait(self, timeout: float | None) -> None:
-        if self._state == _FINISHED:  # no lock needed to see a final state
+        if self._state in _SETTLED:  # no lock needed to see a final state
             return
         if self._waiter is not None:
             self._waiter(self, timeout)

@@ -17,7 +17,9 @@ class ActorRef:
 
     ``ref.method(*args)`` returns an :class:`ActorFuture`; ``ref.method.tell(*args)``
     sends without a reply; ``ref.tell(msg)`` and ``ref.ask(msg)`` go to the actor's
-    ``receive``. The names ``tell``, ``ask`` and ``stop`` are the ref's own.
+    ``receive``. The names ``tell``, ``ask``, ``stop``, ``name``, ``slot``,
+    ``retry``, ``actor_id`` and ``system_id`` are the ref's own: an actor method
+    with one of them cannot be called through a ref.
     """
 
     # No __slots__: a method proxy, once made, is cached in the instance dict so

@@ -204,6 +204,9 @@ class DriverTransport(Transport):
     # -- I/O, only by the token's owner -------------------------------------------
     def _pump(self, done: Callable[[], bool], deadline: float | None) -> None:
         while True:
+            # Notices first: a worker's death changes where and how calls are sent.
+            if _sockets.readable(self.control):
+                self._drain(self.control, self._on_control)
             flushed = self._flush_all()
             if done():
                 return
@@ -214,18 +217,21 @@ class DriverTransport(Transport):
                 self._polled, -1 if timeout is None else math.ceil(timeout)
             ):
                 self._handle(sock)
+            if self._waiters:  # their replies may have come in: let them look
+                with self._lock:
+                    self._token_cond.notify_all()
             if done() or (deadline is not None and time.monotonic() >= deadline):
                 return
 
     def _handle(self, sock: Any) -> None:
+        if getattr(sock, "closed", False):
+            return  # a DEALER reset by a crash notice handled in this same round
         if sock == self._wake_r:
-            with self._lock:
+            with self._lock:  # writers hold it too: no wake-up is eaten unseen
                 self._armed = False
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 4096):
+                        pass
         elif sock == self._sentinel:
             self._polled.remove((self._sentinel, POLLIN))
             self.fail_all(self._on_supervisor_exit(), crashed=True)

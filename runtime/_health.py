@@ -32,16 +32,18 @@ class Busy:
     """What the worker's loop thread is running now. Written by it, read by the
     health thread: plain attribute stores are atomic under the GIL. Internal."""
 
-    __slots__ = ("reported", "since", "what")
+    __slots__ = ("actor_id", "reported", "since", "what")
 
     def __init__(self) -> None:
-        self.what: str | None = None
+        self.what: str | None = None  # the method name
+        self.actor_id = 0
         self.since = 0.0
         self.reported = False
 
-    def start(self, what: str) -> None:
+    def start(self, what: str, actor_id: int) -> None:
         self.since = time.monotonic()
         self.what = what
+        self.actor_id = actor_id
         self.reported = False
 
     def end(self) -> None:
@@ -108,9 +110,11 @@ class HealthThread(threading.Thread):
         frame = sys._current_frames().get(self.loop_thread)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
         log.warning(
-            "worker %d: %s has run for %.1f s (hang_threshold %.1f s); its stack:\n%s",
+            "worker %d: %s() of actor #%d has run for %.1f s (hang_threshold %.1f s); "
+            "its stack:\n%s",
             self.slot,
             what,
+            busy.actor_id,
             time.monotonic() - since,
             self.hang_threshold,
             stack,

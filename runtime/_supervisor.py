@@ -182,8 +182,8 @@ class Supervisor:
     # -- restarts -----------------------------------------------------------------
     def actor_exited(self, actor: ActorRecord, cause: str, abnormal: bool, counted: bool) -> None:
         """An actor's process died: restart it (or its group), or give up on it."""
-        if actor.state != "running":
-            return  # a procedure is already (re)starting it and has been told
+        if self.actors.get(actor.actor_id) is not actor or actor.state != "running":
+            return  # forgotten meanwhile, or a procedure (re)starting it has been told
         if actor.group is not None:
             self.group_child_exited(self.groups[actor.group], actor, cause, abnormal, counted)
             return
@@ -204,6 +204,8 @@ class Supervisor:
         delay = backoff(len(actor.restarts))
         if delay:
             yield ("sleep", delay)
+        if self.actors.get(actor.actor_id) is not actor:
+            return  # stopped or given up on while it waited
         ok, _, text = yield from self.create(actor)
         if not ok and actor.actor_id in self.actors:
             actor.state = "running"  # so that the failure counts as the next crash
@@ -245,6 +247,8 @@ class Supervisor:
         if delay:
             yield ("sleep", delay)
         for child in targets:  # started again in order
+            if not group.alive or self.actors.get(child.actor_id) is not child:
+                continue  # the group gave up, or the child was stopped, while it waited
             ok, _, text = yield from self.create(child)
             if not ok and group.alive:
                 child.state = "running"
@@ -311,7 +315,7 @@ class Supervisor:
     def run_timers(self) -> None:
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
-            heapq.heappop(self.timers)[2]()
+            _logged(heapq.heappop(self.timers)[2])
 
     # -- directory ----------------------------------------------------------------
     def forget(self, actor: ActorRecord) -> None:
@@ -398,6 +402,7 @@ class Supervisor:
         worker = self.workers[slot]
         worker.ready = True
         worker.last_heartbeat = time.monotonic()
+        self.send(peer, "epochs", dict(self.epochs))  # deaths it missed while starting
         for op, fields in worker.backlog:
             self.send(peer, op, *fields)
         worker.backlog.clear()
@@ -559,9 +564,9 @@ class Supervisor:
             self.stop_workers(STOP_GRACE)
         for worker in list(self.workers.values()):
             if worker.sentinel in events:
-                self.on_worker_exit(worker)
+                _logged(self.on_worker_exit, worker)
         self.check_heartbeats()
-        self.run_timers()
+        _logged(self.run_timers)
         self.escalate()
 
     def next_timeout(self) -> float:
@@ -594,6 +599,14 @@ class Supervisor:
         self.control.close(linger=100)
         self.ctx.term()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _logged(action: Callable[..., None], *args: Any) -> None:
+    """Run one event's handling; a bug in it is logged, and the supervisor goes on."""
+    try:
+        action(*args)
+    except Exception:
+        log.exception("supervisor: %s failed", getattr(action, "__name__", action))
 
 
 def _crash_blob(cause: str) -> bytes:

@@ -279,21 +279,37 @@ class Transport:
             _set(future, exc=proto.decode_error(blob, bufs))
 
     def fail_slot(self, slot: int, cause: str, epoch: int) -> None:
-        """The worker in ``slot`` died: calls pending on it fail, or are re-sent to
-        the restarted actor if their method is retryable and has retries left.
-        ``epoch`` is the new worker's: what was sent before it is dropped there."""
+        """The worker in ``slot`` died. Calls sent to it fail, or are re-sent to the
+        restarted actor if their method is retryable and has retries left; calls
+        not sent yet stay queued for the new worker. ``epoch`` is the new
+        worker's: calls sent to the dead one are dropped if they reach it."""
         self._reset_dealer(slot)
         with self._lock:
             self.epochs[slot] = epoch
-            dead = [(m, p) for m, p in self._pending.items() if p[1] == slot]
-            for msg_id, _ in dead:
-                del self._pending[msg_id]
-        log.debug("worker %d is now epoch %d; %d calls pending on it", slot, epoch, len(dead))
-        for msg_id, (future, _, *retry) in dead:
-            if retry and retry[2] > 0:
-                entry, bufs, left = retry
-                self._submit(slot, entry, bufs, (msg_id, future, entry, bufs, left - 1))
-                continue
+            outbox = self._outboxes.get(slot)
+            unsent = {entry[1] for entry in outbox.entries} if outbox else set()
+            sent = sorted(m for m, p in self._pending.items() if p[1] == slot and m not in unsent)
+            failed, entries, buffers = [], [], []
+            for msg_id in sent:
+                future, _, *retry = self._pending.pop(msg_id)
+                if retry and retry[2] > 0:
+                    entry, bufs, left = retry
+                    self._pending[msg_id] = (future, slot, entry, bufs, left - 1)
+                    entries.append(entry)
+                    buffers.extend(bufs)
+                else:
+                    failed.append(future)
+            if entries:  # ahead of what was queued after them: FIFO holds
+                self._outboxes.setdefault(slot, _Outbox()).put_back(entries, buffers)
+                self._kick()
+        log.debug(
+            "worker %d is now epoch %d: %d calls failed, %d re-sent",
+            slot,
+            epoch,
+            len(failed),
+            len(entries),
+        )
+        for future in failed:
             msg = f"{future.label}: the actor's worker died ({cause})"
             _set(future, exc=ActorCrashedError(msg, cause))
 

@@ -127,13 +127,13 @@ class _Reader:
         loop.add_reader(sock.FD, self.run)
 
     def check(self) -> None:
-        if not self._scheduled and _sockets.readable(self.sock):
+        if not self._scheduled and not self.sock.closed and _sockets.readable(self.sock):
             self._scheduled = True
             self.loop.call_soon(self.run)
 
     def run(self) -> None:
         self._scheduled = False
-        if self.paused:
+        if self.paused or self.sock.closed:
             return
         try:
             for _ in range(_BUDGET):
@@ -165,6 +165,7 @@ class WorkerTransport(Transport):
             10_000,
         )
         self.readers: list[_Reader] = []
+        self.control_reader: _Reader | None = None
         self._flush_scheduled = False
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
@@ -185,6 +186,9 @@ class WorkerTransport(Transport):
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        reader = self.control_reader
+        if reader is not None and _sockets.readable(reader.sock):
+            reader.run()  # notices first: a worker's death changes how calls are sent
         if not self._flush_all():
             self._flush_scheduled = True
             self.worker.loop.call_later(0.001, self.flush)
@@ -260,6 +264,7 @@ class Worker:
             "down": self.transport.on_down,
             "reply": self.transport._on_control_reply,
             "worker_died": self.transport.fail_slot,
+            "epochs": self._op_epochs,
             "shutdown": self.shutdown,
         }
         self.health = HealthThread(
@@ -282,6 +287,7 @@ class Worker:
         self.inbox = _Reader(self.loop, self.mailbox, self._on_mailbox, self._flush_replies)
         control = _Reader(self.loop, self.transport.control, self._on_control, _noop)
         self.transport.readers.append(control)  # checked after each send on it
+        self.transport.control_reader = control
         self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
         self.transport.notify("ready", self.slot, os.getpid())
         self.transport.flush()
@@ -389,6 +395,12 @@ class Worker:
         self.transport.notify("suspended", actor_id)
         self.transport.flush()
 
+    def _op_epochs(self, epochs: dict[int, int]) -> None:
+        """The workers restarted while this one was starting."""
+        for slot, epoch in epochs.items():
+            if slot != self.slot and self.transport.epochs.get(slot, 0) != epoch:
+                self.transport.fail_slot(slot, "restarted", epoch)
+
     def _op_expect(self, actor_id: int) -> None:
         """The actor will be (re)started here: hold its messages until then."""
         self.cells.setdefault(actor_id, _Cell(None))
@@ -428,12 +440,13 @@ class Worker:
         try:
             kind, body, buffers, epoch = proto.unpack(frames[1:])
             if epoch != self.epoch:
-                log.info(
-                    "worker %d (epoch %d) dropped a message sent to epoch %d: its calls "
-                    "were failed or re-sent by their caller",
+                log.warning(
+                    "worker %d (epoch %d) dropped a batch sent to its predecessor (epoch %d) "
+                    "from %r: the asks in it fail at their caller as crashed, tells are lost",
                     self.slot,
                     self.epoch,
                     epoch,
+                    peer,
                 )
                 return
             entries = proto.decode_body(body)
@@ -475,7 +488,11 @@ class Worker:
             request = cell.queue.popleft()
             self._backlog -= 1
             self._execute(cell, request)
-        if self.inbox.paused and self._backlog < self.mailbox_size // 2:
+        self._resume_inbox()
+
+    def _resume_inbox(self) -> None:
+        """Read the mailbox again once the backlog has halved (not while recycling)."""
+        if self.inbox.paused and not self.recycling and self._backlog < self.mailbox_size // 2:
             self.inbox.paused = False
             self.loop.call_soon(self.inbox.run)
 
@@ -483,7 +500,7 @@ class Worker:
         if request.method == STOP_METHOD:
             self._stop_actor(cell, request)
             return
-        self.busy.start(f"{request.method}() of actor #{request.actor_id}")
+        self.busy.start(request.method, request.actor_id)
         try:
             method: Callable[..., Any]
             if request.method == DOWN_METHOD:  # a watched actor ended: the hook runs
@@ -547,9 +564,10 @@ class Worker:
             _call_hook(cell.actor.on_stop, None, self.slot)
         if task is not None:
             task.cancel()
+        self._backlog -= len(cell.queue)
+        self._resume_inbox()
         while cell.queue:
             request = cell.queue.popleft()
-            self._backlog -= 1
             if why is not None:
                 err = ActorStoppedError(
                     f"actor #{actor_id} stopped before handling {request.method!r}: {why}"
@@ -613,13 +631,14 @@ class Worker:
 
     def _flush_replies(self) -> None:
         self._reply_scheduled = False
-        for peer in list(self._replies):
-            if not self._flush_peer(peer, self._replies[peer]):
-                self._reply_scheduled = True
-                self.loop.call_later(0.001, self._flush_replies)
+        full = [peer for peer in list(self._replies) if not self._flush_peer(peer)]
+        if full:  # a caller is not reading yet: keep its replies, try again soon
+            self._reply_scheduled = True
+            self.loop.call_later(0.001, self._flush_replies)
         self.inbox.check()
 
-    def _flush_peer(self, peer: bytes, outbox: _Outbox) -> bool:
+    def _flush_peer(self, peer: bytes) -> bool:
+        outbox = self._replies[peer]
         while outbox.entries:
             entries, buffers = outbox.take()
             try:

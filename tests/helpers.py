@@ -174,3 +174,18 @@ class Watcher(Actor):
 
     def reasons(self) -> list[str]:
         return self.seen
+
+
+class RefusesRestart(Actor):
+    """Starts once; every later start (a restart) fails."""
+
+    def __init__(self, marker: str) -> None:
+        if os.path.exists(marker):
+            raise RuntimeError("restart refused")
+        pathlib.Path(marker).touch()
+
+    def exit(self) -> None:
+        os._exit(1)
+
+    def noop(self) -> None:
+        return None
