@@ -246,10 +246,7 @@ class Transport:
         pending = self._pending
         if len(entries) == 1:  # the common case of a lone call: no lists, no zip
             kind, msg_id, _, _, blob, _ = entries[0]
-            with self._lock:
-                waiting = pending.pop(msg_id, None)
-            if waiting is not None:  # None: already failed by a crash notice
-                self._complete(waiting[0], kind, blob, buffers)
+            self._resolve(kind, msg_id, blob, buffers)
             return
         with self._lock:
             futures = [pending.pop(entry[1], None) for entry in entries]
@@ -263,7 +260,7 @@ class Transport:
     def _resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
         with self._lock:
             pending = self._pending.pop(msg_id, None)
-        if pending is not None:
+        if pending is not None:  # None: already failed by a crash notice
             self._complete(pending[0], kind, blob, bufs)
 
     def _complete(self, future: ActorFuture[Any], kind: int, blob: Any, bufs: Any) -> None:

@@ -258,7 +258,6 @@ class Worker:
         self._control_handlers: dict[str, Callable[..., None]] = {
             "create": self._op_create,
             "suspend": self._op_suspend,
-            "expect": self._op_expect,
             "abandon": self._op_abandon,
             "stop_actor": self._op_stop_actor,
             "down": self.transport.on_down,
@@ -400,10 +399,6 @@ class Worker:
         for slot, epoch in epochs.items():
             if slot != self.slot and self.transport.epochs.get(slot, 0) != epoch:
                 self.transport.fail_slot(slot, "restarted", epoch)
-
-    def _op_expect(self, actor_id: int) -> None:
-        """The actor will be (re)started here: hold its messages until then."""
-        self.cells.setdefault(actor_id, _Cell(None))
 
     def _op_abandon(self, actor_id: int, reason: str) -> None:
         """The supervisor gave up on the actor: fail what waits for it."""
