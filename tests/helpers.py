@@ -4,6 +4,7 @@ driver's sys.path, which is part of what the tests check."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import pathlib
 import threading
@@ -160,6 +161,10 @@ class Incarnation(Actor):
 
     def nap(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def hold_gil(self, seconds: int) -> None:
+        """Stuck in C code that keeps the GIL: no Python thread of this process runs."""
+        ctypes.PyDLL(None).sleep(seconds)  # PyDLL calls do not release the GIL
 
 
 class Watcher(Actor):

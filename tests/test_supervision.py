@@ -207,6 +207,15 @@ def test_a_frozen_worker_is_detected_by_its_heartbeat_and_replaced(tmp_path: Pat
         assert _after_crash(ref.pid) != pid
 
 
+def test_a_worker_stuck_in_c_code_holding_the_gil_is_replaced(tmp_path: Path) -> None:
+    with ActorSystem(workers=1, heartbeat_timeout=1.0) as system:
+        ref = _spawn(system, tmp_path)
+        pid = ref.pid().result(timeout=5)
+        with pytest.raises(ActorCrashedError, match="lost its heartbeat"):
+            ref.hold_gil(30).result(timeout=15)
+        assert _after_crash(ref.pid) != pid
+
+
 def test_long_python_code_is_not_a_hang(tmp_path: Path) -> None:
     with ActorSystem(workers=1, heartbeat_timeout=1.0) as system:
         ref = _spawn(system, tmp_path)
