@@ -203,10 +203,11 @@ class DriverTransport(Transport):
 
     # -- I/O, only by the token's owner -------------------------------------------
     def _pump(self, done: Callable[[], bool], deadline: float | None) -> None:
+        # Notices first: a worker's death changes where and how calls are sent.
+        # (Later rounds handle them in the poll below, before the next flush.)
+        if _sockets.readable(self.control):
+            self._drain(self.control, self._on_control)
         while True:
-            # Notices first: a worker's death changes where and how calls are sent.
-            if _sockets.readable(self.control):
-                self._drain(self.control, self._on_control)
             flushed = self._flush_all()
             if done():
                 return

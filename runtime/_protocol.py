@@ -76,12 +76,12 @@ def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any], int]:
     first = memoryview(frames[0])
     if len(first) <= HEADER.size:
         raise ProtocolError(f"first frame of {len(first)} bytes is too short")
-    magic, version, kind, nbufs, epoch = HEADER.unpack(first[: HEADER.size])
+    magic, version, kind, nbufs, epoch = HEADER.unpack_from(first)
     if magic != MAGIC or version != VERSION:
         raise ProtocolError(f"bad magic/version {bytes(magic)!r}/{version}")
     if (kind != BATCH and kind != CONTROL) or nbufs != len(frames) - 1:
         raise ProtocolError(f"kind {kind} with {nbufs} buffers in {len(frames)} frames")
-    return kind, first[HEADER.size :], frames[1:], epoch
+    return kind, first[HEADER.size :], frames[1:] if nbufs else (), epoch
 
 
 def _is_plain(obj: Any) -> bool:
@@ -119,6 +119,8 @@ def dumps(obj: Any, out_of_band: bool = True) -> tuple[bytes, list[pickle.Pickle
 
 
 def loads(blob: Any, buffers: Sequence[Buffer] = ()) -> Any:
+    if not buffers:
+        return pickle.loads(blob)
     return pickle.loads(blob, buffers=[getattr(b, "buffer", b) for b in buffers])
 
 

@@ -617,7 +617,8 @@ class Worker:
         if outbox is None:
             outbox = self._replies[request.peer] = _Outbox()
         outbox.entries.append(entry)
-        outbox.buffers.extend(bufs)
+        if bufs:
+            outbox.buffers.extend(bufs)
 
     def _schedule_replies(self) -> None:
         if not self._reply_scheduled:
@@ -626,6 +627,9 @@ class Worker:
 
     def _flush_replies(self) -> None:
         self._reply_scheduled = False
+        if not self._replies:
+            self.inbox.check()
+            return
         full = [peer for peer in list(self._replies) if not self._flush_peer(peer)]
         if full:  # a caller is not reading yet: keep its replies, try again soon
             self._reply_scheduled = True
