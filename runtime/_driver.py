@@ -94,6 +94,11 @@ class DriverTransport(Transport):
         deadline = None if timeout is None else time.monotonic() + timeout
         self._drive(future.settled, deadline)
 
+    def wait_any(self, futures: list[ActorFuture[Any]], timeout: float | None) -> None:
+        """Drive the sockets from this thread until one of ``futures`` completes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._drive(lambda: any(f.settled() for f in futures), deadline)
+
     def _wait_for_room(self, outbox: _Outbox) -> None:
         limit = self.options.outbox_limit
         deadline = time.monotonic() + self.options.send_timeout

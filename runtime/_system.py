@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,9 +20,10 @@ import zmq
 from actors import _engine
 from actors._actor import Actor
 from actors._errors import ActorError
+from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import Child, RestartPolicy
-from runtime import _requests
+from runtime import _requests, _tasks
 from runtime._driver import DriverTransport
 from runtime._supervisor import describe_exit
 from runtime._transport import TransportOptions
@@ -108,6 +109,7 @@ class ActorSystem:
             self._supervisor_exit,
         )
         _engine.install(self.system_id, self._transport)
+        self._tasks = _tasks.Tasks(self._transport, count)
         atexit.register(self.shutdown)
         try:
             self._transport.request("start", _identity, "hello").result(start_timeout)
@@ -163,6 +165,73 @@ class ActorSystem:
             self._transport, self.workers, children, strategy, max_restarts, period
         )
         return future.result()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ActorFuture[Any]:
+        """Run ``fn(*args, **kwargs)`` in a worker; a future of its result.
+
+        The least busy worker takes it. If that worker dies, the task is re-sent
+        (at most 3 times, then it fails with ActorCrashedError): run at least
+        once, its result seen once.
+        """
+        return self._tasks.submit(fn, args, kwargs)
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int = 3,
+        return_exceptions: bool = False,
+        progress: bool | Callable[[int, int | None], None] = False,
+    ) -> Iterator[Any]:
+        """``fn`` over ``iterable`` in the workers; results lazily, in input order.
+
+        The input is read lazily with a bounded number of chunks in flight, so an
+        endless generator works; stopping early (break, close) stops the rest.
+        ``chunksize=None`` picks about four chunks per worker (at most 10,000
+        items each; 64 for an input without a length). ``timeout`` bounds the
+        wait for each chunk; ``retries`` re-sends after a worker death;
+        ``return_exceptions`` yields a raised exception in its item's place;
+        ``progress`` is True for a bar on a terminal, or ``callback(done, total)``.
+        """
+        return self._tasks.map(
+            fn,
+            iterable,
+            chunksize,
+            timeout=timeout,
+            retries=retries,
+            return_exceptions=return_exceptions,
+            progress=progress,
+        )
+
+    def imap_unordered(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int = 3,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        """As :meth:`map`, but results come as they complete."""
+        return self._tasks.map(
+            fn,
+            iterable,
+            chunksize,
+            ordered=False,
+            timeout=timeout,
+            retries=retries,
+            return_exceptions=return_exceptions,
+        )
+
+    def as_completed(
+        self, futures: Iterable[ActorFuture[Any]], timeout: float | None = None
+    ) -> Iterator[ActorFuture[Any]]:
+        """Yield ``futures`` (from calls or tasks) as they complete."""
+        return _tasks.as_completed(self._transport, futures, timeout)
 
     def watch(self, ref: ActorRef, callback: Callable[[ActorRef, str], None]) -> None:
         """Call ``callback(ref, reason)`` each time ``ref`` crashes and when it ends.

@@ -127,6 +127,10 @@ class Transport:
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         raise NotImplementedError
 
+    def wait_any(self, futures: list[ActorFuture[Any]], timeout: float | None) -> None:
+        """Return once one of ``futures`` completes (or the timeout passes)."""
+        raise NotImplementedError
+
     def _kick(self) -> None:
         """Make sure the I/O owner flushes soon. Called with ``_lock`` held."""
         raise NotImplementedError

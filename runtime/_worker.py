@@ -40,6 +40,7 @@ from runtime import _protocol as proto
 from runtime import _sockets
 from runtime._health import Busy, HealthThread
 from runtime._requests import WorkerContext
+from runtime._tasks import TASK_ACTOR, run_chunk
 from runtime._transport import BARRIER_ACTOR, Transport, TransportOptions, _Outbox
 
 __all__ = ["main"]
@@ -466,6 +467,9 @@ class Worker:
             if request.actor_id == BARRIER_ACTOR:
                 self._reply(request, None)  # every earlier message from this sender is in
                 return
+            if request.actor_id == TASK_ACTOR:
+                self._run_task(request)
+                return
             self._dead_letter(request)
             return
         if not cell.busy and not cell.queue:
@@ -538,6 +542,23 @@ class Worker:
         self._schedule_replies()
         if request.actor_id in self.cells:
             self._process(cell)
+
+    def _run_task(self, request: _Request) -> None:
+        """A stateless task: one function call, or a chunk of a map."""
+        self.busy.start(f"task {request.method}", TASK_ACTOR)
+        try:
+            (fn, *rest), _ = proto.loads(request.blob, request.bufs)
+            if request.method == "chunk":
+                result = run_chunk(fn, *rest)
+            else:
+                args, kwargs = rest
+                result = fn(*args, **kwargs)
+        except Exception as exc:
+            self.busy.end()
+            self._reply_error(request, exc)
+            return
+        self.busy.end()
+        self._reply(request, result)
 
     def _stop_actor(self, cell: _Cell, request: _Request) -> None:
         self._stop_cell(request.actor_id, "it was stopped")
