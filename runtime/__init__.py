@@ -25,6 +25,7 @@
   side shared by the driver and workers, ``_sockets`` the socket options.
 """
 
+from runtime._pipeline import Stage
 from runtime._system import ActorSystem
 
-__all__ = ["ActorSystem"]
+__all__ = ["ActorSystem", "Stage"]

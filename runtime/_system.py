@@ -25,6 +25,7 @@ from actors._ref import ActorRef
 from actors._spec import Child, RestartPolicy
 from runtime import _requests, _tasks
 from runtime._driver import DriverTransport
+from runtime._pipeline import Stage, run_pipeline
 from runtime._supervisor import describe_exit
 from runtime._transport import TransportOptions
 
@@ -232,6 +233,17 @@ class ActorSystem:
     ) -> Iterator[ActorFuture[Any]]:
         """Yield ``futures`` (from calls or tasks) as they complete."""
         return _tasks.as_completed(self._transport, futures, timeout)
+
+    def pipeline(
+        self,
+        source: Iterable[Any],
+        *stages: Stage | Callable[[Any], Any],
+        ordered: bool = True,
+    ) -> Iterator[Any]:
+        """Stream ``source`` through ``stages`` (functions, ``Stage``s, actor methods);
+        iterate the result to drain it. Stages pull only when they have room, so a
+        fast stage never floods a slow one; ``ordered`` keeps source order."""
+        return run_pipeline(self._tasks, source, stages, ordered)
 
     def watch(self, ref: ActorRef, callback: Callable[[ActorRef, str], None]) -> None:
         """Call ``callback(ref, reason)`` each time ``ref`` crashes and when it ends.

@@ -106,6 +106,7 @@ class Tasks:
         chunksize: int | None = None,
         *,
         ordered: bool = True,
+        window: int | None = None,
         timeout: float | None = None,
         retries: int = DEFAULT_RETRIES,
         return_exceptions: bool = False,
@@ -119,25 +120,25 @@ class Tasks:
             raise ValueError(f"chunksize={chunksize!r} must be >= 1")
         report = _progress(progress, total)
         chunks = _chunked(iter(iterable), size)
-        window: deque[ActorFuture[Any]] = deque()
-        limit = WINDOW_PER_WORKER * self.workers
+        flying: deque[ActorFuture[Any]] = deque()
+        limit = window or WINDOW_PER_WORKER * self.workers
         done = 0
         try:
             while True:
-                while len(window) < limit:
+                while len(flying) < limit:
                     chunk = next(chunks, None)
                     if chunk is None:
                         break
-                    window.append(self._send("chunk", (fn, chunk), retries))
-                if not window:
+                    flying.append(self._send("chunk", (fn, chunk), retries))
+                if not flying:
                     return
-                future = window.popleft() if ordered else self._first_done(window, timeout)
+                future = flying.popleft() if ordered else self._first_done(flying, timeout)
                 for value in future.result(timeout):
                     yield _outcome(value, return_exceptions)
                     done += 1
                 report(done)
         finally:
-            for future in window:  # stopped early: nobody wants these any more
+            for future in flying:  # stopped early: nobody wants these any more
                 future.cancel()
 
     def _first_done(

@@ -10,8 +10,8 @@ import signal
 import psutil
 import pytest
 
-from actors import ActorCrashedError
-from runtime import ActorSystem
+from actors import Actor, ActorCrashedError
+from runtime import ActorSystem, Stage
 
 
 def test_submit_runs_lambdas_and_keeps_exception_types(system: ActorSystem) -> None:
@@ -84,3 +84,29 @@ def test_map_of_100k_items_while_workers_are_killed_is_exactly_once_in_order(
             victim = supervisor.children()[index % 2]
             os.kill(victim.pid, signal.SIGKILL)
     assert results == [x * x for x in range(100_000)]
+
+
+class Doubler(Actor):
+    def double(self, x: int) -> int:
+        return 2 * x
+
+
+def test_a_pipeline_of_functions_and_actors_is_ordered(system: ActorSystem) -> None:
+    actors = [system.spawn(Doubler) for _ in range(3)]
+    stages = [
+        Stage(lambda x: x + 1, parallelism=4, chunksize=10),
+        Stage([a.double for a in actors], parallelism=6),  # fan-out over 3 actors
+        str,
+    ]
+    assert list(system.pipeline(range(1000), *stages)) == [str(2 * (x + 1)) for x in range(1000)]
+    unordered = system.pipeline(range(100), lambda x: x * 3, ordered=False)
+    assert sorted(unordered) == [x * 3 for x in range(100)]
+
+
+def test_a_pipeline_pulls_only_what_its_stages_have_room_for(system: ActorSystem) -> None:
+    pulled = itertools.count()
+    source = (next(pulled) for _ in itertools.count())
+    out = system.pipeline(source, Stage(abs, parallelism=2), Stage(str, parallelism=2))
+    assert [next(out) for _ in range(10)] == [str(x) for x in range(10)]
+    out.close()
+    assert next(pulled) <= 10 + 2 + 2 + 2  # what the windows hold, not the stream
