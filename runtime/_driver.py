@@ -25,6 +25,7 @@ import zmq
 
 from actors._future import ActorFuture
 from runtime import _sockets
+from runtime._bus import SYNC, Publisher, Subscription, bus_endpoints
 from runtime._transport import Transport, TransportOptions, _Outbox
 
 __all__ = ["DriverTransport"]
@@ -75,6 +76,13 @@ class DriverTransport(Transport):
             "worker_died": self.fail_slot,
             "down": self.on_down,
         }
+        self._identity = identity
+        self.publisher = Publisher(ctx, bus_endpoints(run_dir)[0], identity.decode())
+        self._hello: Subscription | None = None  # proves the PUB's path, if nothing else does
+        self._hello_at = 0.0
+        self._events: list[tuple[str, Any]] = []  # published, not yet handed to the PUB
+        self._subs: dict[Any, Subscription] = {}  # SUB socket -> subscription
+        self._sub_changes: list[tuple[bool, Subscription]] = []  # (add?, sub) for the owner
         # zmq_poll on a prebuilt list: zmq.Poller's wrapper costs microseconds a call.
         self._polled: list[tuple[Any, int]] = [
             (self.control, POLLIN),
@@ -160,7 +168,82 @@ class DriverTransport(Transport):
                 os.write(self._wake_w, b"\0")
 
     def _has_work(self) -> bool:
-        return bool(self._pending or self._control_pending or self._has_outgoing())
+        return bool(
+            self._pending
+            or self._control_pending
+            or self._has_outgoing()
+            or self._events
+            or self._sub_changes
+            or self.publisher.held
+        )
+
+    def _listening(self) -> bool:
+        """Notices or events may come that a callback waits for."""
+        return bool(self._watches) or any(s.callback for s in self._subs.values())
+
+    # -- the event bus ------------------------------------------------------------------
+    def publish(self, topic: str, obj: Any) -> None:
+        with self._lock:
+            self._check_open()
+            self._events.append((topic, obj))
+            self._kick()
+
+    def subscribe(
+        self, prefix: str, callback: Callable[[str, Any], None] | None, timeout: float
+    ) -> Subscription:
+        sub = Subscription(self.ctx, self.run_dir, prefix, callback, self._drive, self._unsubscribe)
+        with self._lock:
+            self._sub_changes.append((True, sub))
+            self._kick()
+        self._drive(lambda: sub.synced, time.monotonic() + timeout)
+        if not sub.synced:
+            sub.close()
+            raise TimeoutError(f"subscribe({prefix!r}) was not confirmed within {timeout} s")
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._sub_changes.append((False, sub))
+            self._kick()
+
+    def _flush_bus(self) -> bool:
+        """Hand events to the PUB, (un)register SUBs; False while a handshake runs."""
+        with self._lock:
+            events, self._events = self._events, []
+            changes, self._sub_changes = self._sub_changes, []
+        for added, sub in changes:
+            if added:
+                self._subs[sub.sock] = sub
+                self._polled.append((sub.sock, POLLIN))
+            elif self._subs.pop(sub.sock, None) is not None:
+                self._polled.remove((sub.sock, POLLIN))
+                sub.sock.close()
+        for topic, obj in events:
+            self.publisher.publish(topic, obj)
+        return self._handshake() and self.publisher.flush()
+
+    def _handshake(self) -> bool:
+        """Publish sync messages until they come back; True once nothing waits for one."""
+        publisher = self.publisher
+        if not publisher.ready:
+            if any(sub.synced for sub in self._subs.values()):
+                publisher.ready = True  # our PUB's events reach the proxy
+            elif not self._subs and self._hello is None:
+                self._hello = Subscription(
+                    self.ctx, self.run_dir, SYNC, None, self._drive, self._unsubscribe
+                )
+                self._subs[self._hello.sock] = self._hello
+                self._polled.append((self._hello.sock, POLLIN))
+        if publisher.ready and self._hello is not None:
+            self._hello.close()
+            self._hello = None
+        unsynced = [sub for sub in self._subs.values() if not sub.synced]
+        now = time.monotonic()
+        if unsynced and now - self._hello_at > 0.01:
+            self._hello_at = now
+            for sub in unsynced:
+                publisher.sync(sub.sync_topic)
+        return publisher.ready and not unsynced
 
     def _background(self) -> None:
         """Deliver what nobody waits for: pipelined calls, tells, callbacks, and
@@ -187,13 +270,13 @@ class DriverTransport(Transport):
                 if (
                     self._owner is None
                     and not self._waiters
-                    and (self._has_work() or (self._watches and waited))
+                    and (self._has_work() or (waited and self._listening()))
                 ):
                     self._owner = threading.get_ident()
                     self._bg_idle_since = time.monotonic()
                     return True
                 recently = time.monotonic() - self._bg_idle_since < IDLE_AFTER
-                if recently or self._has_work() or self._watches:
+                if recently or self._has_work() or self._listening():
                     self._bg_cond.wait(TICK)
                     waited = True
                 else:
@@ -202,6 +285,17 @@ class DriverTransport(Transport):
                     self._bg_asleep = False
                     self._bg_idle_since = time.monotonic()
             return False
+
+    def _flush_all(self) -> bool:
+        flushed = super()._flush_all()
+        if (
+            self._events
+            or self._sub_changes
+            or self.publisher.held
+            or not all(sub.synced for sub in self._subs.values())
+        ):
+            flushed = self._flush_bus() and flushed
+        return flushed
 
     def _should_yield(self) -> bool:
         return self._waiters > 0 or self._stopping or not self._has_work()
@@ -243,6 +337,10 @@ class DriverTransport(Transport):
             self.fail_all(self._on_supervisor_exit(), crashed=True)
         elif sock is self.control:
             self._drain(sock, self._on_control)
+        elif sock in self._subs:
+            sub = self._subs[sock]
+            while _sockets.readable(sock):
+                sub.deliver(sock.recv_multipart())
         else:
             self._drain(sock, self._on_data)
 
@@ -283,6 +381,11 @@ class DriverTransport(Transport):
             self._owner = threading.get_ident()
         self.close_sockets()
         self.control.close(linger=0)
+        self.publisher.close()
+        for sock in self._subs:
+            sock.close()
+        for _, sub in self._sub_changes:
+            sub.sock.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
         os.close(self._sentinel)

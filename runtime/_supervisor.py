@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -39,8 +40,8 @@ from typing import Any
 import zmq
 
 from actors._errors import ActorCrashedError, ActorStoppedError
+from runtime import _bus, _sockets
 from runtime import _protocol as proto
-from runtime import _sockets
 from runtime._policy import ActorRecord, Group, backoff, restarts_for, within_intensity
 
 __all__ = ["describe_exit", "main"]
@@ -87,6 +88,16 @@ class Supervisor:
         self.ctx = zmq.Context()
         self.control = _sockets.router(self.ctx, _sockets.control_endpoint(self.run_dir), 10_000)
         self.control.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        bound = threading.Event()
+        self.bus = threading.Thread(
+            target=_bus.run_proxy, args=(self.ctx, self.run_dir, bound), daemon=True
+        )
+        self.bus.start()
+        bound.wait(10)
+        self.events = self.ctx.socket(zmq.PUB)  # lifecycle events, into the proxy
+        self.events.setsockopt(zmq.LINGER, 0)
+        self.events.connect(_bus.INPROC)
+        self.bus_seqs: dict[str, int] = {}  # per topic, as every publisher numbers them
         self.poller = zmq.Poller()
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(sys.stdin.fileno(), zmq.POLLIN)
@@ -164,6 +175,7 @@ class Supervisor:
             self.resume(("stopped", actor.actor_id), False)
         if self.closing:
             return
+        self.event("dovecote.worker.exited", slot=worker.slot, pid=worker.proc.pid, cause=cause)
         abnormal = returncode != 0 or worker.cause is not None
         counted = not worker.recycled  # a recycle at a limit is not a failure
         for actor in victims:
@@ -282,9 +294,14 @@ class Supervisor:
         """Start (or restart) an actor in its slot; resumes with (ok, error, its text)."""
         log.debug("creating actor #%d in worker %d", actor.actor_id, actor.slot)
         self.send_worker(actor.slot, "create", actor.actor_id, actor.name, actor.blob, actor.retry)
+        restarting = actor.state == "restarting"
         ok, payload, text = yield ("created", actor.actor_id)
         if ok:
             actor.state = "running"
+            kind = "restarted" if restarting else "started"
+            self.event(
+                f"dovecote.actor.{kind}", actor_id=actor.actor_id, name=actor.name, slot=actor.slot
+            )
         return ok, payload, text
 
     # -- procedures and timers -----------------------------------------------------
@@ -331,6 +348,10 @@ class Supervisor:
         return min(self.workers, key=lambda s: (not self.workers[s].ready, load.get(s, 0), s))
 
     def notify_down(self, actor: ActorRecord, reason: str, final: bool) -> None:
+        kind = "stopped" if final else "crashed"
+        self.event(
+            f"dovecote.actor.{kind}", actor_id=actor.actor_id, name=actor.name, reason=reason
+        )
         watchers = (
             self.watchers.pop(actor.actor_id, [])
             if final
@@ -406,6 +427,7 @@ class Supervisor:
         for op, fields in worker.backlog:
             self.send(peer, op, *fields)
         worker.backlog.clear()
+        self.event("dovecote.worker.started", slot=slot, pid=pid)
         self.announce()
 
     def announce(self) -> None:
@@ -569,6 +591,11 @@ class Supervisor:
         _logged(self.run_timers)
         self.escalate()
 
+    def event(self, topic: str, **fields: Any) -> None:
+        """Publish one of the runtime's own lifecycle events."""
+        seq = self.bus_seqs[topic] = self.bus_seqs.get(topic, 0) + 1
+        self.events.send_multipart(_bus.encode(topic, b"supervisor", seq, fields))
+
     def next_timeout(self) -> float:
         """Milliseconds until the next timer, heartbeat check or escalation."""
         soon = time.monotonic() + self.heartbeat_timeout / 4
@@ -596,6 +623,7 @@ class Supervisor:
         self.stop_deadline = time.monotonic() + 1.0
 
     def close(self) -> None:
+        self.events.close()
         self.control.close(linger=100)
         self.ctx.term()
         shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -24,6 +24,7 @@ from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import Child, RestartPolicy
 from runtime import _requests, _tasks
+from runtime._bus import Subscription, check_topic
 from runtime._driver import DriverTransport
 from runtime._pipeline import Stage, run_pipeline
 from runtime._supervisor import describe_exit
@@ -244,6 +245,25 @@ class ActorSystem:
         iterate the result to drain it. Stages pull only when they have room, so a
         fast stage never floods a slow one; ``ordered`` keeps source order."""
         return run_pipeline(self._tasks, source, stages, ordered)
+
+    def publish(self, topic: str, obj: Any) -> None:
+        """Send ``obj`` to every subscriber of a prefix of ``topic``."""
+        self._transport.publish(check_topic(topic), obj)
+
+    def subscribe(
+        self,
+        prefix: str,
+        callback: Callable[[str, Any], None] | None = None,
+        *,
+        timeout: float = 10.0,
+    ) -> Subscription:
+        """Events whose topic starts with ``prefix``: iterate the subscription for
+        ``(topic, obj)`` pairs, ``get(timeout=...)`` one, or pass ``callback(topic,
+        obj)``. Every event published after this returns is delivered. The
+        runtime's own events come on ``dovecote.worker.*`` and ``dovecote.actor.*``."""
+        if not isinstance(prefix, str):
+            raise ValueError(f"a prefix is a string, not {prefix!r}")
+        return self._transport.subscribe(prefix, callback, timeout)
 
     def watch(self, ref: ActorRef, callback: Callable[[ActorRef, str], None]) -> None:
         """Call ``callback(ref, reason)`` each time ``ref`` crashes and when it ends.

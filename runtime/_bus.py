@@ -1,0 +1,259 @@
+"""The event bus: topics matched by prefix, through an XSUB/XPUB proxy in the supervisor.
+
+::
+
+    publisher PUB ──▶ XSUB ┐  supervisor  ┌ XPUB ──▶ SUB subscriber
+    publisher PUB ──▶      └──── proxy ───┘      ──▶ SUB subscriber
+
+A message is ``[topic, seq + publisher + NUL + pickle]``: each publisher numbers
+the events of each topic, so a subscriber can see a gap on any topic it gets.
+
+Three edges are closed here:
+
+* **Publishers lose nothing.** A PUB drops what it sends before its connection
+  is up, so a process holds its events until a sync message it published has
+  come back through the proxy to one of its own subscriptions; and its PUB runs
+  with XPUB_NODROP, so a full queue holds events back instead of dropping them.
+  The proxy's XSUB subscribes to everything: no subscription has to travel back
+  to each publisher.
+* **A subscriber misses nothing published after subscribe() returns** (the slow
+  joiner problem). subscribe() also subscribes to a private sync topic and
+  publishes on it until the message comes back: from then on the proxy's XPUB
+  holds the subscription, and every later event reaches it.
+* **A slow subscriber is detected, not silently starved.** XPUB drops for a
+  subscriber whose queue is full; every publisher numbers its events, so the
+  subscriber sees the gap, counts it in ``missed`` and logs it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import zmq
+
+from runtime import _protocol as proto
+
+__all__ = [
+    "INPROC",
+    "RESERVED",
+    "Publisher",
+    "Subscription",
+    "bus_endpoints",
+    "check_topic",
+    "decode",
+    "encode",
+    "run_proxy",
+]
+
+log = logging.getLogger("dovecote")
+
+RESERVED = "dovecote."  # the runtime's own lifecycle topics
+INPROC = "inproc://dovecote-bus"
+SYNC = "\x00sync/"
+BUS_HWM = 100_000
+
+
+def bus_endpoints(run_dir: str) -> tuple[str, str]:
+    return f"ipc://{run_dir}/bus-in", f"ipc://{run_dir}/bus-out"
+
+
+def check_topic(topic: object) -> str:
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"a topic is a non-empty string, not {topic!r}")
+    if topic.startswith((RESERVED, "\x00")):
+        raise ValueError(f"topic {topic!r}: the prefix {RESERVED!r} is the runtime's own")
+    return topic
+
+
+_SEQ = struct.Struct("<Q")
+
+
+def encode(topic: str, publisher: bytes, seq: int, obj: Any) -> list[bytes]:
+    body = proto.dumps(obj, out_of_band=False)[0]
+    return [topic.encode(), _SEQ.pack(seq) + publisher + b"\0" + body]
+
+
+def decode(frames: list[bytes]) -> tuple[str, bytes, int, Any]:
+    if len(frames) != 2:
+        raise proto.ProtocolError(f"an event has 2 frames, not {len(frames)}")
+    head = frames[1]
+    end = head.index(b"\0", _SEQ.size)
+    (seq,) = _SEQ.unpack_from(head)
+    obj = proto.loads(memoryview(head)[end + 1 :])
+    return frames[0].decode(), head[_SEQ.size : end], seq, obj
+
+
+def run_proxy(ctx: zmq.Context, run_dir: str, bound: threading.Event) -> None:
+    """The supervisor's bus thread: a C-level XSUB/XPUB proxy (the GIL is free)."""
+    xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
+    try:
+        xpub.setsockopt(zmq.SNDHWM, BUS_HWM)
+        xsub.setsockopt(zmq.RCVHWM, BUS_HWM)
+        for sock, endpoint in zip((xsub, xpub), bus_endpoints(run_dir), strict=True):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(endpoint)
+        xsub.bind(INPROC)  # the supervisor's own lifecycle events
+        xsub.send(b"\x01")  # every publisher sends everything: the XPUB filters
+        bound.set()
+        zmq.proxy(xsub, xpub)
+    except zmq.ContextTerminated:
+        pass
+    finally:
+        xsub.close()
+        xpub.close()
+
+
+class Publisher:
+    """One process's PUB socket and its numbering. Internal: the engine owns it.
+
+    Its events are held until ``ready``: until one of this process's subscriptions
+    has seen a sync message come back through the proxy, proving the connection.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, name: str) -> None:
+        self.name = name.encode()
+        self.sock = ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, BUS_HWM)
+        self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # full: EAGAIN, never a silent drop
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        self.sock.connect(endpoint)
+        self.seqs: dict[str, int] = {}  # per topic: a subscriber sees the topics it wants
+        self.ready = False
+        self.held: list[list[bytes]] = []  # events not sent yet
+
+    def sync(self, topic: str) -> None:
+        """A handshake message: sent now, or not at all (it is repeated)."""
+        with contextlib.suppress(zmq.Again):
+            self.sock.send_multipart(encode(topic, self.name, 0, None), zmq.DONTWAIT)
+
+    def publish(self, topic: str, obj: Any) -> None:
+        seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
+        self.held.append(encode(topic, self.name, seq, obj))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send what is held; False while not ready or the proxy takes no more."""
+        if not self.ready:
+            return False
+        sent = 0
+        try:
+            for frames in self.held:
+                self.sock.send_multipart(frames, zmq.DONTWAIT)
+                sent += 1
+        except zmq.Again:
+            return False  # backpressure: the rest waits for the next flush
+        finally:
+            del self.held[:sent]
+        return True
+
+    def close(self) -> None:
+        self.sock.close(linger=200)
+
+
+class Subscription:
+    """Events whose topic starts with ``prefix``, as ``(topic, obj)`` pairs.
+
+    Iterate it, or ``get(timeout=...)``; with a callback the events go to the
+    callback instead. ``missed`` counts events lost because this subscriber
+    fell behind (each publisher numbers its events; a gap is logged).
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        run_dir: str,
+        prefix: str,
+        callback: Callable[[str, Any], None] | None,
+        wait: Callable[[Callable[[], bool], float | None], None],
+        on_close: Callable[[Subscription], None],
+    ) -> None:
+        self.prefix = prefix
+        self.callback = callback
+        self.missed = 0
+        self.sync_topic = f"{SYNC}{os.getpid()}/{id(self)}"
+        self.synced = False
+        self.closed = False
+        self._wait = wait
+        self._on_close = on_close
+        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._last: dict[tuple[str, bytes], int] = {}  # (topic, publisher) -> last seq
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, BUS_HWM)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        self.sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
+        self.sock.setsockopt_string(zmq.SUBSCRIBE, self.sync_topic)
+        self.sock.connect(bus_endpoints(run_dir)[1])
+        self._lock = threading.Lock()
+
+    def deliver(self, frames: list[Any]) -> None:
+        """From the engine's I/O: one message from the proxy."""
+        try:
+            topic, publisher, seq, obj = decode(frames)
+        except Exception as exc:
+            log.warning("subscription %r dropped a malformed event: %r", self.prefix, exc)
+            return
+        if topic == self.sync_topic:
+            self.synced = True
+            return
+        if topic.startswith(SYNC):
+            return  # another subscriber's handshake on a shared prefix
+        key = (topic, publisher)
+        last = self._last.get(key)
+        if last is not None and seq > last + 1:
+            self.missed += seq - last - 1
+            log.warning(
+                "subscription %r missed %d events on %r from %r: it is too slow",
+                self.prefix,
+                seq - last - 1,
+                topic,
+                publisher,
+            )
+        self._last[key] = seq
+        if self.callback is not None:
+            try:
+                self.callback(topic, obj)
+            except Exception:
+                log.exception("the callback of subscription %r raised", self.prefix)
+        else:
+            with self._lock:
+                self._queue.append((topic, obj))
+
+    def get(self, timeout: float | None = None) -> tuple[str, Any]:
+        """The next ``(topic, obj)``; TimeoutError if none comes in time."""
+        if not self._queue:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._wait(lambda: bool(self._queue) or self.closed, deadline)
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+        if self.closed:
+            raise StopIteration
+        raise TimeoutError(f"no event for {self.prefix!r} within {timeout} s")
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        while True:
+            try:
+                yield self.get()
+            except StopIteration:
+                return
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._on_close(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

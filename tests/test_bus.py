@@ -1,0 +1,56 @@
+"""The event bus (part of the jobs issue built so far): driver publish/subscribe."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from runtime import ActorSystem
+from tests.helpers import Counter
+
+
+def test_a_subscriber_misses_nothing_published_after_subscribe(system: ActorSystem) -> None:
+    with system.subscribe("orders.") as sub:
+        for i in range(5000):  # at once: no sleep for the slow joiner to catch up
+            system.publish("orders.new", i)
+        system.publish("other", "not for us")
+        got = [sub.get(timeout=10) for _ in range(5000)]
+        assert got == [("orders.new", i) for i in range(5000)]
+        with pytest.raises(TimeoutError):
+            sub.get(timeout=0.2)
+        assert sub.missed == 0
+
+
+def test_prefixes_callbacks_and_objects(system: ActorSystem) -> None:
+    seen: list[tuple[str, object]] = []
+    done = threading.Event()
+
+    def on_event(topic: str, obj: object) -> None:
+        seen.append((topic, obj))
+        if obj == "last":
+            done.set()
+
+    with system.subscribe("a.", on_event), system.subscribe("a.b") as narrow:
+        system.publish("a.x", {"n": 1})
+        system.publish("a.b.c", [1, 2])
+        system.publish("a.b.c", "last")
+        assert done.wait(timeout=10)
+        assert seen == [("a.x", {"n": 1}), ("a.b.c", [1, 2]), ("a.b.c", "last")]
+        assert narrow.get(timeout=5) == ("a.b.c", [1, 2])
+
+
+def test_the_runtime_publishes_its_lifecycle(system: ActorSystem) -> None:
+    with system.subscribe("dovecote.actor.") as sub:
+        ref = system.spawn(Counter, name="watched")
+        topic, fields = sub.get(timeout=10)
+        assert topic == "dovecote.actor.started" and fields["actor_id"] == ref.actor_id
+        ref.stop().result(timeout=5)
+        topic, fields = sub.get(timeout=10)
+        assert topic == "dovecote.actor.stopped" and fields["reason"] == "stopped"
+
+
+@pytest.mark.parametrize("topic", ["", "dovecote.fake", 42])
+def test_bad_and_reserved_topics_are_rejected(system: ActorSystem, topic: object) -> None:
+    with pytest.raises(ValueError, match="topic"):
+        system.publish(topic, 1)  # type: ignore[arg-type]
