@@ -44,6 +44,10 @@ class ActorContext(Protocol):
 
     def watch(self, ref: ActorRef) -> ActorFuture[None]: ...
 
+    def publish(self, topic: str, obj: Any) -> None: ...
+
+    def subscribe(self, prefix: str) -> ActorFuture[None]: ...
+
 
 class Actor:
     """Subclass it; public methods become callable through an :class:`ActorRef`.
@@ -70,6 +74,9 @@ class Actor:
     def on_down(self, ref: ActorRef, reason: str) -> None:
         """A watched actor (see ``self.system.watch``) crashed or stopped."""
 
+    def on_event(self, topic: str, obj: Any) -> None:
+        """An event on a topic this actor subscribed to (``self.system.subscribe``)."""
+
     def receive(self, message: Any) -> Any:
         """Handles ``ref.tell(message)`` and ``ref.ask(message)``."""
         raise NotImplementedError(f"{type(self).__name__} does not define receive()")
@@ -86,4 +93,4 @@ class Actor:
 
 
 # Names a ref may not call: the hooks and the attributes above.
-RESERVED = frozenset({"on_start", "on_stop", "on_restart", "on_down", "ref", "system"})
+RESERVED = frozenset({"on_start", "on_stop", "on_restart", "on_down", "on_event", "ref", "system"})

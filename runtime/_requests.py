@@ -11,6 +11,7 @@ from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import Child, RestartPolicy, check_intensity, check_strategy, retry_table
 from runtime import _protocol as proto
+from runtime._bus import check_topic
 from runtime._transport import Transport
 
 __all__ = ["WorkerContext", "lookup", "spawn", "spawn_group", "watch"]
@@ -132,11 +133,16 @@ class WorkerContext:
     """``self.system`` inside an actor: each call returns a future to ``await``."""
 
     def __init__(
-        self, transport: Transport, workers: int, on_down: Callable[[ActorRef, str], None]
+        self,
+        transport: Transport,
+        workers: int,
+        on_down: Callable[[ActorRef, str], None],
+        on_event: Callable[[str, Any], None],
     ) -> None:
         self._transport = transport
         self._workers = workers
         self._on_down = on_down
+        self._on_event = on_event
 
     def spawn(
         self,
@@ -171,3 +177,12 @@ class WorkerContext:
     def watch(self, ref: ActorRef) -> ActorFuture[None]:
         """This actor's ``on_down(ref, reason)`` runs when ``ref`` crashes or ends."""
         return watch(self._transport, ref, self._on_down)
+
+    def publish(self, topic: str, obj: Any) -> None:
+        """Send ``obj`` to the subscribers of ``topic``'s prefixes."""
+        self._transport.publish(check_topic(topic), obj)
+
+    def subscribe(self, prefix: str) -> ActorFuture[None]:
+        """From when this completes, this actor's ``on_event(topic, obj)`` gets every
+        event whose topic starts with ``prefix``."""
+        return self._transport.subscribe_actor(prefix, self._on_event)

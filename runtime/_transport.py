@@ -127,6 +127,14 @@ class Transport:
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         raise NotImplementedError
 
+    def publish(self, topic: str, obj: Any) -> None:
+        raise NotImplementedError
+
+    def subscribe_actor(
+        self, prefix: str, on_event: Callable[[str, Any], None]
+    ) -> ActorFuture[None]:
+        raise NotImplementedError(f"subscribe({prefix!r}) from here: use the ActorSystem's")
+
     def wait_any(self, futures: list[ActorFuture[Any]], timeout: float | None) -> None:
         """Return once one of ``futures`` completes (or the timeout passes)."""
         raise NotImplementedError

@@ -38,6 +38,7 @@ from actors._future import ActorFuture
 from actors._ref import STOP_METHOD, ActorRef
 from runtime import _protocol as proto
 from runtime import _sockets
+from runtime._bus import SYNC, Publisher, Subscription, bus_endpoints
 from runtime._health import Busy, HealthThread
 from runtime._requests import WorkerContext
 from runtime._tasks import TASK_ACTOR, run_chunk
@@ -49,6 +50,7 @@ log = logging.getLogger("dovecote")
 
 _BUDGET = 64  # messages taken from one socket before the loop serves anything else
 DOWN_METHOD = "__down__"  # delivers a watch notice to the watcher's on_down hook
+EVENT_METHOD = "__event__"  # delivers a bus event to the subscriber's on_event hook
 
 
 class _Request:
@@ -168,6 +170,11 @@ class WorkerTransport(Transport):
         self.readers: list[_Reader] = []
         self.control_reader: _Reader | None = None
         self._flush_scheduled = False
+        self.publisher: Publisher | None = None
+        self._subs: dict[Subscription, ActorFuture[None]] = {}
+        self._bus_readers: dict[Subscription, _Reader] = {}
+        self._hello: Subscription | None = None
+        self._handshaking = False
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
@@ -218,6 +225,79 @@ class WorkerTransport(Transport):
     def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
         self.readers.append(_Reader(self.worker.loop, sock, self._on_data, _noop))
 
+    # -- the event bus: actors publish and subscribe ---------------------------------
+    def publish(self, topic: str, obj: Any) -> None:
+        self._publisher().publish(topic, obj)
+        self._schedule_handshake()
+
+    def subscribe_actor(
+        self, prefix: str, on_event: Callable[[str, Any], None]
+    ) -> ActorFuture[None]:
+        future: ActorFuture[None] = ActorFuture(f"subscribe({prefix!r})", self._waiter)
+        sub = Subscription(self.ctx, self.run_dir, prefix, on_event, _no_wait, self._unsub)
+        self._subs[sub] = future
+        self._bus_readers[sub] = _Reader(
+            self.worker.loop,
+            sub.sock,
+            lambda frames: sub.deliver([f.bytes for f in frames]),
+            _noop,
+        )
+        self._publisher()
+        self._schedule_handshake()
+        return future
+
+    def _publisher(self) -> Publisher:
+        if self.publisher is None:
+            name = f"w{self.worker.slot}.{self.worker.epoch}"
+            self.publisher = Publisher(self.ctx, bus_endpoints(self.run_dir)[0], name)
+        return self.publisher
+
+    def _unsub(self, sub: Subscription) -> None:
+        self._subs.pop(sub, None)
+        reader = self._bus_readers.pop(sub, None)
+        if reader is not None:
+            reader.close()
+
+    def _schedule_handshake(self) -> None:
+        if not self._handshaking:
+            self._handshaking = True
+            self.worker.loop.call_soon(self._handshake)
+
+    def _handshake(self) -> None:
+        """Sync messages until they come back; then the held events go out."""
+        self._handshaking = False
+        publisher = self._publisher()
+        for sub, future in list(self._subs.items()):
+            if sub.synced:
+                publisher.ready = True
+                if not future.done():
+                    future.set_result(None)
+                if sub is self._hello:
+                    sub.close()
+                    self._hello = None
+        if not publisher.ready and not self._subs:
+            self._hello = Subscription(self.ctx, self.run_dir, SYNC, None, _no_wait, self._unsub)
+            self._subs[self._hello] = ActorFuture("bus hello")
+            hello = self._hello
+            self._bus_readers[hello] = _Reader(
+                self.worker.loop,
+                hello.sock,
+                lambda frames: hello.deliver([f.bytes for f in frames]),
+                _noop,
+            )
+        unsynced = [sub for sub in self._subs if not sub.synced]
+        for sub in unsynced:
+            publisher.sync(sub.sync_topic)
+        if unsynced or not publisher.flush():
+            self._handshaking = True
+            self.worker.loop.call_later(0.01, self._handshake)
+
+    def close_bus(self) -> None:
+        for sub in list(self._subs):
+            sub.close()
+        if self.publisher is not None:
+            self.publisher.close()
+
     def _on_dealer_closed(self, sock: zmq.Socket) -> None:
         reader = next(r for r in self.readers if r.sock is sock)
         self.readers.remove(reader)
@@ -229,6 +309,10 @@ class WorkerTransport(Transport):
 
 def _noop() -> None:
     pass
+
+
+def _no_wait(done: Callable[[], bool], deadline: float | None) -> None:
+    raise RuntimeError("inside an actor, events arrive in on_event(topic, obj)")
 
 
 class Worker:
@@ -350,6 +434,7 @@ class Worker:
 
     def _close(self) -> None:
         self.health.stop()
+        self.transport.close_bus()
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
         self.loop.run_until_complete(asyncio.sleep(0))
@@ -414,6 +499,11 @@ class Worker:
         self.transport.notify("stopped", actor_id)
         self.transport.flush()
 
+    def _deliver_event(self, subscriber: int, topic: str, obj: Any) -> None:
+        """An event reaches the subscribing actor's on_event, in its turn."""
+        blob, _ = proto.dumps(((topic, obj), {}))
+        self.deliver(_Request(None, proto.TELL, 0, subscriber, EVENT_METHOD, blob, ()))
+
     def _deliver_down(self, watcher: int, watched: ActorRef, reason: str) -> None:
         """A watch notice reaches the watching actor's on_down, in its turn."""
         blob, _ = proto.dumps(((watched, reason), {}))
@@ -424,7 +514,10 @@ class Worker:
         actor: Actor = cls.__new__(cls)
         actor._ref = ActorRef(self.system_id, actor_id, self.slot, name, tuple(map(tuple, retry)))
         actor._system = WorkerContext(
-            self.transport, self.workers, functools.partial(self._deliver_down, actor_id)
+            self.transport,
+            self.workers,
+            functools.partial(self._deliver_down, actor_id),
+            functools.partial(self._deliver_event, actor_id),
         )
         cls.__init__(actor, *args, **kwargs)
         actor.on_start()
@@ -504,6 +597,8 @@ class Worker:
             method: Callable[..., Any]
             if request.method == DOWN_METHOD:  # a watched actor ended: the hook runs
                 method = cell.actor.on_down  # type: ignore[union-attr]
+            elif request.method == EVENT_METHOD:
+                method = cell.actor.on_event  # type: ignore[union-attr]
             else:
                 method = cell.method(request.method)
             args, kwargs = proto.loads(request.blob, request.bufs)

@@ -194,3 +194,23 @@ class RefusesRestart(Actor):
 
     def noop(self) -> None:
         return None
+
+
+class Listener(Actor):
+    """Subscribes to the bus and keeps what it hears; publishes on request."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, Any]] = []
+
+    async def listen(self, prefix: str) -> None:
+        await self.system.subscribe(prefix)
+
+    def on_event(self, topic: str, obj: Any) -> None:
+        self.heard.append((topic, obj))
+
+    def events(self) -> list[tuple[str, Any]]:
+        return self.heard
+
+    def shout(self, topic: str, n: int) -> None:
+        for i in range(n):
+            self.system.publish(topic, i)

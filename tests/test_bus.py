@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from runtime import ActorSystem
-from tests.helpers import Counter
+from tests.helpers import Counter, Listener
 
 
 def test_a_subscriber_misses_nothing_published_after_subscribe(system: ActorSystem) -> None:
@@ -54,3 +55,18 @@ def test_the_runtime_publishes_its_lifecycle(system: ActorSystem) -> None:
 def test_bad_and_reserved_topics_are_rejected(system: ActorSystem, topic: object) -> None:
     with pytest.raises(ValueError, match="topic"):
         system.publish(topic, 1)  # type: ignore[arg-type]
+
+
+def test_actors_subscribe_and_publish(system: ActorSystem) -> None:
+    listener = system.spawn(Listener, worker=0)
+    listener.listen("news.").result(timeout=10)
+    for i in range(100):
+        system.publish("news.today", i)
+    expected = [("news.today", i) for i in range(100)]
+    deadline = time.monotonic() + 10
+    while (heard := listener.events().result(timeout=5)) != expected:
+        assert time.monotonic() < deadline, heard[-3:]  # each check is a round trip
+    shouter = system.spawn(Listener, worker=1)
+    with system.subscribe("loud") as sub:
+        shouter.shout("loud", 50).result(timeout=10)
+        assert [sub.get(timeout=10) for _ in range(50)] == [("loud", i) for i in range(50)]
