@@ -57,8 +57,9 @@ log = logging.getLogger("dovecote")
 
 RESERVED = "dovecote."  # the runtime's own lifecycle topics
 INPROC = "inproc://dovecote-bus"
-SYNC = "\x00sync/"
+SYNC = "\x01sync/"
 BUS_HWM = 100_000
+_DONTWAIT = int(zmq.DONTWAIT)
 
 
 def bus_endpoints(run_dir: str) -> tuple[str, str]:
@@ -68,27 +69,33 @@ def bus_endpoints(run_dir: str) -> tuple[str, str]:
 def check_topic(topic: object) -> str:
     if not isinstance(topic, str) or not topic:
         raise ValueError(f"a topic is a non-empty string, not {topic!r}")
-    if topic.startswith((RESERVED, "\x00")):
-        raise ValueError(f"topic {topic!r}: the prefix {RESERVED!r} is the runtime's own")
+    if topic.startswith((RESERVED, SYNC[0])) or "\0" in topic:
+        raise ValueError(
+            f"topic {topic!r}: the prefix {RESERVED!r} is the runtime's own, and a topic has no NUL"
+        )
     return topic
 
 
 _SEQ = struct.Struct("<Q")
 
 
-def encode(topic: str, publisher: bytes, seq: int, obj: Any) -> list[bytes]:
+def encode(topic: str, publisher: bytes, seq: int, obj: Any) -> bytes:
+    """One frame, topic first (the SUB filters on its prefix): topic NUL seq
+    publisher NUL pickle."""
     body = proto.dumps(obj, out_of_band=False)[0]
-    return [topic.encode(), _SEQ.pack(seq) + publisher + b"\0" + body]
+    return b"".join((topic.encode(), b"\0", _SEQ.pack(seq), publisher, b"\0", body))
 
 
-def decode(frames: list[bytes]) -> tuple[str, bytes, int, Any]:
-    if len(frames) != 2:
-        raise proto.ProtocolError(f"an event has 2 frames, not {len(frames)}")
-    head = frames[1]
-    end = head.index(b"\0", _SEQ.size)
-    (seq,) = _SEQ.unpack_from(head)
-    obj = proto.loads(memoryview(head)[end + 1 :])
-    return frames[0].decode(), head[_SEQ.size : end], seq, obj
+def decode(frame: bytes) -> tuple[str, bytes, int, Any]:
+    try:
+        end_topic = frame.index(b"\0")
+        start = end_topic + 1 + _SEQ.size
+        end_publisher = frame.index(b"\0", start)
+    except ValueError:
+        raise proto.ProtocolError("an event frame without its fields") from None
+    (seq,) = _SEQ.unpack_from(frame, end_topic + 1)
+    obj = proto.loads(memoryview(frame)[end_publisher + 1 :])
+    return frame[:end_topic].decode(), frame[start:end_publisher], seq, obj
 
 
 def run_proxy(ctx: zmq.Context, run_dir: str, bound: threading.Event) -> None:
@@ -128,12 +135,12 @@ class Publisher:
         self.sock.connect(endpoint)
         self.seqs: dict[str, int] = {}  # per topic: a subscriber sees the topics it wants
         self.ready = False
-        self.held: list[list[bytes]] = []  # events not sent yet
+        self.held: list[bytes] = []  # events not sent yet
 
     def sync(self, topic: str) -> None:
         """A handshake message: sent now, or not at all (it is repeated)."""
         with contextlib.suppress(zmq.Again):
-            self.sock.send_multipart(encode(topic, self.name, 0, None), zmq.DONTWAIT)
+            self.sock.send(encode(topic, self.name, 0, None), zmq.DONTWAIT)
 
     def publish(self, topic: str, obj: Any) -> None:
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
@@ -146,8 +153,9 @@ class Publisher:
             return False
         sent = 0
         try:
-            for frames in self.held:
-                self.sock.send_multipart(frames, zmq.DONTWAIT)
+            send = self.sock.send
+            for frame in self.held:
+                send(frame, _DONTWAIT)
                 sent += 1
         except zmq.Again:
             return False  # backpressure: the rest waits for the next flush
@@ -195,10 +203,10 @@ class Subscription:
         self.sock.connect(bus_endpoints(run_dir)[1])
         self._lock = threading.Lock()
 
-    def deliver(self, frames: list[Any]) -> None:
+    def deliver(self, frame: bytes) -> None:
         """From the engine's I/O: one message from the proxy."""
         try:
-            topic, publisher, seq, obj = decode(frames)
+            topic, publisher, seq, obj = decode(frame)
         except Exception as exc:
             log.warning("subscription %r dropped a malformed event: %r", self.prefix, exc)
             return

@@ -33,6 +33,7 @@ __all__ = ["DriverTransport"]
 log = logging.getLogger("dovecote")
 
 _RECV_BUDGET = 256  # messages read from one socket before the others get a turn
+_EVENT_BUDGET = 4096  # events read from one subscription before the others get a turn
 POLLIN = int(zmq.POLLIN)
 TICK = 0.005  # how late, at most, the background thread takes up work nobody waits for
 IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it
@@ -338,9 +339,10 @@ class DriverTransport(Transport):
         elif sock is self.control:
             self._drain(sock, self._on_control)
         elif sock in self._subs:
-            sub = self._subs[sock]
-            while _sockets.readable(sock):
-                sub.deliver(sock.recv_multipart())
+            deliver = self._subs[sock].deliver
+            with contextlib.suppress(zmq.Again):  # a burst: one Again, not a poll per event
+                for _ in range(_EVENT_BUDGET):
+                    deliver(sock.recv(_sockets.DONTWAIT))
         else:
             self._drain(sock, self._on_data)
 

@@ -594,7 +594,7 @@ class Supervisor:
     def event(self, topic: str, **fields: Any) -> None:
         """Publish one of the runtime's own lifecycle events."""
         seq = self.bus_seqs[topic] = self.bus_seqs.get(topic, 0) + 1
-        self.events.send_multipart(_bus.encode(topic, b"supervisor", seq, fields))
+        self.events.send(_bus.encode(topic, b"supervisor", seq, fields))
 
     def next_timeout(self) -> float:
         """Milliseconds until the next timer, heartbeat check or escalation."""

@@ -239,7 +239,7 @@ class WorkerTransport(Transport):
         self._bus_readers[sub] = _Reader(
             self.worker.loop,
             sub.sock,
-            lambda frames: sub.deliver([f.bytes for f in frames]),
+            lambda frames: sub.deliver(frames[0].bytes),
             _noop,
         )
         self._publisher()
@@ -282,7 +282,7 @@ class WorkerTransport(Transport):
             self._bus_readers[hello] = _Reader(
                 self.worker.loop,
                 hello.sock,
-                lambda frames: hello.deliver([f.bytes for f in frames]),
+                lambda frames: hello.deliver(frames[0].bytes),
                 _noop,
             )
         unsynced = [sub for sub in self._subs if not sub.synced]
