@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -70,3 +71,22 @@ def test_actors_subscribe_and_publish(system: ActorSystem) -> None:
     with system.subscribe("loud") as sub:
         shouter.shout("loud", 50).result(timeout=10)
         assert [sub.get(timeout=10) for _ in range(50)] == [("loud", i) for i in range(50)]
+
+
+@pytest.mark.slow
+def test_a_slow_subscriber_is_told_what_it_missed(
+    system: ActorSystem, caplog: pytest.LogCaptureFixture
+) -> None:
+    shouter = system.spawn(Listener)
+    shouter.shout("flood", 10).result(timeout=10)  # the actor's publisher is ready
+    total = 400_000
+    with system.subscribe("flood") as sub:
+        shouter.shout.tell("flood", total)  # far faster than this process reads
+        received = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                sub.get(timeout=3)
+                received += 1
+        assert 0 < received < total
+        assert sub.missed > 0 and received + sub.missed <= total
+    assert "it is too slow" in caplog.text
