@@ -88,7 +88,9 @@ def _is_plain(obj: Any) -> bool:
     """True for values (and ``(args, kwargs)`` of values) the C pickler carries as well."""
     if type(obj) in _PLAIN:
         return True
-    if type(obj) is not tuple or len(obj) != 2 or type(obj[1]) is not dict:
+    if type(obj) is not tuple or len(obj) != 2 or type(obj[0]) is not tuple:
+        return False
+    if type(obj[1]) is not dict:
         return False
     for arg in obj[0]:
         if type(arg) not in _PLAIN:

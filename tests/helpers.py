@@ -211,6 +211,8 @@ class Listener(Actor):
     def events(self) -> list[tuple[str, Any]]:
         return self.heard
 
-    def shout(self, topic: str, n: int) -> None:
+    def shout(self, topic: str, n: int, done_marker: str | None = None) -> None:
         for i in range(n):
             self.system.publish(topic, i)
+        if done_marker:
+            pathlib.Path(done_marker).touch()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,18 +75,28 @@ def test_actors_subscribe_and_publish(system: ActorSystem) -> None:
 
 @pytest.mark.slow
 def test_a_slow_subscriber_is_told_what_it_missed(
-    system: ActorSystem, caplog: pytest.LogCaptureFixture
+    system: ActorSystem, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     shouter = system.spawn(Listener)
-    shouter.shout("flood", 10).result(timeout=10)  # the actor's publisher is ready
-    total = 400_000
-    with system.subscribe("flood") as sub:
-        shouter.shout.tell("flood", total)  # far faster than this process reads
-        received = 0
-        with contextlib.suppress(TimeoutError):
-            while True:
-                sub.get(timeout=3)
-                received += 1
-        assert 0 < received < total
-        assert sub.missed > 0 and received + sub.missed <= total
-    assert "it is too slow" in caplog.text
+    shouter.shout("flood", 1).result(timeout=10)  # the actor's publisher is ready
+    done = tmp_path / "done"
+    go = threading.Event()
+    received: list[int] = []
+
+    def stuck_at_first(topic: str, n: int) -> None:  # holds up this process's reading
+        received.append(n)
+        go.wait(timeout=30)
+
+    with system.subscribe("flood", stuck_at_first):
+        total = 300_000  # more than the proxy's and the subscriber's queues hold
+        shouter.shout.tell("flood", total, str(done))
+        deadline = time.monotonic() + 30
+        while not done.exists():  # the publisher is through: the queues overflowed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # polling a condition with a deadline
+        go.set()
+        deadline = time.monotonic() + 30
+        while "it is too slow" not in caplog.text:  # a later event reveals the gap
+            assert time.monotonic() < deadline, "the gap was never reported"
+            shouter.shout("flood", 1).result(timeout=10)
+    assert sum(1 for r in caplog.records if "too slow" in r.getMessage()) >= 1

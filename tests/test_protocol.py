@@ -42,6 +42,12 @@ def test_small_buffers_stay_in_band() -> None:
     assert np.array_equal(proto.loads(blob), np.arange(10))
 
 
+@pytest.mark.parametrize("value", [(1, {"x": 1.0}), (1, {}), ((1,), {"k": [1]}), ("a", 2)])
+def test_tuples_that_look_like_calls_round_trip(value: object) -> None:
+    blob, bufs = proto.dumps(value)
+    assert proto.loads(blob, bufs) == value
+
+
 def test_classes_and_lambdas_pickle_by_value() -> None:
     blob, _ = proto.dumps(((lambda x: x + 1,), {}))
     (fn,), _ = proto.loads(blob)
