@@ -22,7 +22,7 @@ import zmq
 
 import bench
 from actors import ActorCrashedError, ActorRef
-from bench import _raw
+from bench import _raw, _tasks
 from bench._actors import Echo
 from runtime import ActorSystem
 
@@ -31,6 +31,8 @@ TIMEOUT = 60.0  # seconds any one dovecote result may take: a hang becomes an er
 CALL_TIMEOUT = 10.0  # the same for one call around a crash
 KILL_TRIES = 200  # calls after a crash before giving up on the actor's comeback
 HEARTBEAT = 1.0  # heartbeat_timeout of the system the hang metric freezes workers of
+TASK_WORKERS = 2  # worker processes of dovecote and of each peer in the task metrics
+TASK_SECONDS = 0.05  # what one cpu-40 task takes, single-threaded
 Line = tuple[str, ...]
 
 
@@ -47,9 +49,13 @@ class Sizes:
     starts: int = 3
     kills: int = 20  # restarts after a SIGKILL
     hangs: int = 3  # workers frozen until the supervisor notices
+    map_items: int = 1_000_000
+    submits: int = 20_000
+    cpu_tasks: int = 40
+    task_reps: int = 3  # rounds of the task metrics (joblib runs in one of them)
 
 
-QUICK = Sizes(3, 500, 200, 20_000, 50_000, 2, 64 * MiB, 2, 1, 5, 1)
+QUICK = Sizes(3, 500, 200, 20_000, 50_000, 2, 64 * MiB, 2, 1, 5, 1, 100_000, 5_000, 40, 2)
 
 
 class Bench:
@@ -61,6 +67,7 @@ class Bench:
         stack.callback(self.ctx.destroy, linger=0)
         self._system: ActorSystem | None = None
         self._servers: dict[str, _raw.RawServer] = {}
+        self.notes: list[str] = []  # printed under the tables
 
     def echo(self) -> ActorRef:
         """A fresh Echo actor on worker 0 of the shared system."""
@@ -284,7 +291,200 @@ def bench_hang(b: Bench) -> list[Line]:
     return [(metric, figure, "-", "-", "lower", "< 2x timeout", verdict)]
 
 
-# Shown in this order; "start" runs first, before the shared ActorSystem exists.
+def rounds(
+    reps: int, sides: dict[str, Callable[[], float]], once: tuple[str, ...] = ()
+) -> dict[str, list[float]]:
+    """Run each side ``reps`` times, round by round: noise hits all alike.
+
+    The sides in ``once``, too slow to repeat, run in the middle round only.
+    """
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(reps):
+        for name, side in sides.items():
+            if name not in once or i == reps // 2:
+                times[name].append(side())
+    return times
+
+
+def checked(what: str, run: Callable[[], list[Any]], expected: list[Any]) -> Callable[[], float]:
+    """A side for ``rounds``: the seconds ``run()`` takes; its results must be ``expected``."""
+
+    def side() -> float:
+        took, out = _tasks.timed(run)
+        assert out == expected, f"{what}: wrong results"
+        return took
+
+    return side
+
+
+def peer_row(
+    metric: str, dove: str, peer: str, figure: str, ratio: float | None, target: str = "-",
+    passed: bool | None = None,
+) -> Line:  # fmt: skip
+    """A line of the task table, where higher is always better; ``ratio`` is dovecote/peer."""
+    verdict = "-" if passed is None else "PASS" if passed else "MISS"
+    shown = "-" if ratio is None else f"{ratio:.2f}x"
+    return (metric, dove, peer, figure, shown, "higher", target, verdict)
+
+
+def peer_rates(
+    metric: str, rate: float, peers: list[tuple[str, float | None, float | None]]
+) -> list[Line]:
+    """Dovecote's ``rate`` (per second) beside each peer's: (peer, rate, target multiple).
+
+    A peer's rate is None if it is not installed; its target multiple None if it has none.
+    """
+    lines, dove = [], f"{rate:,.0f}/s"
+    for peer, peer_rate, factor in peers:
+        if peer_rate is None:
+            lines.append(peer_row(metric, dove, peer, "not installed", None))
+            continue
+        target = "-" if factor is None else f">= {factor:g}x peer"
+        passed = None if factor is None else rate >= factor * peer_rate
+        figure = f"{peer_rate:,.0f}/s"
+        lines.append(peer_row(metric, dove, peer, figure, rate / peer_rate, target, passed))
+    return lines
+
+
+def sized(name: str, n: int, full: int) -> str:
+    """The metric's name, and its size if --quick shrank it."""
+    return name if n == full else f"{name} ({n:,})"
+
+
+POOL, EXECUTOR, JOBLIB = "Pool(2)", "ProcessPoolExecutor(2)", "joblib Parallel(n_jobs=2)"
+
+
+def bench_map(b: Bench) -> list[Line]:
+    n, reps, w = b.sizes.map_items, b.sizes.task_reps, TASK_WORKERS
+    expected, chunksize = [abs(x) for x in range(n)], _tasks.pool_chunksize(n, w)
+    with ExitStack() as stack:
+        # The peers first: their processes fork before this system's threads and sockets exist.
+        pool, executor = _tasks.start_pool(w, stack), _tasks.start_executor(w, stack)
+        joblib = _tasks.start_joblib(w, stack, TIMEOUT)
+        system = stack.enter_context(ActorSystem(workers=w))
+
+        def dove_map(items: range) -> list[Any]:
+            return list(system.map(abs, items, timeout=TIMEOUT))
+
+        def pool_map(items: range) -> list[Any]:  # Pool's default chunking
+            return _tasks.pool_map(pool, abs, items, None, TIMEOUT)
+
+        def executor_map(items: range) -> list[Any]:  # told to chunk as Pool does
+            size = _tasks.pool_chunksize(len(items), w)
+            return list(executor.map(abs, items, timeout=TIMEOUT, chunksize=size))
+
+        for warm_up in (dove_map, pool_map, executor_map):
+            warm_up(range(10_000))
+        sides = {
+            "dovecote": checked("dovecote map", lambda: dove_map(range(n)), expected),
+            POOL: checked("Pool.map", lambda: pool_map(range(n)), expected),
+            EXECUTOR: checked("ProcessPoolExecutor.map", lambda: executor_map(range(n)), expected),
+        }
+        b.notes.append(
+            f"map-1m: Pool(2).map chunks of {chunksize:,} (its default), ProcessPoolExecutor(2)"
+            f".map told the same, dovecote its default chunks; items/s, median of {reps} rounds"
+        )
+        jn = n
+        if joblib is not None:
+            # The warm-up, timed: if the whole map would take too long, joblib maps less.
+            probe = min(n, _tasks.JOBLIB_SMALL)
+            took = _tasks.timed(lambda: joblib(abs, range(probe)))[0]
+            jn = n if took * n / probe <= _tasks.JOBLIB_LIMIT else probe
+            sides[JOBLIB] = checked("joblib", lambda: joblib(abs, range(jn)), expected[:jn])
+            warm = f"{probe:,} items took {took:.2f} s in its warm-up"
+            if probe < n:
+                limit = f"{_tasks.JOBLIB_LIMIT:g} s"
+                within = f"within {limit}" if jn == n else f"more than {limit}: {jn:,} only"
+                warm += f", so {n:,} would take about {took * n / probe:.0f} s, {within}"
+            b.notes.append(f"map-1m: joblib ran once, in the middle round ({warm})")
+        times = rounds(reps, sides, once=(JOBLIB,))
+    joblib_label = JOBLIB if jn == n else f"{JOBLIB}, {jn:,} items"
+    return peer_rates(
+        sized("map-1m", n, Sizes.map_items),
+        n / statistics.median(times["dovecote"]),
+        [
+            (f"{POOL}.map", n / statistics.median(times[POOL]), 1),
+            (f"{EXECUTOR}.map", n / statistics.median(times[EXECUTOR]), None),
+            (joblib_label, jn / times[JOBLIB][0] if JOBLIB in times else None, None),
+        ],
+    )
+
+
+def bench_submit(b: Bench) -> list[Line]:
+    n, reps, w = b.sizes.submits, b.sizes.task_reps, TASK_WORKERS
+    with ExitStack() as stack:
+        executor = _tasks.start_executor(w, stack)  # before the system: see bench_map
+        system = stack.enter_context(ActorSystem(workers=w))
+
+        def dove_submit(k: int) -> list[Any]:
+            futures = [system.submit(abs, -i) for i in range(k)]
+            return [f.result(TIMEOUT) for f in futures]
+
+        def executor_submit(k: int) -> list[Any]:
+            futures = [executor.submit(abs, -i) for i in range(k)]
+            return [f.result(TIMEOUT) for f in futures]
+
+        dove_submit(1000)  # warm-ups, untimed
+        executor_submit(1000)
+        expected = list(range(n))
+        times = rounds(
+            reps,
+            {
+                "dovecote": checked("dovecote submit", lambda: dove_submit(n), expected),
+                EXECUTOR: checked("executor submit", lambda: executor_submit(n), expected),
+            },
+        )
+    b.notes.append(f"submit-20k: submits, then every result; tasks/s, median of {reps} rounds")
+    return peer_rates(
+        sized("submit-20k", n, Sizes.submits),
+        n / statistics.median(times["dovecote"]),
+        [(f"{EXECUTOR}.submit", n / statistics.median(times[EXECUTOR]), 3)],
+    )
+
+
+def bench_cpu(b: Bench) -> list[Line]:
+    tasks, reps, w = b.sizes.cpu_tasks, b.sizes.task_reps, TASK_WORKERS
+    count, single = _tasks.calibrate(TASK_SECONDS)
+    burn, args, expected = _tasks.burn, [count] * tasks, [count * (count - 1) // 2] * tasks
+    with ExitStack() as stack:
+        pool = _tasks.start_pool(w, stack)  # before the system: see bench_map
+        system = stack.enter_context(ActorSystem(workers=w))
+
+        def dove_burn(items: list[int]) -> list[Any]:
+            return list(system.map(burn, items, chunksize=1, timeout=TIMEOUT))
+
+        def pool_burn(items: list[int]) -> list[Any]:
+            return _tasks.pool_map(pool, burn, items, 1, TIMEOUT)
+
+        dove_burn(args[:w])  # warm-ups, untimed
+        pool_burn(args[:w])
+        times = rounds(
+            reps,
+            {
+                "dovecote": checked("dovecote burn", lambda: dove_burn(args), expected),
+                POOL: checked("Pool burn", lambda: pool_burn(args), expected),
+            },
+        )
+    b.notes.append(
+        f"cpu-40: burn({count:,}) took {single * 1000:.1f} ms here, single-threaded (median of 5); "
+        f"efficiency = {tasks} x that / ({w} x the wall time, median of {reps} rounds)"
+    )
+    wall, pool_wall = statistics.median(times["dovecote"]), statistics.median(times[POOL])
+    eff, pool_eff = tasks * single / (w * wall), tasks * single / (w * pool_wall)
+    return [
+        peer_row(
+            sized("cpu-40", tasks, Sizes.cpu_tasks),
+            f"{eff:.1%} ({wall:.2f} s)",
+            f"{POOL}.map, chunksize=1",
+            f"{pool_eff:.1%} ({pool_wall:.2f} s)",
+            eff / pool_eff,
+            ">= 90%",
+            eff >= 0.9,
+        )
+    ]
+
+
+# Shown in this order, in two tables; "start" runs first, before the shared ActorSystem exists.
 METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "latency": bench_latency,
     "pipelined": bench_pipelined,
@@ -294,12 +494,19 @@ METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "restart": bench_restart,
     "hang": bench_hang,
 }
+TASK_METRICS: dict[str, Callable[[Bench], list[Line]]] = {
+    "map-1m": bench_map,
+    "submit-20k": bench_submit,
+    "cpu-40": bench_cpu,
+}
+ALL_METRICS = {**METRICS, **TASK_METRICS}
 COLUMNS = ("metric", "dovecote", "raw pyzmq", "dovecote/raw", "better", "target", "result")
+TASK_COLUMNS = ("metric", "dovecote", "peer", "peer's figure", "dovecote/peer", *COLUMNS[4:])
 
 
-def print_table(lines: list[Line]) -> None:
-    widths = [max(len(line[i]) for line in [COLUMNS, *lines]) for i in range(len(COLUMNS))]
-    for line in [COLUMNS, tuple("-" * w for w in widths), *lines]:
+def print_table(columns: Line, lines: list[Line]) -> None:
+    widths = [max(len(line[i]) for line in [columns, *lines]) for i in range(len(columns))]
+    for line in [columns, tuple("-" * w for w in widths), *lines]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
@@ -308,26 +515,35 @@ def main(argv: list[str] | None = None) -> int:
         "python -m bench", description=bench.__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    parser.add_argument("--only", choices=METRICS, metavar="NAME", help=", ".join(METRICS))
+    parser.add_argument("--only", choices=ALL_METRICS, metavar="NAME", help=", ".join(ALL_METRICS))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the cleanup runs
     note = " (--quick: reduced sizes; the targets are for the full run)" if args.quick else ""
     print(f"dovecote {importlib.metadata.version('dovecote')} benchmark{note}")
     versions = f"pyzmq {zmq.pyzmq_version()}  libzmq {zmq.zmq_version()}  numpy {np.__version__}"
-    print(f"Python {platform.python_version()}  {versions}  cpu_count {os.cpu_count()}\n")
+    peers = f"joblib {_tasks.joblib_version() or 'not installed'}"
+    peers += f"  start method {_tasks.start_method()}"
+    print(f"Python {platform.python_version()}  {versions}  {peers}  cpu_count {os.cpu_count()}\n")
     started, results, errors = time.perf_counter(), {}, []
     with ExitStack() as stack:
         shared = Bench(QUICK if args.quick else Sizes(), stack)
-        for name in sorted(METRICS, key=lambda name: name != "start"):
+        for name in sorted(ALL_METRICS, key=lambda name: name != "start"):
             if args.only in (None, name):
                 print(f"running {name} ...", file=sys.stderr, flush=True)
                 try:
-                    results[name] = METRICS[name](shared)
+                    results[name] = ALL_METRICS[name](shared)
                 except Exception as exc:
                     if isinstance(exc, zmq.Again):  # RCVTIMEO on a raw socket
                         exc = TimeoutError("a raw pyzmq server did not reply in time")
                     errors.append(f"ERROR in {name}: {type(exc).__name__}: {exc}")
-                    results[name] = [(name, "ERROR", *["-"] * 5)]
-    print_table([line for name in METRICS for line in results.get(name, [])])
-    print("\n".join(["", *errors, f"total {time.perf_counter() - started:.1f} s"]))
+                    width = len(TASK_COLUMNS if name in TASK_METRICS else COLUMNS)
+                    results[name] = [(name, "ERROR", *["-"] * (width - 2))]
+    tables = [
+        (columns, [line for name in metrics for line in results.get(name, [])])
+        for columns, metrics in ((COLUMNS, METRICS), (TASK_COLUMNS, TASK_METRICS))
+    ]
+    for i, (columns, lines) in enumerate(table for table in tables if table[1]):
+        print("\n" * bool(i), end="")  # a blank line between the tables
+        print_table(columns, lines)
+    print("\n".join(["", *shared.notes, *errors, f"total {time.perf_counter() - started:.1f} s"]))
     return 1 if errors else 0
