@@ -49,15 +49,18 @@ class TaskFailure:
         return (TaskFailure, (self.blob,))
 
 
-def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """In the worker: apply ``fn`` to each item; a failure does not stop the rest."""
+def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], bool]:
+    """In the worker: apply ``fn`` to each item; a failure does not stop the rest.
+    The flag says whether any item failed, so the caller can skip looking."""
     out: list[Any] = []
+    failed = False
     for item in items:
         try:
             out.append(fn(item))
         except Exception as exc:
             out.append(TaskFailure(proto.encode_error(exc)))
-    return out
+            failed = True
+    return out, failed
 
 
 class Tasks:
@@ -133,9 +136,13 @@ class Tasks:
                 if not flying:
                     return
                 future = flying.popleft() if ordered else self._first_done(flying, timeout)
-                for value in future.result(timeout):
-                    yield _outcome(value, return_exceptions)
-                    done += 1
+                values, failed = future.result(timeout)
+                if failed:
+                    for value in values:
+                        yield _outcome(value, return_exceptions)
+                else:
+                    yield from values  # the common case: no per-item work here
+                done += len(values)
                 report(done)
         finally:
             for future in flying:  # stopped early: nobody wants these any more
@@ -183,10 +190,11 @@ def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _auto_chunksize(total: int | None, workers: int) -> int:
-    """As multiprocessing.Pool: about four chunks per worker, bounded for streams."""
+    """As multiprocessing.Pool: about four chunks per worker (at most 100,000 items
+    each); 64 for a stream of unknown length."""
     if total is None:
         return 64
-    return max(1, min(math.ceil(total / (WINDOW_PER_WORKER * workers)), 10_000))
+    return max(1, min(math.ceil(total / (WINDOW_PER_WORKER * workers)), 100_000))
 
 
 def _progress(
