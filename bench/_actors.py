@@ -22,3 +22,8 @@ class Echo(Actor):
     def pid(self) -> int:
         """The worker process hosting this actor: a new one after a restart."""
         return os.getpid()
+
+    def shout(self, topic: str, n: int) -> None:
+        """Publish ``n`` events on ``topic`` (the bus metric)."""
+        for i in range(n):
+            self.system.publish(topic, i)

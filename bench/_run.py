@@ -291,6 +291,44 @@ def bench_hang(b: Bench) -> list[Line]:
     return [(metric, figure, "-", "-", "lower", "< 2x timeout", verdict)]
 
 
+def dove_bus(b: Bench, n: int) -> tuple[float, int, int]:
+    """Events/s from an actor's publisher to a subscription in this process."""
+    ref = b.echo()
+    assert b._system is not None
+    ref.shout("warm", 10).result(TIMEOUT)  # the actor's publisher is connected
+    with b._system.subscribe("bench") as sub:
+        received, t0 = 0, time.perf_counter()
+        ref.shout.tell("bench", n)
+        last = t0
+        with contextlib.suppress(TimeoutError):
+            while received + sub.missed < n:
+                sub.get(timeout=5)
+                received += 1
+                last = time.perf_counter()
+        return received / (last - t0), received, sub.missed
+
+
+def bench_bus(b: Bench) -> list[Line]:
+    n = b.sizes.tells
+    dove_bus(b, 5000)
+    results = [dove_bus(b, n) for _ in range(b.sizes.reps)]
+    rate, received, missed = sorted(results)[len(results) // 2]
+    line = (
+        "bus events, actor to driver",
+        f"{rate:,.0f}/s",
+        "-",
+        "-",
+        "higher",
+        ">= 200,000/s",
+        "PASS" if rate >= 200_000 and not missed else "MISS",
+    )
+    b.notes.append(
+        f"bus: median of {len(results)} runs of {n:,} events; in it {received:,} "
+        f"received and {missed:,} reported missed (a slow subscriber's gap)"
+    )
+    return [line]
+
+
 def rounds(
     reps: int, sides: dict[str, Callable[[], float]], once: tuple[str, ...] = ()
 ) -> dict[str, list[float]]:
@@ -493,6 +531,7 @@ METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "start": bench_start,
     "restart": bench_restart,
     "hang": bench_hang,
+    "bus": bench_bus,
 }
 TASK_METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "map-1m": bench_map,
