@@ -201,7 +201,6 @@ class Subscription:
         self.sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
         self.sock.setsockopt_string(zmq.SUBSCRIBE, self.sync_topic)
         self.sock.connect(bus_endpoints(run_dir)[1])
-        self._lock = threading.Lock()
 
     def deliver(self, frame: bytes) -> None:
         """From the engine's I/O: one message from the proxy."""
@@ -233,17 +232,16 @@ class Subscription:
             except Exception:
                 log.exception("the callback of subscription %r raised", self.prefix)
         else:
-            with self._lock:
-                self._queue.append((topic, obj))
+            self._queue.append((topic, obj))  # deque: appends and pops are atomic
 
     def get(self, timeout: float | None = None) -> tuple[str, Any]:
         """The next ``(topic, obj)``; TimeoutError if none comes in time."""
-        if not self._queue:
+        queue = self._queue
+        if not queue:
             deadline = None if timeout is None else time.monotonic() + timeout
-            self._wait(lambda: bool(self._queue) or self.closed, deadline)
-        with self._lock:
-            if self._queue:
-                return self._queue.popleft()
+            self._wait(lambda: bool(queue) or self.closed, deadline)
+        if queue:
+            return queue.popleft()
         if self.closed:
             raise StopIteration
         raise TimeoutError(f"no event for {self.prefix!r} within {timeout} s")
