@@ -234,17 +234,21 @@ class WorkerTransport(Transport):
         self, prefix: str, on_event: Callable[[str, Any], None]
     ) -> ActorFuture[None]:
         future: ActorFuture[None] = ActorFuture(f"subscribe({prefix!r})", self._waiter)
-        sub = Subscription(self.ctx, self.run_dir, prefix, on_event, _no_wait, self._unsub)
-        self._subs[sub] = future
-        self._bus_readers[sub] = _Reader(
-            self.worker.loop,
-            sub.sock,
-            lambda frames: sub.deliver(frames[0].bytes),
-            _noop,
-        )
+        self._add_sub(prefix, on_event, future)
         self._publisher()
         self._schedule_handshake()
         return future
+
+    def _add_sub(
+        self, prefix: str, on_event: Callable[[str, Any], None] | None, synced: ActorFuture[None]
+    ) -> Subscription:
+        sub = Subscription(self.ctx, self.run_dir, prefix, on_event, _no_wait, self._unsub)
+        self._subs[sub] = synced
+        deliver = sub.deliver
+        self._bus_readers[sub] = _Reader(
+            self.worker.loop, sub.sock, lambda frames: deliver(frames[0].bytes), _noop
+        )
+        return sub
 
     def _publisher(self) -> Publisher:
         if self.publisher is None:
@@ -275,16 +279,8 @@ class WorkerTransport(Transport):
                 if sub is self._hello:
                     sub.close()
                     self._hello = None
-        if not publisher.ready and not self._subs:
-            self._hello = Subscription(self.ctx, self.run_dir, SYNC, None, _no_wait, self._unsub)
-            self._subs[self._hello] = ActorFuture("bus hello")
-            hello = self._hello
-            self._bus_readers[hello] = _Reader(
-                self.worker.loop,
-                hello.sock,
-                lambda frames: hello.deliver(frames[0].bytes),
-                _noop,
-            )
+        if not publisher.ready and not self._subs:  # only publishes: prove the path
+            self._hello = self._add_sub(SYNC, None, ActorFuture("bus hello"))
         unsynced = [sub for sub in self._subs if not sub.synced]
         for sub in unsynced:
             publisher.sync(sub.sync_topic)
