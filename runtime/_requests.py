@@ -14,7 +14,7 @@ from runtime import _protocol as proto
 from runtime._bus import check_topic
 from runtime._transport import Transport
 
-__all__ = ["WorkerContext", "lookup", "spawn", "spawn_group", "watch"]
+__all__ = ["WorkerContext", "identity", "lookup", "spawn", "spawn_group", "watch"]
 
 
 def check_spawn(cls: Any, name: str | None, worker: int | None, workers: int) -> None:
@@ -119,6 +119,11 @@ def watch(
 
 def _none(_: Any) -> None:
     return None
+
+
+def identity(value: Any) -> Any:
+    """Decode a supervisor reply that is used as it comes."""
+    return value
 
 
 def _ref_decoder(system_id: str) -> Callable[[Any], ActorRef]:

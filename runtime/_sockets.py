@@ -14,6 +14,7 @@ __all__ = [
     "dealer",
     "readable",
     "recv",
+    "router",
     "send",
     "worker_endpoint",
 ]

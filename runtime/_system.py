@@ -35,10 +35,6 @@ __all__ = ["ActorSystem"]
 A = TypeVar("A", bound=Actor)
 
 
-def _identity(value: Any) -> Any:
-    return value
-
-
 class ActorSystem:
     """A supervisor process and ``workers`` worker processes, gone on exit.
 
@@ -114,7 +110,7 @@ class ActorSystem:
         self._tasks = _tasks.Tasks(self._transport, count)
         atexit.register(self.shutdown)
         try:
-            self._transport.request("start", _identity, "hello").result(start_timeout)
+            self._transport.request("start", _requests.identity, "hello").result(start_timeout)
         except BaseException:
             self.shutdown()
             raise
@@ -296,7 +292,7 @@ class ActorSystem:
         try:
             # The rest of the time is the actors' grace; a second goes to SIGTERM, SIGKILL.
             grace = max(0.0, deadline - time.monotonic() - 2.5)
-            stop = self._transport.request("shutdown", _identity, "shutdown", grace)
+            stop = self._transport.request("shutdown", _requests.identity, "shutdown", grace)
             stop.result(max(0.0, deadline - time.monotonic()))
         except (ActorError, TimeoutError):
             pass  # the supervisor is already gone or stuck: it is killed below

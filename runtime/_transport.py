@@ -110,10 +110,10 @@ class Transport:
         msg_id = next(self._ids)
         entry = (proto.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
         pending: tuple[Any, ...] = (msg_id, future)
-        if ref.retry:
-            retries = dict(ref.retry).get(method, 0)
-            if retries:
+        for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
+            if name == method:
                 pending = (msg_id, future, entry, bufs, retries)
+                break
         self._submit(ref.slot, entry, bufs, pending)
         return future
 

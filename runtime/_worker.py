@@ -40,7 +40,7 @@ from runtime import _protocol as proto
 from runtime import _sockets
 from runtime._bus import SYNC, Publisher, Subscription, bus_endpoints
 from runtime._health import Busy, HealthThread
-from runtime._requests import WorkerContext
+from runtime._requests import WorkerContext, identity
 from runtime._tasks import TASK_ACTOR, run_chunk
 from runtime._transport import BARRIER_ACTOR, Transport, TransportOptions, _Outbox
 
@@ -653,7 +653,7 @@ class Worker:
 
     def _stop_actor(self, cell: _Cell, request: _Request) -> None:
         self._stop_cell(request.actor_id, "it was stopped")
-        gone = self.transport.request("actor gone", _identity, "actor_gone", request.actor_id)
+        gone = self.transport.request("actor gone", identity, "actor_gone", request.actor_id)
 
         def stopped(_: object) -> None:  # the name is free once stop() returns
             self._reply(request, None)
@@ -771,10 +771,6 @@ class Worker:
                 break
         del self._replies[peer]
         return True
-
-
-def _identity(value: Any) -> Any:
-    return value
 
 
 _AWAITABLE: dict[type, bool] = {}
