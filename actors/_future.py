@@ -18,6 +18,9 @@ _SETTLED = frozenset({"FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"})
 # sockets from the waiting thread, or to refuse to block an actor's event loop.
 # A negative timeout means "a callback waits for this": deliver it, do not block.
 Waiter = Callable[["ActorFuture[Any]", "float | None"], None]
+# Called by cancel() while the call is pending: the engine withdraws the call if it
+# has not started (and marks the future cancelled), or marks it running.
+Canceller = Callable[["ActorFuture[Any]"], bool]
 
 
 class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-arg]
@@ -25,6 +28,11 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
 
     ``result(timeout)`` raises the builtin ``TimeoutError`` when the call has not
     completed in time; the call itself goes on and may still complete later.
+
+    ``cancel()`` follows ``concurrent.futures``: it returns True, and the call never
+    runs, only if the call had not started; once the actor or task has begun it
+    returns False and the future is ``running()``. A cancelled future counts as done
+    for ``concurrent.futures.wait`` and ``as_completed``.
     """
 
     def __init__(
@@ -32,6 +40,7 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         what: object = "call",
         waiter: Waiter | None = None,
         condition: threading.Condition | None = None,
+        canceller: Canceller | None = None,
     ) -> None:
         if condition is None:
             super().__init__()
@@ -47,6 +56,8 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             self._done_callbacks: list[Callable[[Any], object]] = []
         self._what = what
         self._waiter = waiter
+        self._canceller = canceller
+        self.call_id = 0  # the engine's id for the call, for its canceller
 
     @property
     def label(self) -> str:
@@ -73,6 +84,36 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             return super().exception(timeout=0)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"{self.label} did not complete within {timeout} s") from None
+
+    def cancel(self) -> bool:
+        if self._state == "PENDING" and self._canceller is not None:
+            return self._canceller(self)
+        return self.mark_cancelled() or self.cancelled()
+
+    def mark_cancelled(self) -> bool:
+        """For the engine: the call will not run. False if it already ran or started.
+
+        The future goes straight to the state ``set_running_or_notify_cancel`` would
+        give it, so that ``wait`` and ``as_completed`` count it as done."""
+        with self._condition:
+            if self._state != "PENDING":
+                return False
+            self._state = "CANCELLED_AND_NOTIFIED"
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
+
+    def mark_running(self) -> None:
+        """For the engine: the call has started; it can no longer be cancelled."""
+        with self._condition:
+            if self._state == "PENDING":
+                self._state = "RUNNING"
+
+    def decided(self) -> bool:
+        """True once the future is no longer pending: running, cancelled or done."""
+        return self._state != "PENDING"
 
     def settled(self) -> bool:
         """Like ``done()``, without taking the future's lock: for polling loops."""

@@ -37,6 +37,7 @@ _EVENT_BUDGET = 4096  # events read from one subscription before the others get 
 POLLIN = int(zmq.POLLIN)
 TICK = 0.005  # how late, at most, the background thread takes up work nobody waits for
 IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it
+CANCEL_TIMEOUT = 5.0  # seconds cancel() waits for a worker's verdict before saying False
 
 
 def _never() -> bool:
@@ -107,6 +108,14 @@ class DriverTransport(Transport):
         """Drive the sockets from this thread until one of ``futures`` completes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._drive(lambda: any(f.settled() for f in futures), deadline)
+
+    def _cancel_sent(self, future: ActorFuture[Any], slot: int) -> bool:
+        """Ask the worker, and wait for its verdict (its keeper thread answers within
+        milliseconds even while an actor's code runs). Without one in time, the call
+        may still run: False, and a late verdict still settles the future."""
+        self._send_cancel(slot, future.call_id)
+        self._drive(future.decided, time.monotonic() + CANCEL_TIMEOUT)
+        return future.cancelled()
 
     def _wait_for_room(self, outbox: _Outbox) -> None:
         limit = self.options.outbox_limit

@@ -9,12 +9,16 @@ the number of buffer frames that follow, and the epoch (see ``encode_batch``).
   ``blob`` is the call's own pickle of ``(args, kwargs)`` (or of the reply),
   made at the call site so that a bad argument fails there; its out-of-band
   buffers are the next ``nbufs`` buffer frames.
-* ``CONTROL`` bodies are a pickled tuple ``(op, *fields)`` of plain values; the
-  supervisor never unpickles user objects.
+* ``CONTROL`` bodies are JSON, never pickle: ``[op, *fields]`` with ``op`` one of
+  a fixed set (``CONTROL_OPS``) and each field checked against its type. Bytes
+  fields (pickled payloads that the supervisor only forwards) travel as buffer
+  frames, written ``{"$b": index}`` in the JSON. Whatever can reach a control
+  socket, nothing it sends is unpickled by the process that reads it.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 import traceback
@@ -29,12 +33,16 @@ from actors._future import describe
 __all__ = [
     "BATCH",
     "CALL",
+    "CANCEL",
+    "CANCELLED",
     "CONTROL",
     "ERR",
     "OK",
+    "STARTED",
     "TELL",
     "ProtocolError",
     "decode_body",
+    "decode_control",
     "decode_error",
     "dumps",
     "dumps_call",
@@ -43,6 +51,7 @@ __all__ = [
     "encode_error",
     "loads",
     "pack",
+    "peer_name",
     "unpack",
 ]
 
@@ -52,6 +61,9 @@ HEADER = struct.Struct("<2sBBII")  # magic, version, kind, buffer count, epoch
 
 BATCH, CONTROL = 1, 2
 CALL, TELL, OK, ERR = 1, 2, 3, 4
+# A caller's cancel of a call it sent (CANCEL, msg_id), and the worker's verdict:
+# CANCELLED (it will not run) or STARTED (too late: it runs or has run).
+CANCEL, CANCELLED, STARTED = 5, 6, 7
 
 # Buffers below this travel inside the pickle: a frame of their own costs more.
 OUT_OF_BAND_MIN = 64 * 1024
@@ -153,7 +165,7 @@ def encode_error(exc: BaseException) -> bytes:
         blob, _ = dumps((exc, text), out_of_band=False)
         pickle.loads(blob)  # must come back out, too
         return blob
-    except Exception:
+    except BaseException:  # even SystemExit from a __reduce__: the worker must live
         stand_in = RemoteError(str(exc), f"{type(exc).__module__}.{type(exc).__qualname__}")
         return dumps((stand_in, text), out_of_band=False)[0]
 
@@ -162,7 +174,9 @@ def decode_error(blob: Any, buffers: Sequence[Buffer] = ()) -> BaseException:
     """The exception from ``encode_error``, with the remote traceback as its cause."""
     try:
         exc, text = loads(blob, buffers)
-    except Exception as err:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # SystemExit from a hostile __setstate__ included
         return SerializationError(f"could not unpickle a remote exception: {err!r}")
     exc.__cause__ = RemoteTraceback(text)
     return exc  # type: ignore[no-any-return]
@@ -176,12 +190,108 @@ def encode_batch(
     return pack(BATCH, pickle.dumps(entries, 5), buffers, epoch)
 
 
+_NUMBER = (int, float)
+_MAYBE_STR = (str, type(None))
+_MAYBE_BYTES = (bytes, type(None))
+_ANY = object
+
+# op -> the types of its fields, in order. Replies carry any JSON value (ids,
+# addresses, counts) or the bytes of a pickled error.
+CONTROL_OPS: dict[str, tuple[Any, ...]] = {
+    # clients (the driver, actors) -> supervisor
+    "hello": (int,),
+    "spawn": (int, dict),
+    "spawn_group": (int, dict, list),
+    "lookup": (int, str),
+    "actor_gone": (int, int),
+    "watch": (int, int, int),
+    "shutdown": (int, _NUMBER),
+    # workers -> supervisor
+    "ready": (int, int),
+    "heartbeat": (int,),
+    "recycle": (int, str),
+    "created": (int, bool, _MAYBE_BYTES, str),
+    "suspended": (int,),
+    "stopped": (int,),
+    # supervisor -> clients
+    "reply": (int, bool, _ANY),
+    "worker_died": (int, str, int),
+    "down": (int, int, str, bool),
+    # supervisor -> workers
+    "create": (int, _MAYBE_STR, bytes, list),
+    "suspend": (int, str),
+    "abandon": (int, str),
+    "stop_actor": (int,),
+    "epochs": (list,),
+    "exit": (),
+}
+
+
 def encode_control(op: str, *fields: Any) -> list[Any]:
-    return pack(CONTROL, pickle.dumps((op, *fields), 5))
+    """``[op, *fields]`` as JSON; bytes go as buffer frames of their own."""
+    blobs: list[bytes] = []
+
+    def out_of_band(obj: Any) -> dict[str, int]:
+        if type(obj) is not bytes:
+            raise TypeError(f"control op {op!r}: a {type(obj).__name__} is not JSON")
+        blobs.append(obj)
+        return {"$b": len(blobs) - 1}
+
+    body = json.dumps([op, *fields], default=out_of_band, separators=(",", ":"))
+    return pack(CONTROL, body.encode(), blobs)
+
+
+def decode_control(body: Any, buffers: Sequence[Buffer]) -> tuple[str, list[Any]]:
+    """The op and fields of a control message, checked; ProtocolError otherwise."""
+
+    def in_band(obj: dict[str, Any]) -> Any:
+        index = obj.get("$b")
+        if index is None:
+            return obj
+        if type(index) is not int or not 0 <= index < len(buffers) or len(obj) != 1:
+            raise ProtocolError(f"bad buffer reference {index!r}")
+        return bytes(buffers[index])
+
+    try:
+        message = json.loads(bytes(body), object_hook=in_band)
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, deep nesting
+        raise ProtocolError(f"body is not JSON: {type(exc).__name__}") from None
+    if type(message) is not list or not message or type(message[0]) is not str:
+        raise ProtocolError("body is not [op, *fields]")
+    op, fields = message[0], message[1:]
+    types = CONTROL_OPS.get(op)
+    if types is None:
+        raise ProtocolError(f"unknown control op {op[:40]!r}")
+    if len(fields) != len(types) or not all(map(_is_a, fields, types)):
+        raise ProtocolError(f"control op {op!r} with fields of the wrong number or type")
+    return op, fields
+
+
+def peer_name(identity: bytes) -> str:
+    """A connection's routing id as a person reads it: the runtime's processes name
+    their control connections; data connections are anonymous."""
+    text = identity.decode("ascii", "replace")
+    if text[:1] == "d" and "-" in text:
+        return f"the driver (pid {text[1:].split('-')[0]})"
+    if text[:1] == "w" and text[1:].replace(".", "").isdigit():
+        return f"worker {text[1:].split('.')[0]}"
+    if text[:1] == "h" and text[1:].isdigit():
+        return f"the health thread of worker {text[1:]}"
+    return "a caller on a connection now closed" if identity[:1] == b"\0" else repr(text[:40])
+
+
+def _is_a(value: Any, expected: Any) -> bool:
+    if expected is int:  # bool is an int to isinstance, not here
+        return type(value) is int
+    return isinstance(value, expected)
 
 
 def decode_body(body: Any) -> Any:
+    """A batch's list of entries. Whatever its unpickling raises, even SystemExit
+    from a hostile pickle, becomes a ProtocolError."""
     try:
         return pickle.loads(body)
-    except Exception as exc:
-        raise ProtocolError(f"body does not unpickle: {exc!r}") from None
+    except BaseException as exc:
+        raise ProtocolError(f"body does not unpickle: {type(exc).__name__}") from None

@@ -43,12 +43,14 @@ from actors._errors import ActorCrashedError, ActorStoppedError
 from runtime import _bus, _sockets
 from runtime import _protocol as proto
 from runtime._policy import ActorRecord, Group, backoff, restarts_for, within_intensity
+from runtime._procs import start_watched
 
 __all__ = ["describe_exit", "main"]
 
 log = logging.getLogger("dovecote")
 
 STOP_GRACE = 5.0  # seconds workers get to run on_stop before SIGTERM, then SIGKILL
+ORPHAN_GRACE = 2.0  # the same once the driver is gone, then SIGKILL: nobody waits for on_stop
 SEND_TIMEOUT_MS = 2000  # a client that reads no control message for this long is stuck
 
 Procedure = Generator[tuple[Any, ...], Any, None]
@@ -133,13 +135,7 @@ class Supervisor:
             "epoch": self.epochs[slot],
             "epochs": self.epochs,
         }
-        read_end, write_end = os.pipe()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime._main", "worker", json.dumps(opts)],
-            stdin=subprocess.PIPE,
-            pass_fds=(write_end,),
-        )
-        os.close(write_end)
+        proc, sentinel = start_watched("worker", json.dumps(opts))
         log.debug(
             "worker %d (epoch %d, pid %d) starting; expects %s",
             slot,
@@ -147,8 +143,8 @@ class Supervisor:
             proc.pid,
             list(expect),
         )
-        self.workers[slot] = _WorkerProc(slot, self.epochs[slot], proc, read_end)
-        self.poller.register(read_end, zmq.POLLIN)
+        self.workers[slot] = _WorkerProc(slot, self.epochs[slot], proc, sentinel)
+        self.poller.register(sentinel, zmq.POLLIN)
 
     def on_worker_exit(self, worker: _WorkerProc) -> None:
         self.poller.unregister(worker.sentinel)
@@ -376,15 +372,15 @@ class Supervisor:
             _sockets.send(self.control, [peer, *proto.encode_control(op, *fields)])
         except zmq.Again:
             log.error(
-                "supervisor: %r has not read its control messages for %.0f s; dropped %s",
-                peer,
+                "supervisor: %s has not read its control messages for %.0f s; dropped %s",
+                proto.peer_name(peer),
                 SEND_TIMEOUT_MS / 1000,
                 op,
             )
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
-            log.info("supervisor: %r is gone; dropped %s", peer, op)
+            log.info("supervisor: %s is gone; dropped %s", proto.peer_name(peer), op)
             self.clients.discard(peer)
 
     def reply(self, peer: bytes, req_id: int, ok: bool, payload: Any) -> None:
@@ -394,18 +390,26 @@ class Supervisor:
         self.reply(peer, req_id, False, proto.encode_error(error))
 
     def on_control(self, frames: list[Any]) -> None:
-        peer = frames[0].bytes
+        """One control message: JSON of a known op with typed fields, or dropped.
+        Whatever it holds, it is logged and dropped, never fatal."""
+        peer = bytes(frames[0])
         try:
-            _, body, _, _ = proto.unpack(frames[1:])
-            op, *fields = proto.decode_body(body)
-            handler = getattr(self, f"op_{op}")
-        except (proto.ProtocolError, ValueError, TypeError, AttributeError) as exc:
-            log.warning("supervisor dropped a malformed message from %r: %s", peer, exc)
+            kind, body, buffers, _ = proto.unpack(frames[1:])
+            if kind != proto.CONTROL:
+                raise proto.ProtocolError(f"kind {kind} on the control socket")
+            op, fields = proto.decode_control(body, buffers)
+            handler = getattr(self, f"op_{op}", None)
+            if handler is None:
+                raise proto.ProtocolError(f"{op!r} is not for the supervisor")
+        except proto.ProtocolError as exc:
+            log.warning(
+                "supervisor dropped a malformed message from %s: %s", proto.peer_name(peer), exc
+            )
             return
         try:
             handler(peer, *fields)
         except Exception:
-            log.exception("supervisor: %s from %r failed", op, peer)
+            log.exception("supervisor: %s from %s failed", op, proto.peer_name(peer))
 
     def op_hello(self, peer: bytes, req_id: int) -> None:
         self.clients.add(peer)
@@ -423,7 +427,7 @@ class Supervisor:
         worker = self.workers[slot]
         worker.ready = True
         worker.last_heartbeat = time.monotonic()
-        self.send(peer, "epochs", dict(self.epochs))  # deaths it missed while starting
+        self.send(peer, "epochs", list(self.epochs.items()))  # deaths it missed while starting
         for op, fields in worker.backlog:
             self.send(peer, op, *fields)
         worker.backlog.clear()
@@ -448,7 +452,7 @@ class Supervisor:
             return
         worker.cause = f"was recycled: {cause}"
         worker.recycled = True
-        self.send_worker(slot, "shutdown")
+        self.send_worker(slot, "exit")
         self.at(time.monotonic() + STOP_GRACE, worker.proc.kill)  # if it is stuck in on_stop
 
     def op_spawn(self, peer: bytes, req_id: int, spec: dict[str, Any]) -> None:
@@ -577,13 +581,12 @@ class Supervisor:
         events = dict(self.poller.poll(None if timeout is None else int(timeout)))
         if self.control in events:
             while _sockets.readable(self.control):
-                self.on_control(_sockets.recv(self.control, _sockets.DONTWAIT))
+                _logged(self.on_control, _sockets.recv(self.control, _sockets.DONTWAIT))
         stdin = sys.stdin.fileno()
         if stdin in events and not os.read(stdin, 4096):
             log.info("supervisor: the driver is gone; shutting down")
             self.poller.unregister(stdin)
-            self.closing = True
-            self.stop_workers(STOP_GRACE)
+            self.orphaned()
         for worker in list(self.workers.values()):
             if worker.sentinel in events:
                 _logged(self.on_worker_exit, worker)
@@ -610,7 +613,15 @@ class Supervisor:
         if self.stop_deadline is None:
             self.stop_deadline = time.monotonic() + grace
             for slot in list(self.workers):
-                self.send_worker(slot, "shutdown")
+                self.send_worker(slot, "exit")
+
+    def orphaned(self) -> None:
+        """The driver is gone: workers get ORPHAN_GRACE to stop, then SIGKILL, so that
+        everything is gone within a few seconds even if an actor is stuck."""
+        self.closing = True
+        self.escalations = [signal.SIGKILL]
+        self.stop_workers(ORPHAN_GRACE)
+        self.stop_deadline = min(self.stop_deadline, time.monotonic() + ORPHAN_GRACE)  # type: ignore[type-var]
 
     def escalate(self) -> None:
         if self.stop_deadline is None or time.monotonic() < self.stop_deadline:

@@ -27,6 +27,7 @@ from runtime import _requests, _tasks
 from runtime._bus import Subscription, check_topic
 from runtime._driver import DriverTransport
 from runtime._pipeline import Stage, run_pipeline
+from runtime._procs import start_watched
 from runtime._supervisor import describe_exit
 from runtime._transport import TransportOptions
 
@@ -341,20 +342,11 @@ def _check_options(**options: float | None) -> None:
 def _start_supervisor(opts: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
     """Start the supervisor from a clean interpreter that sees what the driver sees.
 
-    Returns the process and the read end of a pipe that reaches EOF when it exits.
+    Returns the process and an fd that becomes readable when it exits.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime._main", "supervisor", json.dumps(opts)],
-        stdin=subprocess.PIPE,
-        pass_fds=(write_end,),
-        env=env,
-        cwd=os.getcwd(),
-    )
-    os.close(write_end)
-    return proc, read_end
+    return start_watched("supervisor", json.dumps(opts), env=env, cwd=os.getcwd())
 
 
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -59,7 +59,7 @@ def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], bo
         try:
             out.extend(map(fn, rest))  # C speed; keeps what came before a failure
             return out, failed
-        except Exception as exc:  # the failed item is consumed: go on after it
+        except BaseException as exc:  # SystemExit too; the failed item is consumed: go on
             out.append(TaskFailure(proto.encode_error(exc)))
             failed = True
 

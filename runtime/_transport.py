@@ -75,6 +75,17 @@ class _Outbox:
         self.entries[:0] = entries
         self.buffers[:0] = buffers
 
+    def remove(self, msg_id: int) -> bool:
+        """Withdraw the call ``msg_id`` if it has not been sent."""
+        offset = 0
+        for index, entry in enumerate(self.entries):
+            if entry[1] == msg_id and entry[0] == proto.CALL:
+                del self.buffers[offset : offset + entry[5]]
+                del self.entries[index]
+                return True
+            offset += entry[5]
+        return False
+
 
 class Transport:
     """Outgoing calls of one process and the futures waiting on their replies."""
@@ -99,6 +110,7 @@ class Transport:
         self._control_pending: dict[int, tuple[ActorFuture[Any], Callable[[Any], Any]]] = {}
         self._control_out: list[list[Any]] = []
         self.closed: str | None = None
+        self._canceller = self.cancel_call  # bound once: every call's future holds it
 
     # -- the Engine protocol, used by refs --------------------------------
     def call(
@@ -106,8 +118,10 @@ class Transport:
     ) -> ActorFuture[Any]:
         what = (ref, method)
         blob, bufs = proto.dumps_call(what, args, kwargs)
-        future: ActorFuture[Any] = ActorFuture(what, self._waiter, self._futures_condition)
-        msg_id = next(self._ids)
+        future: ActorFuture[Any] = ActorFuture(
+            what, self._waiter, self._futures_condition, self._canceller
+        )
+        msg_id = future.call_id = next(self._ids)
         entry = (proto.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
         pending: tuple[Any, ...] = (msg_id, future)
         for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
@@ -122,6 +136,76 @@ class Transport:
     ) -> None:
         blob, bufs = proto.dumps_call((ref, method), args, kwargs)
         self._submit(ref.slot, (proto.TELL, 0, ref.actor_id, method, blob, len(bufs)), bufs, None)
+
+    # -- cancellation ---------------------------------------------------------
+    def cancel_call(self, future: ActorFuture[Any]) -> bool:
+        """``future.cancel()`` of a pending call: True if it will not run.
+
+        A call still in its outbox is withdrawn here. Once sent, only its worker
+        knows whether it started: see ``_cancel_sent``."""
+        msg_id = future.call_id
+        with self._lock:
+            pending = self._pending.get(msg_id)
+            if pending is None:
+                return future.cancelled()  # its outcome is being set right now
+            outbox = self._outboxes.get(pending[1])
+            withdrawn = outbox is not None and outbox.remove(msg_id)
+            if withdrawn:
+                del self._pending[msg_id]
+        if withdrawn:
+            future.mark_cancelled()
+            self._wake_waiters()
+            return True
+        return self._cancel_sent(future, pending[1])
+
+    def _cancel_sent(self, future: ActorFuture[Any], slot: int) -> bool:
+        """A sent call: where waiting is impossible, it may run; say so."""
+        return False
+
+    def _send_cancel(self, slot: int, msg_id: int) -> None:
+        """Ask the worker to drop a call it has not started: behind the call on the
+        same connection, so the worker has it by the time it reads this."""
+        with self._lock:
+            outbox = self._outboxes.setdefault(slot, _Outbox())
+            outbox.entries.append((proto.CANCEL, msg_id, 0, "", b"", 0))
+            self._kick()
+
+    def abandon(self, futures: list[ActorFuture[Any]]) -> None:
+        """Nobody wants these any more: withdraw or cancel each, without waiting."""
+        for future in futures:
+            if future.decided():
+                continue
+            with self._lock:
+                pending = self._pending.get(future.call_id)
+                if pending is None:
+                    continue
+                outbox = self._outboxes.get(pending[1])
+                withdrawn = outbox is not None and outbox.remove(future.call_id)
+                if withdrawn:
+                    del self._pending[future.call_id]
+            if withdrawn:
+                future.mark_cancelled()
+            else:
+                self._send_cancel(pending[1], future.call_id)
+
+    def _on_verdict(self, kind: int, msg_id: int) -> None:
+        """The worker's answer to a cancel: dropped before it started, or started."""
+        with self._lock:
+            pending = self._pending.get(msg_id)
+            if pending is not None and kind == proto.CANCELLED:
+                del self._pending[msg_id]
+        if pending is None:
+            return  # its reply came first: the call had run
+        if kind == proto.CANCELLED:
+            pending[0].mark_cancelled()
+        else:
+            pending[0].mark_running()
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """A future changed state without a reply: let the thread waiting on it see."""
+        with self._lock:
+            self._kick()
 
     # -- hooks for subclasses ----------------------------------------------
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
@@ -261,15 +345,20 @@ class Transport:
             self._resolve(kind, msg_id, blob, buffers)
             return
         with self._lock:
-            futures = [pending.pop(entry[1], None) for entry in entries]
+            futures = [pending.pop(e[1], None) if e[0] <= proto.ERR else None for e in entries]
         offset = 0
         for entry, waiting in zip(entries, futures, strict=True):
             nbufs = entry[5]
             if waiting is not None:
                 self._complete(waiting[0], entry[0], entry[4], buffers[offset : offset + nbufs])
+            elif entry[0] > proto.ERR:
+                self._on_verdict(entry[0], entry[1])
             offset += nbufs
 
     def _resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
+        if kind > proto.ERR:
+            self._on_verdict(kind, msg_id)
+            return
         with self._lock:
             pending = self._pending.pop(msg_id, None)
         if pending is not None:  # None: already failed by a crash notice
@@ -279,7 +368,9 @@ class Transport:
         if kind == proto.OK:
             try:
                 value = proto.loads(blob, bufs)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit from unpickling stays out of result()
                 err = SerializationError(f"{future.label}: reply does not unpickle: {exc!r}")
                 _set(future, exc=err)
                 return
@@ -296,7 +387,7 @@ class Transport:
         with self._lock:
             self.epochs[slot] = epoch
             outbox = self._outboxes.get(slot)
-            unsent = {entry[1] for entry in outbox.entries} if outbox else set()
+            unsent = {e[1] for e in outbox.entries if e[0] == proto.CALL} if outbox else set()
             sent = sorted(m for m, p in self._pending.items() if p[1] == slot and m not in unsent)
             failed, entries, buffers = [], [], []
             for msg_id in sent:
@@ -409,11 +500,15 @@ class Transport:
     def dispatch_control(self, frames: list[Any], handlers: dict[str, Callable[..., None]]) -> None:
         """Decode a control message and run its handler; log what goes wrong."""
         try:
-            _, body, _, _ = proto.unpack(frames)
-            op, *fields = proto.decode_body(body)
-            handler = handlers[op]
-        except (proto.ProtocolError, ValueError, TypeError, KeyError) as exc:
-            log.warning("dropped a malformed control message: %r", exc)
+            kind, body, buffers, _ = proto.unpack(frames)
+            if kind != proto.CONTROL:
+                raise proto.ProtocolError(f"kind {kind} on a control socket")
+            op, fields = proto.decode_control(body, buffers)
+            handler = handlers.get(op)
+            if handler is None:
+                raise proto.ProtocolError(f"{op!r} is not for this process")
+        except proto.ProtocolError as exc:
+            log.warning("dropped a malformed control message: %s", exc)
             return
         try:
             handler(*fields)

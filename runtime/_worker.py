@@ -24,11 +24,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import zmq
 
@@ -42,13 +43,15 @@ from runtime._bus import SYNC, Publisher, Subscription, bus_endpoints
 from runtime._health import Busy, HealthThread
 from runtime._requests import WorkerContext, identity
 from runtime._tasks import TASK_ACTOR, run_chunk
-from runtime._transport import BARRIER_ACTOR, Transport, TransportOptions, _Outbox
+from runtime._transport import BARRIER_ACTOR, Transport, TransportOptions, _Outbox, _set
 
 __all__ = ["main"]
 
 log = logging.getLogger("dovecote")
 
 _BUDGET = 64  # messages taken from one socket before the loop serves anything else
+KEEP_AFTER = 0.002  # seconds an actor's code runs before the keeper answers for the worker
+KEEPER_NAPS_AFTER = 0.1  # seconds without actor code before the keeper sleeps until woken
 DOWN_METHOD = "__down__"  # delivers a watch notice to the watcher's on_down hook
 EVENT_METHOD = "__event__"  # delivers a bus event to the subscriber's on_event hook
 
@@ -84,7 +87,7 @@ class _Cell:
     messages wait in its queue for the new incarnation.
     """
 
-    __slots__ = ("actor", "busy", "methods", "queue", "task", "task_since")
+    __slots__ = ("actor", "busy", "methods", "queue", "stop_after", "task", "task_since")
 
     def __init__(self, actor: Actor | None) -> None:
         self.actor = actor
@@ -93,6 +96,7 @@ class _Cell:
         self.task: asyncio.Task[Any] | None = None
         self.task_since = 0.0
         self.methods: dict[str, Callable[..., Any]] = {}
+        self.stop_after = False  # the actor stopped itself: stop once this message ends
 
     def place(self, actor: Actor) -> None:
         self.actor = actor
@@ -135,6 +139,7 @@ class _Reader:
             self.loop.call_soon(self.run)
 
     def run(self) -> None:
+        _leave_if_forked()
         self._scheduled = False
         if self.paused or self.sock.closed:
             return
@@ -214,13 +219,27 @@ class WorkerTransport(Transport):
             super()._submit(slot, entry, bufs, pending)
             return
         self._check_open()
+        kind, msg_id, actor_id, method, blob, _ = entry
+        if method == STOP_METHOD and self.worker.stop_self(actor_id):
+            _set(pending[1], value=None)  # type: ignore[index]  # awaiting it must not deadlock
+            return
         if pending is not None:
             self._pending[pending[0]] = (pending[1], slot)
-        kind, msg_id, actor_id, method, blob, _ = entry
         # A local call must not share memory with the caller: copy large buffers.
         copies = [bytes(memoryview(b)) for b in bufs]
         request = _Request(None, kind, msg_id, actor_id, method, blob, copies)
+        if kind == proto.CALL:
+            self.worker.unstarted[None, msg_id] = request
         self.worker.loop.call_soon(self.worker.deliver, request)
+
+    def _cancel_sent(self, future: ActorFuture[Any], slot: int) -> bool:
+        """Inside an actor nothing may block: a call to this worker is withdrawn if
+        it has not started; one sent to another worker may run."""
+        if slot != self.worker.slot or not self.worker.claim_local(future.call_id):
+            return False
+        with self._lock:
+            self._pending.pop(future.call_id, None)
+        return future.mark_cancelled()
 
     def _on_new_dealer(self, slot: int, sock: zmq.Socket) -> None:
         self.readers.append(_Reader(self.worker.loop, sock, self._on_data, _noop))
@@ -336,6 +355,16 @@ class Worker:
         self.recycling: str | None = None
         self.hang_threshold: float = opts.get("hang_threshold", 10.0)
         self.busy = Busy()
+        # Calls received and not yet started, by (caller, msg id): what a cancel can
+        # still withdraw. None as the caller: a call from this worker to itself.
+        self.unstarted: dict[tuple[bytes | None, int], _Request] = {}
+        # The loop thread holds the I/O lock (the mailbox, the replies, the three
+        # fields above and below) except while an actor's or a task's code runs.
+        self.io_lock = threading.Lock()
+        self._stash: deque[_Request] = deque()  # read by the keeper, for the loop
+        self._stash_scheduled = False
+        self._kept = False  # the keeper has worked since the loop thread last looked
+        self.keeper = _Keeper(self)
         self._control_handlers: dict[str, Callable[..., None]] = {
             "create": self._op_create,
             "suspend": self._op_suspend,
@@ -345,7 +374,7 @@ class Worker:
             "reply": self.transport._on_control_reply,
             "worker_died": self.transport.fail_slot,
             "epochs": self._op_epochs,
-            "shutdown": self.shutdown,
+            "exit": self.shutdown,
         }
         self.health = HealthThread(
             self.ctx,
@@ -364,6 +393,8 @@ class Worker:
 
         _engine.install(self.system_id, self.transport)
         asyncio.set_event_loop(self.loop)
+        self.io_lock.acquire()
+        os.register_at_fork(after_in_child=_forked)
         self.inbox = _Reader(self.loop, self.mailbox, self._on_mailbox, self._flush_replies)
         control = _Reader(self.loop, self.transport.control, self._on_control, _noop)
         self.transport.readers.append(control)  # checked after each send on it
@@ -372,6 +403,7 @@ class Worker:
         self.transport.notify("ready", self.slot, os.getpid())
         self.transport.flush()
         self.health.start()
+        self.keeper.start()
         self.loop.call_later(self.hang_threshold / 2, self._check_async_hangs)
         try:
             self.loop.run_until_complete(self._done)
@@ -429,6 +461,7 @@ class Worker:
             self._done.set_result(None)
 
     def _close(self) -> None:
+        self.keeper.stop()
         self.health.stop()
         self.transport.close_bus()
         for task in asyncio.all_tasks(self.loop):
@@ -476,9 +509,9 @@ class Worker:
         self.transport.notify("suspended", actor_id)
         self.transport.flush()
 
-    def _op_epochs(self, epochs: dict[int, int]) -> None:
-        """The workers restarted while this one was starting."""
-        for slot, epoch in epochs.items():
+    def _op_epochs(self, epochs: list[tuple[int, int]]) -> None:
+        """The workers restarted while this one was starting: (slot, epoch) pairs."""
+        for slot, epoch in epochs:
             if slot != self.slot and self.transport.epochs.get(slot, 0) != epoch:
                 self.transport.fail_slot(slot, "restarted", epoch)
 
@@ -521,45 +554,130 @@ class Worker:
 
     # -- data plane ---------------------------------------------------------------
     def _on_mailbox(self, frames: list[Any]) -> None:
-        peer = frames[0].bytes
+        if self._stash:
+            self._deliver_stash()  # read by the keeper before this message came
+        for request in self._parse(frames):
+            self.deliver(request)
+
+    def _parse(self, frames: list[Any]) -> list[_Request]:
+        """The calls and tells of one message. Cancels are answered here, at once. A
+        malformed message, or entry, is logged and dropped alone. Loop thread or keeper."""
+        peer = bytes(frames[0])
         try:
             kind, body, buffers, epoch = proto.unpack(frames[1:])
             if epoch != self.epoch:
                 log.warning(
                     "worker %d (epoch %d) dropped a batch sent to its predecessor (epoch %d) "
-                    "from %r: the asks in it fail at their caller as crashed, tells are lost",
+                    "from %s: the asks in it fail at their caller as crashed, tells are lost",
                     self.slot,
                     self.epoch,
                     epoch,
-                    peer,
+                    proto.peer_name(peer),
                 )
-                return
+                return []
             entries = proto.decode_body(body)
             if kind != proto.BATCH or type(entries) is not list:
                 raise proto.ProtocolError(f"kind {kind} is not a batch")
-            requests = [_request(peer, e) for e in entries]
-        except (proto.ProtocolError, ValueError, TypeError) as exc:
-            log.warning("worker %d dropped a malformed message from %r: %s", self.slot, peer, exc)
-            return
+        except proto.ProtocolError as exc:
+            self._malformed(peer, exc)
+            return []
+        requests = []
         offset = 0
-        for request, nbufs in requests:
+        for entry in entries:
+            try:
+                request, nbufs = _request(peer, entry)
+            except (proto.ProtocolError, ValueError, TypeError) as exc:
+                self._malformed(peer, exc)
+                continue
             if nbufs:
                 request.bufs = buffers[offset : offset + nbufs]
                 offset += nbufs
-            self.deliver(request)
+            if request.kind == proto.CALL:
+                self.unstarted[peer, request.msg_id] = request
+            elif request.kind == proto.CANCEL:
+                self._on_cancel(peer, request.msg_id)
+                continue
+            requests.append(request)
+        return requests
+
+    def _malformed(self, peer: bytes, exc: Exception) -> None:
+        name = proto.peer_name(peer)
+        log.warning("worker %d dropped a malformed message from %s: %s", self.slot, name, exc)
+
+    def _on_cancel(self, peer: bytes, msg_id: int) -> None:
+        """Drop a call that has not started; tell its caller which it was."""
+        dropped = self.unstarted.pop((peer, msg_id), None) is not None
+        entry = (proto.CANCELLED if dropped else proto.STARTED, msg_id, 0, "", b"", 0)
+        self._queue_entry(peer, entry, [])
+
+    def claim(self, request: _Request) -> bool:
+        """A call starts (or is answered): it can no longer be cancelled. False if
+        its caller cancelled it: it must not run, and its verdict has gone."""
+        if request.kind != proto.CALL:
+            return True
+        return self.unstarted.pop((request.peer, request.msg_id), None) is not None
+
+    def claim_local(self, msg_id: int) -> bool:
+        """Withdraw a call made from this worker to itself, if it has not started."""
+        return self.unstarted.pop((None, msg_id), None) is not None
+
+    def _deliver_stash(self) -> None:
+        self._stash_scheduled = False
+        stash = self._stash
+        while stash:
+            self.deliver(stash.popleft())
+
+    def _after_keeper(self) -> None:
+        """Deliver what the keeper read; this is not the mailbox reader's turn, so
+        flush the replies here, and look for what the keeper left in the socket."""
+        self._deliver_stash()
+        self._flush_replies()
+
+    def keep(self) -> None:
+        """From the keeper thread, while an actor's code runs and the I/O lock is the
+        keeper's: send the replies that are ready, and read what came meanwhile."""
+        self._kept = True
+        self._send_replies()
+        room = self.mailbox_size - self._backlog - len(self._stash)
+        if self.inbox.paused or self.recycling or self.mailbox.closed:
+            return
+        for _ in range(min(room, _BUDGET)):
+            if not _sockets.readable(self.mailbox):
+                break
+            self._stash.extend(self._parse(_sockets.recv(self.mailbox, _sockets.DONTWAIT)))
+        self._send_replies()  # cancel verdicts
+
+    def _call_user(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """Run an actor's or a task's code with the I/O lock released: the keeper
+        answers for the worker meanwhile (see ``keep``)."""
+        keeper = self.keeper
+        if keeper.asleep:
+            keeper.wake.set()
+        self.io_lock.release()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _leave_if_forked()  # before the lock: a forked child may hold no keeper
+            self.io_lock.acquire()
+            if self._kept and not self._stash_scheduled:
+                # The keeper's reads and sends may have taken the socket's wake-up edge.
+                self._kept = False
+                self._stash_scheduled = True
+                self.loop.call_soon(self._after_keeper)
 
     def deliver(self, request: _Request) -> None:
         if self.recycling:
+            self.claim(request)
             return  # unanswered: the supervisor's notice fails it, naming the limit
         cell = self.cells.get(request.actor_id)
         if cell is None:
-            if request.actor_id == BARRIER_ACTOR:
-                self._reply(request, None)  # every earlier message from this sender is in
-                return
             if request.actor_id == TASK_ACTOR:
                 self._run_task(request)
-                return
-            self._dead_letter(request)
+            elif self.claim(request):
+                if request.actor_id == BARRIER_ACTOR:
+                    self._reply(request, None)  # every earlier message from this sender is in
+                else:
+                    self._dead_letter(request)
             return
         if not cell.busy and not cell.queue:
             self._execute(cell, request)
@@ -585,8 +703,10 @@ class Worker:
             self.loop.call_soon(self.inbox.run)
 
     def _execute(self, cell: _Cell, request: _Request) -> None:
+        if not self.claim(request):
+            return  # cancelled by its caller before it started
         if request.method == STOP_METHOD:
-            self._stop_actor(cell, request)
+            self._stop_actor(request.actor_id, request)
             return
         self.busy.start(request.method, request.actor_id)
         try:
@@ -598,24 +718,48 @@ class Worker:
             else:
                 method = cell.method(request.method)
             args, kwargs = proto.loads(request.blob, request.bufs)
-            result = method(*args, **kwargs)
-        except Exception as exc:
+            result = self._call_user(method, args, kwargs)
+        except BaseException as exc:  # SystemExit too: it goes to the caller, the worker lives
             self.busy.end()
             self._reply_error(request, exc)
-            return
-        self.busy.end()
-        if _awaitable(result):
+        else:
+            self.busy.end()
+            self._outcome(cell, request, result)
+        self._count()
+        if cell.stop_after and not cell.busy:
+            self._stop_actor(request.actor_id, None)
+
+    def _outcome(self, cell: _Cell, request: _Request, result: Any) -> None:
+        """Reply with what a method returned: at once, or when what it returned completes."""
+        if type(result) is ActorFuture:
+            # The reply of another call (perhaps to this very actor): forwarded when it
+            # comes, and the actor is free meanwhile, so a call to itself cannot deadlock.
+            result.add_done_callback(functools.partial(self._forward, request))
+        elif _awaitable(result):
             cell.busy = True
-            cell.task = task = asyncio.ensure_future(cast(Awaitable[Any], result))
+            cell.task = task = asyncio.ensure_future(_contained(result))
             cell.task_since = time.monotonic()
             task.add_done_callback(functools.partial(self._finish, cell, request))
         else:
             self._reply(request, result)
+
+    def _forward(self, request: _Request, future: ActorFuture[Any]) -> None:
+        if future.cancelled():
+            self._reply_error(request, ActorStoppedError(f"{future.label} was cancelled"))
+        elif future.exception() is not None:
+            self._reply_error(request, future.exception())  # type: ignore[arg-type]
+        else:
+            self._reply(request, future.result())
+        self._schedule_replies()
+
+    def _count(self) -> None:
+        """One more message handled: past ``max_messages`` the worker is recycled."""
         self.handled += 1
         if self.max_messages is not None and self.handled >= self.max_messages:
             self.recycle(f"message limit: {self.handled} messages handled")
 
     def _finish(self, cell: _Cell, request: _Request, task: asyncio.Future[Any]) -> None:
+        _leave_if_forked()
         if cell.task is not task:  # the actor was stopped or suspended meanwhile
             if not self.recycling:
                 err = ActorStoppedError(f"{request.method}() was interrupted: its actor stopped")
@@ -628,43 +772,67 @@ class Worker:
             self._reply_error(request, ActorStoppedError(f"{request.method}() was cancelled"))
         elif task.exception() is not None:
             self._reply_error(request, task.exception())  # type: ignore[arg-type]
+        elif type(task.result()) is _Raised:
+            self._reply_error(request, task.result().exc)
         else:
-            self._reply(request, task.result())
+            self._outcome(cell, request, task.result())
         self._schedule_replies()
-        if request.actor_id in self.cells:
+        if cell.stop_after:
+            self._stop_actor(request.actor_id, None)
+        elif request.actor_id in self.cells:
             self._process(cell)
 
     def _run_task(self, request: _Request) -> None:
         """A stateless task: one function call, or a chunk of a map."""
+        if not self.claim(request):
+            return  # cancelled by its caller before it started
         self.busy.start(f"task {request.method}", TASK_ACTOR)
         try:
             (fn, *rest), _ = proto.loads(request.blob, request.bufs)
             if request.method == "chunk":
-                result = run_chunk(fn, *rest)
+                result = self._call_user(run_chunk, (fn, *rest), {})
             else:
                 args, kwargs = rest
-                result = fn(*args, **kwargs)
-        except Exception as exc:
+                result = self._call_user(fn, args, kwargs)
+        except BaseException as exc:  # SystemExit too: it goes to the caller, the worker lives
             self.busy.end()
             self._reply_error(request, exc)
-            return
-        self.busy.end()
-        self._reply(request, result)
+        else:
+            self.busy.end()
+            self._reply(request, result)
+        self._count()
 
-    def _stop_actor(self, cell: _Cell, request: _Request) -> None:
-        self._stop_cell(request.actor_id, "it was stopped")
-        gone = self.transport.request("actor gone", identity, "actor_gone", request.actor_id)
+    def stop_self(self, actor_id: int) -> bool:
+        """``self.ref.stop()`` from the actor's own running code: True, and the actor
+        stops once the current message ends. Anyone else's stop queues as usual."""
+        cell = self.cells.get(actor_id)
+        if cell is None or cell.actor is None:
+            return False
+        sync_now = self.busy.what is not None and self.busy.actor_id == actor_id
+        task = cell.task
+        if not sync_now and (task is None or task is not asyncio.current_task(self.loop)):
+            return False
+        cell.stop_after = True
+        return True
+
+    def _stop_actor(self, actor_id: int, request: _Request | None) -> None:
+        """Stop an actor for good: by a call to stop() (answered once its name is free)
+        or by itself (``request`` is None)."""
+        self._stop_cell(actor_id, "it was stopped")
+        gone = self.transport.request("actor gone", identity, "actor_gone", actor_id)
 
         def stopped(_: object) -> None:  # the name is free once stop() returns
-            self._reply(request, None)
-            self._schedule_replies()
+            if request is not None:
+                self._reply(request, None)
+                self._schedule_replies()
 
         gone.add_done_callback(stopped)
         self.transport.flush()
 
     def _stop_cell(self, actor_id: int, why: str | None) -> None:
         """Stop an actor (or drop the place held for one); fail its queue with ``why``,
-        or leave its calls unanswered when ``why`` is None (see shutdown)."""
+        or leave its calls unanswered when ``why`` is None (see shutdown). Further
+        stop() calls in the queue are no-ops that complete."""
         cell = self.cells.pop(actor_id)
         task, cell.task = cell.task, None
         if cell.actor is not None:
@@ -675,11 +843,16 @@ class Worker:
         self._resume_inbox()
         while cell.queue:
             request = cell.queue.popleft()
-            if why is not None:
-                err = ActorStoppedError(
-                    f"actor #{actor_id} stopped before handling {request.method!r}: {why}"
-                )
-                self._reply_error(request, err)
+            if not self.claim(request) or why is None:
+                continue
+            if request.method == STOP_METHOD:
+                self._reply(request, None)
+                continue
+            err = ActorStoppedError(
+                f"{_describe(cell.actor, actor_id)} stopped before handling "
+                f"{request.method}(): {why}"
+            )
+            self._reply_error(request, err)
 
     def _dead_letter(self, request: _Request) -> None:
         if request.method == STOP_METHOD:
@@ -687,7 +860,7 @@ class Worker:
             return
         err = ActorStoppedError(
             f"actor #{request.actor_id} is not running on worker {self.slot}: "
-            f"{request.method!r} was not delivered"
+            f"{request.method}() was not delivered"
         )
         if request.kind == proto.TELL:
             log.warning("dead letter: %s", err)
@@ -699,11 +872,8 @@ class Worker:
             return
         try:
             blob, bufs = proto.dumps(value)
-        except Exception as exc:
-            err = SerializationError(
-                f"{request.method}() returned a value that does not pickle: {exc}"
-            )
-            self._reply_error(request, err)
+        except BaseException as exc:  # SystemExit from a __reduce__ goes to the caller
+            self._reply_error(request, _pickling_error(request, exc))
             return
         self._queue_reply(request, (proto.OK, request.msg_id, 0, "", blob, len(bufs)), bufs)
 
@@ -725,9 +895,12 @@ class Worker:
             copies = [bytes(memoryview(b)) for b in bufs]
             self.transport._resolve(entry[0], entry[1], entry[4], copies)
             return
-        outbox = self._replies.get(request.peer)
+        self._queue_entry(request.peer, entry, bufs)
+
+    def _queue_entry(self, peer: bytes, entry: tuple[Any, ...], bufs: list[Any]) -> None:
+        outbox = self._replies.get(peer)
         if outbox is None:
-            outbox = self._replies[request.peer] = _Outbox()
+            outbox = self._replies[peer] = _Outbox()
         outbox.entries.append(entry)
         if bufs:
             outbox.buffers.extend(bufs)
@@ -739,14 +912,15 @@ class Worker:
 
     def _flush_replies(self) -> None:
         self._reply_scheduled = False
-        if not self._replies:
-            self.inbox.check()
-            return
-        full = [peer for peer in list(self._replies) if not self._flush_peer(peer)]
-        if full:  # a caller is not reading yet: keep its replies, try again soon
+        if self._replies and not self._send_replies():
+            # a caller is not reading yet: keep its replies, try again soon
             self._reply_scheduled = True
             self.loop.call_later(0.001, self._flush_replies)
         self.inbox.check()
+
+    def _send_replies(self) -> bool:
+        """Send every caller its replies; False if one of them is not reading."""
+        return all([self._flush_peer(peer) for peer in list(self._replies)])
 
     def _flush_peer(self, peer: bytes) -> bool:
         outbox = self._replies[peer]
@@ -763,14 +937,113 @@ class Worker:
                 if exc.errno != zmq.EHOSTUNREACH:
                     raise
                 log.warning(
-                    "worker %d: caller %r is gone; %d replies undeliverable",
+                    "worker %d: %d replies undeliverable: %s",
                     self.slot,
-                    peer,
                     len(entries) + len(outbox.entries),
+                    proto.peer_name(peer),
                 )
                 break
         del self._replies[peer]
         return True
+
+
+class _Keeper(threading.Thread):
+    """Answers for the worker while an actor's or a task's code holds the loop
+    thread. Internal.
+
+    Once that code has run for KEEP_AFTER, the keeper takes the I/O lock (free only
+    then: see ``Worker._call_user``) every KEEP_AFTER, sends the replies that are
+    ready and reads the mailbox: cancels are answered at once, calls are stashed
+    for the loop in arrival order. So one long call delays no other call's reply,
+    and a caller learns within milliseconds whether its cancel came in time.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="dovecote-keeper", daemon=True)
+        self.worker = worker
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.asleep = False
+
+    def run(self) -> None:
+        worker, busy = self.worker, self.worker.busy
+        active = time.monotonic()
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if busy.what is not None:
+                active = now
+                if now - busy.since >= KEEP_AFTER and worker.io_lock.acquire(blocking=False):
+                    try:
+                        worker.keep()
+                    except Exception:
+                        log.exception("worker %d: the keeper failed", worker.slot)
+                    finally:
+                        worker.io_lock.release()
+            elif now - active > KEEPER_NAPS_AFTER:
+                self.nap()
+                active = time.monotonic()
+            self.stopping.wait(KEEP_AFTER)
+
+    def nap(self) -> None:
+        """Sleep until actor code runs again (``Worker._call_user`` wakes it)."""
+        self.wake.clear()
+        self.asleep = True
+        if self.worker.busy.what is None:  # checked after the flag: no lost wake-up
+            self.wake.wait()
+        self.asleep = False
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.join(timeout=5)
+
+
+class _Raised:
+    """SystemExit or KeyboardInterrupt out of an actor's coroutine. Internal."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+async def _contained(awaitable: Awaitable[Any]) -> Any:
+    """Await an actor's coroutine. asyncio lets SystemExit out of the event loop,
+    which would end the worker: it comes back as a value, for the caller."""
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return _Raised(exc)
+
+
+def _pickling_error(request: _Request, exc: BaseException) -> BaseException:
+    if not isinstance(exc, Exception):
+        return exc  # SystemExit raised while pickling: the caller gets it as it is
+    what = "the task" if request.actor_id == TASK_ACTOR else f"{request.method}()"
+    return SerializationError(f"{what} returned a value that does not pickle: {exc}")
+
+
+def _describe(actor: Actor | None, actor_id: int) -> str:
+    return f"actor #{actor_id}" if actor is None else repr(actor.ref)
+
+
+_in_forked_child = False
+
+
+def _forked() -> None:
+    """After os.fork() in an actor, in the child: see ``_leave_if_forked``."""
+    global _in_forked_child
+    _in_forked_child = True
+
+
+def _leave_if_forked() -> None:
+    """A child forked by an actor's code that comes back into the runtime exits at
+    once: it holds copies of the worker's sockets and loop, which must not run."""
+    if _in_forked_child:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
 
 _AWAITABLE: dict[type, bool] = {}
@@ -787,10 +1060,26 @@ def _awaitable(value: Any) -> bool:
     return known
 
 
+_REQUEST_KINDS = frozenset({proto.CALL, proto.TELL, proto.CANCEL})
+
+
 def _request(peer: bytes, entry: Any) -> tuple[_Request, int]:
-    kind, msg_id, actor_id, method, blob, nbufs = entry
-    if (kind != proto.CALL and kind != proto.TELL) or type(method) is not str:
-        raise proto.ProtocolError(f"entry of kind {kind!r} for method {method!r}")
+    """A checked entry ``(kind, msg_id, actor_id, method, blob, nbufs)``. Errors name
+    types only: a hostile value may not even repr."""
+    kind, msg_id, actor_id, method, blob, nbufs = entry  # ValueError, TypeError
+    if (
+        type(method) is not str
+        or type(actor_id) is not int
+        or type(msg_id) is not int
+        or type(nbufs) is not int
+        or type(kind) is not int
+        or kind not in _REQUEST_KINDS
+        or nbufs < 0
+    ):
+        raise proto.ProtocolError(
+            "an entry of types "
+            + ", ".join(type(field).__name__ for field in (kind, msg_id, actor_id, method, nbufs))
+        )
     return _Request(peer, kind, msg_id, actor_id, method, blob, ()), nbufs
 
 
