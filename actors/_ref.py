@@ -18,12 +18,19 @@ class ActorRef:
     ``ref.method(*args)`` returns an :class:`ActorFuture`; ``ref.method.tell(*args)``
     sends without a reply; ``ref.tell(msg)`` and ``ref.ask(msg)`` go to the actor's
     ``receive``. The names ``tell``, ``ask``, ``stop``, ``name``, ``slot``,
-    ``retry``, ``actor_id`` and ``system_id`` are the ref's own: an actor method
-    with one of them cannot be called through a ref.
+    ``retry``, ``actor_id``, ``system_id`` and ``cls_name`` are the ref's own: an
+    actor method with one of them cannot be called through a ref. A ref is
+    immutable: setting or deleting an attribute raises AttributeError.
     """
 
     # No __slots__: a method proxy, once made, is cached in the instance dict so
     # the next ``ref.method`` is a plain attribute lookup.
+    system_id: str
+    actor_id: int
+    slot: int
+    name: str | None
+    retry: tuple[tuple[str, int], ...]
+    cls_name: str
 
     def __init__(
         self,
@@ -32,18 +39,27 @@ class ActorRef:
         slot: int,
         name: str | None = None,
         retry: tuple[tuple[str, int], ...] = (),
+        cls_name: str = "",
     ) -> None:
-        self.system_id = system_id
-        self.actor_id = actor_id
-        self.slot = slot
-        self.name = name
-        self.retry = retry  # (method, times) of the methods marked @retryable
+        fields = self.__dict__
+        fields["system_id"] = system_id
+        fields["actor_id"] = actor_id
+        fields["slot"] = slot
+        fields["name"] = name
+        fields["retry"] = retry  # (method, times) of the methods marked @retryable
+        fields["cls_name"] = cls_name  # the actor's class, for messages
 
     def __getattr__(self, method: str) -> _Method:
         if method.startswith("_"):
             raise AttributeError(f"{self!r}: private attribute {method!r} cannot be called")
         bound = self.__dict__[method] = _Method(self, method)
         return bound
+
+    def __setattr__(self, attribute: str, value: Any) -> None:
+        raise AttributeError(f"{self!r} is immutable: cannot set {attribute!r}")
+
+    def __delattr__(self, attribute: str) -> None:
+        raise AttributeError(f"{self!r} is immutable: cannot delete {attribute!r}")
 
     def tell(self, message: Any) -> None:
         """Send ``message`` to the actor's ``receive`` without waiting for anything."""
@@ -71,11 +87,12 @@ class ActorRef:
         return hash((self.system_id, self.actor_id))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ActorRef, (self.system_id, self.actor_id, self.slot, self.name, self.retry))
+        fields = (self.system_id, self.actor_id, self.slot, self.name, self.retry, self.cls_name)
+        return (ActorRef, fields)
 
     def __repr__(self) -> str:
-        label = f"{self.name}#{self.actor_id}" if self.name else f"#{self.actor_id}"
-        return f"ActorRef({label} on worker {self.slot})"
+        label = " ".join(filter(None, (self.cls_name, self.name and repr(self.name))))
+        return f"ActorRef({label + ' ' if label else ''}#{self.actor_id} on worker {self.slot})"
 
 
 class _Method:

@@ -18,6 +18,7 @@ class ActorRecord:
     __slots__ = (
         "actor_id",
         "blob",
+        "cls_name",
         "group",
         "max_restarts",
         "name",
@@ -35,6 +36,7 @@ class ActorRecord:
         self.group = group
         self.blob: bytes = spec["blob"]
         self.name: str | None = spec["name"]
+        self.cls_name: str = spec.get("cls", "")
         self.retry: tuple[tuple[str, int], ...] = tuple(map(tuple, spec.get("retry", ())))
         self.restart: str = spec.get("restart", "permanent")
         self.max_restarts: int = spec.get("max_restarts", 3)
@@ -42,9 +44,9 @@ class ActorRecord:
         self.restarts: deque[float] = deque()
         self.state = "starting"  # starting | running | restarting
 
-    def address(self) -> tuple[int, int, str | None, tuple[tuple[str, int], ...]]:
+    def address(self) -> tuple[int, int, str | None, tuple[tuple[str, int], ...], str]:
         """What a client needs to build the ref."""
-        return (self.actor_id, self.slot, self.name, self.retry)
+        return (self.actor_id, self.slot, self.name, self.retry, self.cls_name)
 
 
 class Group:

@@ -19,10 +19,11 @@ the number of buffer frames that follow, and the epoch (see ``encode_batch``).
 from __future__ import annotations
 
 import json
+import operator
 import pickle
 import struct
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import cloudpickle
@@ -49,7 +50,9 @@ __all__ = [
     "encode_batch",
     "encode_control",
     "encode_error",
+    "find_unpicklable",
     "loads",
+    "named_arguments",
     "pack",
     "peer_name",
     "unpack",
@@ -105,12 +108,43 @@ def _is_plain(obj: Any) -> bool:
     if type(obj[1]) is not dict:
         return False
     for arg in obj[0]:
-        if type(arg) not in _PLAIN:
+        if type(arg) not in _PLAIN or (type(arg) is bytes and len(arg) >= OUT_OF_BAND_MIN):
             return False
-    for value in obj[1].values():  # noqa: SIM110 -- a loop beats all() and its generator here
-        if type(value) not in _PLAIN:
+    for value in obj[1].values():
+        if type(value) not in _PLAIN or (type(value) is bytes and len(value) >= OUT_OF_BAND_MIN):
             return False
     return True
+
+
+class _LargeBytes:
+    """A large ``bytes`` or ``bytearray`` pickled as an out-of-band buffer: no
+    pickle holds a copy of it, and the receiver makes the only one. Internal."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return type(self.data), (pickle.PickleBuffer(self.data),)
+
+
+def _bytes_out_of_band(obj: Any, depth: int = 3) -> Any:
+    """``obj`` with its large bytes wrapped in ``_LargeBytes``: the value itself and
+    what small tuples, lists and dicts hold, ``depth`` levels down (the pickler
+    never asks about bytes: ``reducer_override`` skips them)."""
+    kind = type(obj)
+    if kind is bytes or kind is bytearray:
+        return _LargeBytes(obj) if len(obj) >= OUT_OF_BAND_MIN else obj
+    if depth == 0 or not (kind is tuple or kind is list or kind is dict) or len(obj) > 64:
+        return obj
+    if kind is dict:
+        values = [_bytes_out_of_band(v, depth - 1) for v in obj.values()]
+        if all(map(operator.is_, values, obj.values())):
+            return obj
+        return dict(zip(obj, values, strict=True))
+    items = [_bytes_out_of_band(item, depth - 1) for item in obj]
+    return obj if all(map(operator.is_, items, obj)) else kind(items)
 
 
 def dumps(obj: Any, out_of_band: bool = True) -> tuple[bytes, list[pickle.PickleBuffer]]:
@@ -127,8 +161,10 @@ def dumps(obj: Any, out_of_band: bool = True) -> tuple[bytes, list[pickle.Pickle
         buffers.append(buf)
         return False
 
-    if _is_plain(obj):
+    if _is_plain(obj) and (type(obj) is not bytes or len(obj) < OUT_OF_BAND_MIN):
         return pickle.dumps(obj, 5), buffers
+    if out_of_band:
+        obj = _bytes_out_of_band(obj)
     return cloudpickle.dumps(obj, 5, buffer_callback=keep_out_of_band), buffers
 
 
@@ -143,13 +179,18 @@ def dumps_call(what: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     try:
         return dumps((args, kwargs))
     except Exception as exc:
-        culprit = _find_unpicklable(args, kwargs)
+        culprit = find_unpicklable(named_arguments(args, kwargs))
         raise SerializationError(f"{describe(what)}: cannot pickle {culprit}: {exc}") from exc
 
 
-def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def named_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(what, value)`` for each argument, as error messages name them."""
     named = [(f"argument {i}", a) for i, a in enumerate(args)]
-    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    return named + [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+
+
+def find_unpicklable(named: Iterable[tuple[str, Any]]) -> str:
+    """The first of ``(what, value)`` whose value does not pickle, as words."""
     for what, value in named:
         try:
             cloudpickle.dumps(value, 5)

@@ -43,6 +43,7 @@ def _spec(
     return {
         "blob": _dumps_spawn(f"spawn({cls.__name__})", cls, args, kwargs),
         "name": name,
+        "cls": cls.__qualname__,
         "worker": worker,
         "restart": policy.restart,
         "max_restarts": policy.max_restarts,
@@ -128,8 +129,8 @@ def identity(value: Any) -> Any:
 
 def _ref_decoder(system_id: str) -> Callable[[Any], ActorRef]:
     def decode(address: Sequence[Any]) -> ActorRef:
-        actor_id, slot, name, retry = address
-        return ActorRef(system_id, actor_id, slot, name, tuple(map(tuple, retry)))
+        actor_id, slot, name, retry, cls_name = address
+        return ActorRef(system_id, actor_id, slot, name, tuple(map(tuple, retry)), cls_name)
 
     return decode
 

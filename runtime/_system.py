@@ -19,7 +19,7 @@ import zmq
 
 from actors import _engine
 from actors._actor import Actor
-from actors._errors import ActorError
+from actors._errors import ActorError, ActorStoppedError
 from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import Child, RestartPolicy
@@ -138,6 +138,7 @@ class ActorSystem:
         ``"permanent"`` (the default, as in OTP), ``"transient"`` or
         ``"temporary"``, at most ``max_restarts`` times within ``period`` seconds.
         """
+        self._check_open()
         policy = RestartPolicy(restart, max_restarts, period)
         future = _requests.spawn(
             self._transport, self.workers, cls, args, kwargs, name, worker, policy
@@ -160,6 +161,7 @@ class ActorSystem:
         in order. Past ``max_restarts`` within ``period`` seconds the group gives
         up: every child is stopped and calls to them raise ActorStoppedError.
         """
+        self._check_open()
         future = _requests.spawn_group(
             self._transport, self.workers, children, strategy, max_restarts, period
         )
@@ -172,6 +174,7 @@ class ActorSystem:
         (at most 3 times, then it fails with ActorCrashedError): run at least
         once, its result seen once.
         """
+        self._check_open()
         return self._tasks.submit(fn, args, kwargs)
 
     def map(
@@ -195,6 +198,7 @@ class ActorSystem:
         ``return_exceptions`` yields a raised exception in its item's place;
         ``progress`` is True for a bar on a terminal, or ``callback(done, total)``.
         """
+        self._check_open()
         return self._tasks.map(
             fn,
             iterable,
@@ -216,6 +220,7 @@ class ActorSystem:
         return_exceptions: bool = False,
     ) -> Iterator[Any]:
         """As :meth:`map`, but results come as they complete."""
+        self._check_open()
         return self._tasks.map(
             fn,
             iterable,
@@ -230,6 +235,7 @@ class ActorSystem:
         self, futures: Iterable[ActorFuture[Any]], timeout: float | None = None
     ) -> Iterator[ActorFuture[Any]]:
         """Yield ``futures`` (from calls or tasks) as they complete."""
+        self._check_open()
         return _tasks.as_completed(self._transport, futures, timeout)
 
     def pipeline(
@@ -241,10 +247,12 @@ class ActorSystem:
         """Stream ``source`` through ``stages`` (functions, ``Stage``s, actor methods);
         iterate the result to drain it. Stages pull only when they have room, so a
         fast stage never floods a slow one; ``ordered`` keeps source order."""
+        self._check_open()
         return run_pipeline(self._tasks, source, stages, ordered)
 
     def publish(self, topic: str, obj: Any) -> None:
         """Send ``obj`` to every subscriber of a prefix of ``topic``."""
+        self._check_open()
         self._transport.publish(check_topic(topic), obj)
 
     def subscribe(
@@ -258,6 +266,7 @@ class ActorSystem:
         ``(topic, obj)`` pairs, ``get(timeout=...)`` one, or pass ``callback(topic,
         obj)``. Every event published after this returns is delivered. The
         runtime's own events come on ``dovecote.worker.*`` and ``dovecote.actor.*``."""
+        self._check_open()
         if not isinstance(prefix, str):
             raise ValueError(f"a prefix is a string, not {prefix!r}")
         return self._transport.subscribe(prefix, callback, timeout)
@@ -267,14 +276,17 @@ class ActorSystem:
 
         The callback runs on the thread that delivers messages: keep it short.
         """
+        self._check_open()
         _requests.watch(self._transport, ref, callback).result()
 
     def lookup(self, name: str) -> ActorRef:
         """The ref of the running actor registered as ``name``, or LookupError."""
+        self._check_open()
         return _requests.lookup(self._transport, name).result()
 
     def stop(self, ref: ActorRef, timeout: float | None = None) -> None:
         """Stop ``ref`` after the messages already sent to it; runs its ``on_stop``."""
+        self._check_open()
         ref.stop().result(timeout)
 
     def shutdown(self, timeout: float = 15.0) -> None:
@@ -303,6 +315,10 @@ class ActorSystem:
         self._transport.close()
         self._ctx.term()
         shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ActorStoppedError(f"{self!r}: no call can be made after shutdown()")
 
     def _supervisor_exit(self) -> str:
         try:

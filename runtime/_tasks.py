@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from actors._errors import SerializationError
 from actors._future import ActorFuture
 from actors._ref import ActorRef
 from runtime import _protocol as proto
@@ -82,10 +83,12 @@ class Tasks:
             self._refs[slot, retries] = ref
         return ref
 
-    def _send(self, method: str, args: tuple[Any, ...], retries: int) -> ActorFuture[Any]:
+    def _send(
+        self, method: str, args: tuple[Any, ...], retries: int, what: str
+    ) -> ActorFuture[Any]:
         slot = min(range(self.workers), key=self.inflight.__getitem__)  # least loaded
+        future = self.transport.call(self._ref(slot, retries), method, args, {}, what)
         self.inflight[slot] += 1
-        future = self.transport.call(self._ref(slot, retries), method, args, {})
         concurrent.futures.Future.add_done_callback(future, lambda _: self._done(slot))
         return future
 
@@ -101,7 +104,13 @@ class Tasks:
     ) -> ActorFuture[Any]:
         if not callable(fn):
             raise TypeError(f"submit() takes a callable, not {fn!r}")
-        return self._send("run", (fn, args, kwargs), retries)
+        what = f"submit({_name(fn)})"
+        try:
+            return self._send("run", (fn, args, kwargs), retries, what)
+        except SerializationError as exc:
+            named = [("the function", fn), *proto.named_arguments(args, kwargs)]
+            culprit = proto.find_unpicklable(named)
+            raise SerializationError(f"{what}: cannot pickle {culprit}: {exc.__cause__}") from exc
 
     def map(
         self,
@@ -124,44 +133,57 @@ class Tasks:
             raise ValueError(f"chunksize={chunksize!r} must be >= 1")
         report = _progress(progress, total)
         chunks = _chunked(iter(iterable), size)
-        flying: deque[ActorFuture[Any]] = deque()
+        flying: deque[tuple[ActorFuture[Any], int]] = deque()  # (chunk, its length)
         limit = window or WINDOW_PER_WORKER * self.workers
-        done = 0
+        what = f"map({_name(fn)})"
+        sent = done = 0
         try:
             while True:
                 while len(flying) < limit:
                     chunk = next(chunks, None)
                     if chunk is None:
                         break
-                    flying.append(self._send("chunk", (fn, chunk), retries))
+                    flying.append((self._send_chunk(fn, chunk, sent, retries, what), len(chunk)))
+                    sent += len(chunk)
                 if not flying:
                     return
-                future = flying.popleft() if ordered else self._first_done(flying, timeout)
-                values, failed = future.result(timeout)
-                if failed:
-                    for value in values:
-                        yield _outcome(value, return_exceptions)
-                else:
-                    yield from values  # the common case: no per-item work here
-                done += len(values)
+                future, length = flying.popleft() if ordered else self._first_done(flying, timeout)
+                values = _chunk_outcome(future, timeout, length, return_exceptions)
+                del future  # what was yielded is the caller's alone, as with the stdlib's map
+                yield from _drain(values)
+                done += length
                 report(done)
         finally:
-            for future in flying:  # stopped early: nobody wants these any more
-                future.cancel()
+            # stopped early: nobody wants these any more (nor waits for a verdict)
+            self.transport.abandon([future for future, _ in flying])
+
+    def _send_chunk(
+        self, fn: Callable[[Any], Any], chunk: list[Any], first: int, retries: int, what: str
+    ) -> ActorFuture[Any]:
+        """Send one chunk, whose first item is input item ``first``."""
+        try:
+            return self._send("chunk", (fn, chunk), retries, what)
+        except SerializationError as exc:
+            items = ((f"input item {first + i}", item) for i, item in enumerate(chunk))
+            culprit = proto.find_unpicklable([("the function", fn), *items])
+            raise SerializationError(f"{what}: cannot pickle {culprit}: {exc.__cause__}") from exc
 
     def _first_done(
-        self, window: deque[ActorFuture[Any]], timeout: float | None
-    ) -> ActorFuture[Any]:
-        future = next(as_completed(self.transport, list(window), timeout))
-        window.remove(future)
-        return future
+        self, window: deque[tuple[ActorFuture[Any], int]], timeout: float | None
+    ) -> tuple[ActorFuture[Any], int]:
+        lengths = dict(window)
+        future = next(as_completed(self.transport, lengths, timeout))
+        window.remove((future, lengths[future]))
+        return future, lengths[future]
 
 
 def as_completed(
     transport: Transport, futures: Iterable[ActorFuture[Any]], timeout: float | None = None
 ) -> Iterator[ActorFuture[Any]]:
-    """Yield ``futures`` as they complete; the waiting thread drives the sockets."""
-    pending = list(futures)
+    """Yield ``futures`` as they complete, each once, keeping no reference to what
+    it yielded (as the stdlib's); the waiting thread drives the sockets."""
+    pending = dict.fromkeys(futures)  # in order, each once
+    del futures  # the caller's iterable may hold them all
     deadline = None if timeout is None else time.monotonic() + timeout
     while pending:
         ready = [f for f in pending if f.settled()]
@@ -169,11 +191,37 @@ def as_completed(
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"{len(pending)} futures did not complete within {timeout} s")
-            transport.wait_any(pending, left)
+            transport.wait_any(list(pending), left)
             continue
         for future in ready:
-            pending.remove(future)
-            yield future
+            del pending[future]
+        del future
+        ready.reverse()
+        while ready:
+            yield ready.pop()
+
+
+def _chunk_outcome(
+    future: ActorFuture[Any], timeout: float | None, length: int, return_exceptions: bool
+) -> list[Any]:
+    """A chunk's results. A chunk lost whole (its worker died past its retries, a
+    reply that does not unpickle) is, with ``return_exceptions``, that error in
+    the place of each of its items."""
+    try:
+        values, failed = future.result(timeout)
+    except TimeoutError:
+        raise
+    except Exception as exc:
+        if not return_exceptions:
+            raise
+        return [exc] * length
+    return values if not failed else [_outcome(v, return_exceptions) for v in values]
+
+
+def _drain(values: list[Any]) -> Iterator[Any]:
+    """Yield and forget each value: once yielded, it is the caller's alone."""
+    values.reverse()
+    return map(values.pop, itertools.repeat(-1, len(values)))
 
 
 def _outcome(value: Any, return_exceptions: bool) -> Any:
@@ -183,6 +231,10 @@ def _outcome(value: Any, return_exceptions: bool) -> Any:
     if return_exceptions:
         return error
     raise error
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
 def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

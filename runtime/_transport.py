@@ -114,9 +114,15 @@ class Transport:
 
     # -- the Engine protocol, used by refs --------------------------------
     def call(
-        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        ref: ActorRef,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        what: object = None,
     ) -> ActorFuture[Any]:
-        what = (ref, method)
+        """``what`` labels the call in errors; by default ``(ref, method)``."""
+        what = what or (ref, method)
         blob, bufs = proto.dumps_call(what, args, kwargs)
         future: ActorFuture[Any] = ActorFuture(
             what, self._waiter, self._futures_condition, self._canceller
@@ -410,7 +416,7 @@ class Transport:
             len(entries),
         )
         for future in failed:
-            msg = f"{future.label}: the actor's worker died ({cause})"
+            msg = f"{future.label}: its worker died ({cause})"
             _set(future, exc=ActorCrashedError(msg, cause))
 
     def add_watch(self, ref: ActorRef, on_down: Callable[[ActorRef, str], None]) -> int:

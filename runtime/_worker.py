@@ -541,7 +541,10 @@ class Worker:
     def _construct(self, actor_id: int, name: str | None, blob: bytes, retry: Any) -> Actor:
         cls, args, kwargs = proto.loads(blob)
         actor: Actor = cls.__new__(cls)
-        actor._ref = ActorRef(self.system_id, actor_id, self.slot, name, tuple(map(tuple, retry)))
+        retry_table = tuple(map(tuple, retry))
+        actor._ref = ActorRef(
+            self.system_id, actor_id, self.slot, name, retry_table, cls.__qualname__
+        )
         actor._system = WorkerContext(
             self.transport,
             self.workers,
@@ -717,7 +720,7 @@ class Worker:
                 method = cell.actor.on_event  # type: ignore[union-attr]
             else:
                 method = cell.method(request.method)
-            args, kwargs = proto.loads(request.blob, request.bufs)
+            args, kwargs = _arguments(request)
             result = self._call_user(method, args, kwargs)
         except BaseException as exc:  # SystemExit too: it goes to the caller, the worker lives
             self.busy.end()
@@ -788,7 +791,7 @@ class Worker:
             return  # cancelled by its caller before it started
         self.busy.start(f"task {request.method}", TASK_ACTOR)
         try:
-            (fn, *rest), _ = proto.loads(request.blob, request.bufs)
+            (fn, *rest), _ = _arguments(request)
             if request.method == "chunk":
                 result = self._call_user(run_chunk, (fn, *rest), {})
             else:
@@ -1014,6 +1017,15 @@ async def _contained(awaitable: Awaitable[Any]) -> Any:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as exc:
         return _Raised(exc)
+
+
+def _arguments(request: _Request) -> tuple[Any, Any]:
+    """A request's ``(args, kwargs)``; SerializationError if they do not unpickle."""
+    try:
+        return proto.loads(request.blob, request.bufs)  # type: ignore[no-any-return]
+    except BaseException as exc:  # SystemExit from a __setstate__ too: the worker lives
+        what = "the task" if request.actor_id == TASK_ACTOR else f"{request.method}()"
+        raise SerializationError(f"{what}: cannot unpickle its arguments: {exc!r}") from exc
 
 
 def _pickling_error(request: _Request, exc: BaseException) -> BaseException:

@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import os
 import pathlib
+import sys
 import threading
 import time
 from typing import Any
@@ -216,3 +217,122 @@ class Listener(Actor):
             self.system.publish(topic, i)
         if done_marker:
             pathlib.Path(done_marker).touch()
+
+
+def wait_for_path(path: str, timeout: float = 20.0) -> None:
+    """Block until ``path`` exists: how an actor tells a test it has got somewhere."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.002)
+
+
+class Fatal(BaseException):
+    """Not an Exception: what a sync method may raise all the same."""
+
+
+class ExitsWhenPickled:
+    def __reduce__(self) -> Any:
+        raise SystemExit(4)
+
+
+class ExitsWhenUnpickled:
+    def __reduce__(self) -> Any:
+        return (sys.exit, (5,))
+
+
+class Probe(Actor):
+    """Holds, forks, raises, stops itself: what the correctness tests need."""
+
+    def __init__(self, stop_marker: str | None = None) -> None:
+        self.value = 0
+        self.stop_marker = stop_marker
+
+    def on_stop(self) -> None:
+        if self.stop_marker:
+            pathlib.Path(self.stop_marker).touch()
+
+    def add(self, n: int) -> int:
+        self.value += n
+        return self.value
+
+    def get(self) -> int:
+        return self.value
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def hold(self, started: str, release: str) -> str:
+        """Keeps its worker's loop busy until ``release`` exists."""
+        pathlib.Path(started).touch()
+        wait_for_path(release, timeout=60)
+        return "held"
+
+    async def hold_async(self, started: str, release: str) -> str:
+        pathlib.Path(started).touch()
+        while not os.path.exists(release):
+            await asyncio.sleep(0.002)
+        return "held"
+
+    def fork(self) -> int:
+        return os.fork()  # the child comes back into the runtime with 0
+
+    def fork_sleeper(self) -> int:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)  # holds every fd the worker had
+            os._exit(0)
+        return pid
+
+    def raise_(self, exc: BaseException) -> None:
+        raise exc
+
+    async def raise_async(self, exc: BaseException) -> None:
+        raise exc
+
+    def give(self, obj: Any) -> Any:
+        return obj
+
+    def exits_when_pickled(self) -> Any:
+        return ExitsWhenPickled()
+
+    def exits_when_unpickled(self) -> Any:
+        return ExitsWhenUnpickled()
+
+    def big(self, nbytes: int) -> bytes:
+        with open("/dev/zero", "rb") as zeros:  # the read releases the GIL, unlike b"x" * n
+            return zeros.read(nbytes)
+
+    async def quit(self) -> str:
+        await self.ref.stop()
+        return "bye"
+
+    def quit_sync(self) -> str:
+        self.ref.stop()
+        return "bye"
+
+    async def quit_returning(self) -> Any:
+        return self.ref.stop()
+
+    def ask_self(self) -> Any:
+        return self.ref.get()
+
+    async def ask_self_async(self) -> Any:
+        return self.ref.get()
+
+
+def touch_file(path: str) -> None:
+    pathlib.Path(path).touch()
+
+
+def hold_task(started: str, release: str) -> str:
+    pathlib.Path(started).touch()
+    wait_for_path(release, timeout=60)
+    return "held"
+
+
+def die_on_two(x: int) -> int:
+    if x == 2:
+        os._exit(1)
+    return x

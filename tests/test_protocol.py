@@ -79,7 +79,7 @@ def test_body_that_does_not_unpickle_is_a_protocol_error() -> None:
 
 def test_unpicklable_argument_names_the_argument() -> None:
     ref = ActorRef("sys", 3, 0, "counter")
-    with pytest.raises(SerializationError, match=r"counter#3.*add\(\).*argument 1 \(lock\)"):
+    with pytest.raises(SerializationError, match=r"'counter' #3.*add\(\).*argument 1 \(lock\)"):
         proto.dumps_call((ref, "add"), (1, threading.Lock()), {})
     with pytest.raises(SerializationError, match="keyword argument 'key'"):
         proto.dumps_call((ref, "add"), (), {"key": threading.Lock()})

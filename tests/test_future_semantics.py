@@ -1,0 +1,197 @@
+"""Correctness, futures and tasks: concurrent.futures semantics (issue
+"Correctness", items 9-13). Each test failed before its fix."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import itertools
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+
+from actors import ActorCrashedError, SerializationError
+from runtime import ActorSystem
+from tests.helpers import Probe, die_on_two, hold_task, touch_file, wait_for_path
+
+
+class Box:
+    """A result that can be watched with a weakref."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def test_a_finished_tasks_result_does_not_wait_for_a_later_task() -> None:
+    with ActorSystem(workers=1) as system:
+        first = system.submit(abs, -1)
+        later = system.submit(time.sleep, 4)  # sent in the same batch, most likely
+        assert first.result(timeout=2) == 1  # came at 4 s
+        later.result(timeout=10)
+        results = system.map(time.sleep, [0, 0, 3], timeout=1.5)
+        assert [next(results), next(results)] == [None, None]
+        with pytest.raises(TimeoutError):
+            next(results)
+
+
+def test_a_reply_leaves_while_a_long_actor_call_runs(tmp_path: Path) -> None:
+    with ActorSystem(workers=1) as system:
+        probe, other = system.spawn(Probe), system.spawn(Probe)
+        quick = probe.add(1)
+        release = str(tmp_path / "release")
+        held = other.hold(str(tmp_path / "started"), release)
+        try:
+            assert quick.result(timeout=5) == 1
+        finally:
+            touch_file(release)
+        assert held.result(timeout=10) == "held"
+
+
+def _held(probe: object, tmp_path: Path) -> tuple[concurrent.futures.Future[str], str]:
+    """A call that holds the actor (and its worker's loop) until ``release`` exists."""
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    future = probe.hold(started, release)  # type: ignore[attr-defined]
+    wait_for_path(started)
+    return future, release
+
+
+def test_a_running_call_cannot_be_cancelled(tmp_path: Path, system: ActorSystem) -> None:
+    held, release = _held(system.spawn(Probe), tmp_path)
+    try:
+        assert held.cancel() is False
+        assert held.running() and not held.cancelled()
+    finally:
+        touch_file(release)
+    assert held.result(timeout=10) == "held"
+
+
+def test_a_cancelled_queued_call_never_runs(tmp_path: Path, system: ActorSystem) -> None:
+    probe = system.spawn(Probe)
+    held, release = _held(probe, tmp_path)
+    try:
+        queued = probe.add(100)
+        assert queued.cancel() is True
+        assert queued.cancelled() and queued.done()
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result(timeout=1)
+    finally:
+        touch_file(release)
+    assert held.result(timeout=10) == "held"
+    assert probe.get().result(timeout=10) == 0  # add(100) was dropped by the worker
+
+
+def test_a_cancelled_queued_task_never_runs(tmp_path: Path) -> None:
+    with ActorSystem(workers=1) as system:
+        started, release = str(tmp_path / "started"), str(tmp_path / "release")
+        held = system.submit(hold_task, started, release)
+        wait_for_path(started)
+        marker = tmp_path / "ran"
+        try:
+            queued = system.submit(touch_file, str(marker))
+            assert queued.cancel() is True
+        finally:
+            touch_file(release)
+        assert held.result(timeout=10) == "held"
+        assert system.submit(abs, -2).result(timeout=10) == 2  # after the cancelled one
+        assert not marker.exists()
+
+
+def test_result_raises_at_once_when_another_thread_cancels(
+    tmp_path: Path, system: ActorSystem
+) -> None:
+    probe = system.spawn(Probe)
+    held, release = _held(probe, tmp_path)
+    queued = probe.add(1)
+    outcome: list[BaseException] = []
+    waiting = threading.Event()
+
+    def wait() -> None:
+        waiting.set()
+        try:
+            queued.result(timeout=30)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    try:
+        waiter.start()
+        assert waiting.wait(timeout=10)
+        assert queued.cancel() is True
+        waiter.join(timeout=5)  # held for 30 s otherwise
+        assert not waiter.is_alive()
+        assert [type(e) for e in outcome] == [concurrent.futures.CancelledError]
+    finally:
+        touch_file(release)
+        waiter.join(timeout=30)
+    assert held.result(timeout=10) == "held"
+
+
+def test_wait_and_as_completed_count_cancelled_futures(tmp_path: Path, system: ActorSystem) -> None:
+    probe = system.spawn(Probe)
+    held, release = _held(probe, tmp_path)
+    try:
+        queued = probe.add(1)
+        assert queued.cancel()
+        done, not_done = concurrent.futures.wait([queued], timeout=5)
+        assert (done, not_done) == ({queued}, set())
+        assert list(concurrent.futures.as_completed([queued], timeout=5)) == [queued]
+    finally:
+        touch_file(release)
+    assert held.result(timeout=10) == "held"
+
+
+def test_as_completed_yields_each_future_once(system: ActorSystem) -> None:
+    future = system.submit(abs, -1)
+    assert list(system.as_completed(itertools.repeat(future, 3), timeout=10)) == [future]
+
+
+def test_as_completed_keeps_no_reference_to_what_it_yielded(system: ActorSystem) -> None:
+    futures = [system.submit(Box, i) for i in range(3)]
+    for future in futures:
+        future.result(timeout=10)
+    watched = [weakref.ref(f) for f in futures]
+    completed = system.as_completed(futures, timeout=10)
+    del futures, future
+    first = next(completed)
+    index = [w() for w in watched].index(first)
+    del first
+    gc.collect()
+    assert watched[index]() is None
+    assert len(list(completed)) == 2
+
+
+def test_map_keeps_no_reference_to_what_it_yielded(system: ActorSystem) -> None:
+    results = system.map(Box, range(4), chunksize=4)
+    first = next(results)
+    watched = weakref.ref(first)
+    del first
+    gc.collect()
+    assert watched() is None  # the chunk's list held it
+    assert [box.n for box in results] == [1, 2, 3]
+
+
+def test_an_unpicklable_task_argument_is_named(system: ActorSystem) -> None:
+    with pytest.raises(SerializationError) as info:
+        system.submit(abs, threading.Lock())
+    message = str(info.value)
+    assert message.startswith("submit(abs): cannot pickle argument 0 (lock)")
+    assert "tasks" not in message and "#-1" not in message
+    with pytest.raises(
+        SerializationError, match=r"map\(abs\): cannot pickle input item 3 \(lock\)"
+    ):
+        list(system.map(abs, [1, 2, 3, threading.Lock()], chunksize=2))
+
+
+def test_map_without_retries_yields_a_crash_in_place_of_each_lost_item() -> None:
+    with ActorSystem(workers=1) as system:
+        results = list(
+            system.map(die_on_two, range(4), chunksize=1, retries=0, return_exceptions=True)
+        )
+        assert len(results) == 4
+        assert isinstance(results[2], ActorCrashedError)
+        for index, result in enumerate(results):
+            assert result == index or isinstance(result, ActorCrashedError)
+        assert system.submit(abs, -3).result(timeout=20) == 3  # and the worker was replaced

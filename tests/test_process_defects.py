@@ -1,0 +1,257 @@
+"""Correctness, processes: the control plane, the mailbox, fork, orphans, large
+values and exits (issue "Correctness", items 1-8). Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import zmq
+
+from actors import ActorCrashedError, SerializationError
+from runtime import ActorSystem, _sockets
+from runtime import _protocol as proto
+from tests.helpers import (
+    ExitsWhenUnpickled,
+    Fatal,
+    Probe,
+    wait_for_path,
+)
+from tests.test_lifecycle import ROOT, _gone
+
+DEEP = 100_000
+
+
+def _deep_list_pickle() -> bytes:
+    """A pickle of a list nested DEEP levels: built by opcodes, as no pickler can."""
+    return b"\x80\x05" + b"]" * DEEP + b"a" * (DEEP - 1) + b"."
+
+
+HOSTILE_CONTROL = [
+    proto.pack(proto.CONTROL, pickle.dumps(map(operator.truediv, [1], [0]))),  # was fatal
+    proto.pack(proto.CONTROL, _deep_list_pickle()),  # was fatal: RecursionError
+    proto.pack(proto.CONTROL, b"[" * DEEP + b"]" * DEEP),  # deep JSON
+    proto.pack(proto.CONTROL, b'["no_such_op", 1]'),
+    proto.pack(proto.CONTROL, b'["spawn", "not an id", {}]'),  # fields of the wrong type
+    proto.pack(proto.CONTROL, b'["lookup", 1, {"$b": 7}]'),  # a buffer that is not there
+    proto.pack(proto.CONTROL, b'["hello", true]'),  # a bool is not an id
+    proto.pack(proto.CONTROL, b"\xff\xfe not utf-8"),
+    proto.pack(proto.BATCH, pickle.dumps([])),  # data on the control socket
+    [b"x"],
+]
+
+
+def test_no_control_message_kills_the_supervisor(capfd: pytest.CaptureFixture[str]) -> None:
+    with ActorSystem(workers=1) as system:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        try:
+            sock.connect(_sockets.control_endpoint(system._run_dir))
+            for message in HOSTILE_CONTROL:
+                sock.send_multipart(message)
+            sock.send_multipart(proto.encode_control("lookup", 99, "nobody"))  # then a good one
+            assert sock.poll(10_000), "the supervisor stopped answering"
+            kind, body, buffers, _ = proto.unpack(sock.recv_multipart())
+            op, (req_id, ok, _) = proto.decode_control(body, buffers)
+            assert (kind, op, req_id, ok) == (proto.CONTROL, "reply", 99, False)
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+        assert system._proc.poll() is None
+        assert system.spawn(Probe).add(2).result(timeout=10) == 2
+    err = capfd.readouterr().err
+    assert err.count("supervisor dropped a malformed message") == len(HOSTILE_CONTROL)
+
+
+def test_control_messages_are_json_never_pickle() -> None:
+    frames = proto.encode_control("create", 7, None, b"\x80\x05opaque", [["add", 2]])
+    kind, body, buffers, _ = proto.unpack(frames)
+    assert kind == proto.CONTROL
+    assert json.loads(bytes(body)) == ["create", 7, None, {"$b": 0}, [["add", 2]]]
+    assert proto.decode_control(body, buffers) == (
+        "create",
+        [7, None, b"\x80\x05opaque", [["add", 2]]],
+    )
+    with pytest.raises(proto.ProtocolError):  # a valid pickle is not a control message
+        proto.decode_control(pickle.dumps(["hello", 1]), ())
+    with pytest.raises(TypeError):  # nor can one be sent
+        proto.encode_control("reply", 1, True, object())
+
+
+def _deep_entry_batch(good_id: int, actor_id: int) -> list[bytes]:
+    """A batch of five entries: good, non-integer buffer count, unhashable actor id,
+    a field nested DEEP levels, good."""
+    blob, _ = proto.dumps(((5,), {}))
+    entries = [
+        (proto.CALL, good_id, actor_id, "add", blob, 0),
+        (proto.CALL, 90, actor_id, "add", blob, "one"),
+        (proto.CALL, 91, [actor_id], "add", blob, 0),
+        (proto.CALL, 92, "DEEP", "add", blob, 0),
+        (proto.CALL, good_id + 1, actor_id, "add", blob, 0),
+    ]
+    body = pickle.dumps(entries, 5)
+    deep = b"]" * DEEP + b"a" * (DEEP - 1)
+    body = body.replace(b"\x8c\x04DEEP\x94", deep + b"\x94", 1)
+    return [proto.HEADER.pack(proto.MAGIC, proto.VERSION, proto.BATCH, 0, 0) + body]
+
+
+def test_a_malformed_entry_is_dropped_alone(capfd: pytest.CaptureFixture[str]) -> None:
+    with ActorSystem(workers=1) as system:
+        probe = system.spawn(Probe, worker=0)
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        try:
+            sock.connect(_sockets.worker_endpoint(system._run_dir, 0))
+            sock.send_multipart(_deep_entry_batch(1, probe.actor_id))
+            answered = {}
+            while len(answered) < 2:
+                assert sock.poll(10_000), f"only {answered} were answered"
+                _, body, _, _ = proto.unpack(sock.recv_multipart())
+                for kind, msg_id, _, _, blob, _ in proto.decode_body(body):
+                    answered[msg_id] = (kind, proto.loads(blob))
+            assert answered == {1: (proto.OK, 5), 2: (proto.OK, 10)}
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+        assert probe.add(1).result(timeout=10) == 11
+    err = capfd.readouterr().err
+    assert err.count("dropped a malformed message") == 3
+    assert "Exception in callback" not in err
+
+
+def test_a_forked_child_that_returns_into_the_runtime_exits(system: ActorSystem) -> None:
+    probe = system.spawn(Probe)
+    child = probe.fork().result(timeout=10)
+    assert child > 0
+    assert _gone([child], timeout=10) == []  # it would spin at 100% CPU for ever
+    assert probe.add(3).result(timeout=10) == 3
+
+
+def test_a_forked_child_does_not_hide_its_workers_death(system: ActorSystem) -> None:
+    probe = system.spawn(Probe, worker=0)
+    sleeper = probe.fork_sleeper().result(timeout=10)
+    try:
+        worker = probe.pid().result(timeout=10)
+        pending = probe.nap(30)
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(ActorCrashedError, match="SIGKILL"):
+            pending.result(timeout=10)  # hung: the sleeper held the worker's death pipe
+        assert probe.pid().result(timeout=20) != worker  # the slot was filled again
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+
+
+STUCK_DRIVER = textwrap.dedent(
+    """
+    import signal, sys, time
+    from actors import Actor
+    from runtime import ActorSystem
+
+    class Stuck(Actor):
+        def __init__(self):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        def sleep(self, marker):
+            open(marker, "w").close()
+            time.sleep(1000)
+
+    system = ActorSystem(workers=2)
+    refs = [system.spawn(Stuck, worker=i) for i in range(2)]
+    for i, ref in enumerate(refs):
+        ref.sleep.tell(sys.argv[1] + str(i))
+    print(system._proc.pid, flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_a_sigkilled_driver_leaves_nothing_within_5_s_even_with_stuck_actors(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(STUCK_DRIVER)
+    marker = str(tmp_path / "asleep")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        [sys.executable, str(script), marker],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as driver:
+        assert driver.stdout is not None
+        supervisor = psutil.Process(int(driver.stdout.readline()))
+        pids = [supervisor.pid] + [p.pid for p in supervisor.children()]
+        assert len(pids) == 3
+        for i in range(2):
+            wait_for_path(marker + str(i))  # both actors are in time.sleep(1000)
+        killed = time.monotonic()
+        driver.kill()
+        left = _gone(pids, timeout=10)
+        took = time.monotonic() - killed
+    assert left == []
+    assert took < 4.0, f"processes were left for {took:.2f} s"  # was 6.05 s
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_1_gib_bytes_reply_does_not_cost_its_worker_its_heartbeat() -> None:
+    with ActorSystem(workers=1) as system:
+        probe = system.spawn(Probe)
+        worker = probe.pid().result(timeout=10)
+        value = probe.big(1 << 30).result(timeout=150)
+        assert type(value) is bytes and len(value) == 1 << 30 and value[-1:] == b"\0"
+        del value
+        assert probe.pid().result(timeout=10) == worker  # not killed and replaced
+
+
+def test_large_bytes_travel_out_of_band() -> None:
+    big = b"y" * (1 << 20)
+    for value in (big, ((big, 1), {}), {"k": [bytearray(big)]}):
+        blob, buffers = proto.dumps(value)
+        assert len(blob) < 200 and len(buffers) == 1  # no copy inside the pickle
+        assert proto.loads(blob, [memoryview(b) for b in buffers]) == value
+
+
+def test_system_exit_goes_to_the_caller_and_the_worker_lives() -> None:
+    with ActorSystem(workers=1) as system:
+        probe = system.spawn(Probe)
+        worker = probe.pid().result(timeout=10)
+        exits = [
+            system.submit(sys.exit, 3),
+            probe.raise_(SystemExit(2)),
+            probe.raise_async(SystemExit(6)),
+            probe.exits_when_pickled(),  # while pickling the result
+        ]
+        codes = [f.exception(timeout=10) for f in exits]
+        assert [type(e) for e in codes] == [SystemExit] * 4
+        assert [e.code for e in codes] == [3, 2, 6, 4]  # type: ignore[union-attr]
+        assert isinstance(probe.raise_(Fatal("x")).exception(timeout=10), Fatal)
+        assert probe.add(1).result(timeout=10) == 1  # the actor goes on, in the same worker
+        assert system.submit(os.getpid).result(timeout=10) == worker
+
+
+def test_a_result_whose_unpickling_exits_is_a_serialization_error(system: ActorSystem) -> None:
+    probe = system.spawn(Probe)
+    with pytest.raises(SerializationError, match="does not unpickle"):
+        probe.exits_when_unpickled().result(timeout=10)
+    with pytest.raises(SerializationError, match="does not unpickle"):
+        system.submit(ExitsWhenUnpickled).result(timeout=10)
+    with pytest.raises(SerializationError, match=r"give\(\): cannot unpickle its arguments"):
+        probe.give(ExitsWhenUnpickled()).result(timeout=10)  # unpickled by the worker
+    assert probe.add(1).result(timeout=10) == 1
+
+
+def test_max_messages_counts_tasks() -> None:
+    with ActorSystem(workers=1, max_messages=3) as system:
+        pids = [system.submit(os.getpid).result(timeout=20) for _ in range(4)]
+    assert pids[0] == pids[1] == pids[2] != pids[3]
