@@ -21,8 +21,12 @@
 * A worker (``_worker``) binds one ROUTER mailbox in a private 0700 directory
   and runs its actors one message at a time each on an asyncio loop; it replies
   through the ROUTER envelope, with ROUTER_MANDATORY so nothing drops silently.
-* ``_protocol`` is the wire format (pure functions), ``_transport`` the sending
-  side shared by the driver and workers, ``_sockets`` the socket options.
+  While an actor's or a task's code holds the loop, its keeper thread sends the
+  replies that are ready and answers cancels.
+* ``_protocol`` is the wire format (pure functions: pickled batches on the data
+  path, JSON control records), ``_transport`` the sending side shared by the
+  driver and workers, ``_sockets`` the socket options, ``_procs`` how the
+  runtime's processes start and how their deaths are seen.
 """
 
 from runtime._pipeline import Stage

@@ -4,8 +4,8 @@ It is the control plane only: actor traffic never passes through it. Clients
 (the driver, and every worker for the calls its actors make) hold a DEALER to
 its control ROUTER to spawn, look up and watch actors.
 
-Crashes are noticed three ways: a worker's exit (through a pipe the worker
-holds open for life, so no polling), its heartbeats stopping (the health
+Crashes are noticed three ways: a worker's exit (through its pidfd, so no
+polling), its heartbeats stopping (the health
 thread of ``_health``; the worker is killed), and a limit the worker reports
 (memory, messages; the worker stops its actors and exits). Each crash is told
 to every client, so calls pending on the dead worker fail with the cause (or

@@ -7,6 +7,11 @@ other actors. Replies are collected per caller and sent back through the
 mailbox ROUTER (ROUTER_MANDATORY: an unreachable caller is an error, not a
 silent drop) once per loop turn, so a burst of calls costs one message back.
 
+While an actor's or a task's code runs, the loop thread lets go of the I/O lock
+and the keeper thread answers for the worker: the replies that are ready leave
+(a long call holds no other call's result), and a caller's cancel is answered
+at once. A call is cancellable until it starts (``Worker.unstarted``).
+
 The worker exits when the supervisor tells it to, or by itself when the
 supervisor's end of its stdin pipe closes (or, on Linux, on the parent-death
 signal), so it never outlives the supervisor.
@@ -51,7 +56,9 @@ log = logging.getLogger("dovecote")
 
 _BUDGET = 64  # messages taken from one socket before the loop serves anything else
 KEEP_AFTER = 0.002  # seconds an actor's code runs before the keeper answers for the worker
-KEEPER_NAPS_AFTER = 0.1  # seconds without actor code before the keeper sleeps until woken
+KEEPER_LOOKS = 0.02  # seconds between the keeper's looks for such code while none runs
+KEEPER_WAITS_AT_MOST = 0.05  # seconds between its turns while the same code runs on
+KEEPER_NAPS_AFTER = 0.1  # seconds without seeing actor code before it sleeps until woken
 DOWN_METHOD = "__down__"  # delivers a watch notice to the watcher's on_down hook
 EVENT_METHOD = "__event__"  # delivers a bus event to the subscriber's on_event hook
 
@@ -955,10 +962,12 @@ class _Keeper(threading.Thread):
     thread. Internal.
 
     Once that code has run for KEEP_AFTER, the keeper takes the I/O lock (free only
-    then: see ``Worker._call_user``) every KEEP_AFTER, sends the replies that are
-    ready and reads the mailbox: cancels are answered at once, calls are stashed
-    for the loop in arrival order. So one long call delays no other call's reply,
-    and a caller learns within milliseconds whether its cancel came in time.
+    then: see ``Worker._call_user``), sends the replies that are ready and reads
+    the mailbox: cancels are answered at once, calls are stashed for the loop in
+    arrival order. It looks every KEEPER_LOOKS while no code runs, and naps when
+    none has run for a while, so that calls of microseconds pay for no thread
+    wake-ups. So a long call delays no other call's reply by more than tens of
+    milliseconds, and a caller soon learns whether its cancel came in time.
     """
 
     def __init__(self, worker: Worker) -> None:
@@ -969,23 +978,33 @@ class _Keeper(threading.Thread):
         self.asleep = False
 
     def run(self) -> None:
-        worker, busy = self.worker, self.worker.busy
-        active = time.monotonic()
+        busy = self.worker.busy
+        seen = time.monotonic()  # when actor code was last seen running
         while not self.stopping.is_set():
             now = time.monotonic()
-            if busy.what is not None:
-                active = now
-                if now - busy.since >= KEEP_AFTER and worker.io_lock.acquire(blocking=False):
-                    try:
-                        worker.keep()
-                    except Exception:
-                        log.exception("worker %d: the keeper failed", worker.slot)
-                    finally:
-                        worker.io_lock.release()
-            elif now - active > KEEPER_NAPS_AFTER:
-                self.nap()
-                active = time.monotonic()
-            self.stopping.wait(KEEP_AFTER)
+            if busy.what is None:
+                if now - seen > KEEPER_NAPS_AFTER:
+                    self.nap()
+                    seen = time.monotonic()
+                    continue
+                wait = KEEPER_LOOKS  # short calls come and go unseen: nothing to do
+            else:
+                seen, running = now, now - busy.since
+                if running >= KEEP_AFTER:
+                    self.keep()
+                # soon after a call starts, then less often as it goes on
+                wait = max(KEEP_AFTER - running, min(running / 2, KEEPER_WAITS_AT_MOST))
+            self.stopping.wait(wait)
+
+    def keep(self) -> None:
+        worker = self.worker
+        if worker.io_lock.acquire(blocking=False):  # free only while actor code runs
+            try:
+                worker.keep()
+            except Exception:
+                log.exception("worker %d: the keeper failed", worker.slot)
+            finally:
+                worker.io_lock.release()
 
     def nap(self) -> None:
         """Sleep until actor code runs again (``Worker._call_user`` wakes it)."""
