@@ -90,13 +90,15 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             return self._canceller(self)
         return self.mark_cancelled() or self.cancelled()
 
-    def mark_cancelled(self) -> bool:
+    def mark_cancelled(self, late: bool = False) -> bool:
         """For the engine: the call will not run. False if it already ran or started.
 
         The future goes straight to the state ``set_running_or_notify_cancel`` would
-        give it, so that ``wait`` and ``as_completed`` count it as done."""
+        give it, so that ``wait`` and ``as_completed`` count it as done. ``late``: the
+        worker dropped the call after ``cancel()`` had given up waiting for its
+        answer and marked it running; it still ends cancelled, never pending."""
         with self._condition:
-            if self._state != "PENDING":
+            if self._state != "PENDING" and not (late and self._state == "RUNNING"):
                 return False
             self._state = "CANCELLED_AND_NOTIFIED"
             for waiter in self._waiters:

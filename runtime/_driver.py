@@ -110,11 +110,15 @@ class DriverTransport(Transport):
         self._drive(lambda: any(f.settled() for f in futures), deadline)
 
     def _cancel_sent(self, future: ActorFuture[Any], slot: int) -> bool:
-        """Ask the worker, and wait for its verdict (its keeper thread answers within
-        milliseconds even while an actor's code runs). Without one in time, the call
-        may still run: False, and a late verdict still settles the future."""
+        """Ask the worker, and wait for its verdict (its keeper thread answers soon
+        even while an actor's code runs). Without one in time (a worker whose inbox
+        is paused by backpressure, or stuck), the call may still run: it is marked
+        running and cancel() says False; should the worker drop it after all, the
+        future ends cancelled rather than pending for ever."""
         self._send_cancel(slot, future.call_id)
         self._drive(future.decided, time.monotonic() + CANCEL_TIMEOUT)
+        if not future.decided():
+            future.mark_running()
         return future.cancelled()
 
     def _wait_for_room(self, outbox: _Outbox) -> None:

@@ -97,9 +97,8 @@ def _actor_stage(
                 done = next(as_completed(tasks.transport, list(pending)))
                 pending.remove(done)
                 yield done.result()
-    finally:
-        for future in pending:
-            future.cancel()
+    finally:  # stopped early: withdraw what has not started, without waiting
+        tasks.transport.abandon(list(pending))
 
 
 _END = object()

@@ -203,7 +203,7 @@ class Transport:
         if pending is None:
             return  # its reply came first: the call had run
         if kind == proto.CANCELLED:
-            pending[0].mark_cancelled()
+            pending[0].mark_cancelled(late=True)
         else:
             pending[0].mark_running()
         self._wake_waiters()
@@ -518,7 +518,9 @@ class Transport:
             return
         try:
             handler(*fields)
-        except Exception:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # SystemExit from an actor's hook, say: the process goes on
             log.exception("control message %r failed", op)
 
     def close_sockets(self) -> None:

@@ -109,6 +109,7 @@ class _Cell:
         self.actor = actor
         self.methods.clear()
         self.busy = False
+        self.stop_after = False  # a stop asked by the incarnation before this one
 
     def method(self, name: str) -> Callable[..., Any]:
         method = self.methods.get(name)
@@ -242,8 +243,11 @@ class WorkerTransport(Transport):
     def _cancel_sent(self, future: ActorFuture[Any], slot: int) -> bool:
         """Inside an actor nothing may block: a call to this worker is withdrawn if
         it has not started; one sent to another worker may run."""
-        if slot != self.worker.slot or not self.worker.claim_local(future.call_id):
+        if slot != self.worker.slot:
             return False
+        if not self.worker.claim_local(future.call_id):
+            future.mark_running()  # not waiting to start: it runs, or has run
+            return future.cancelled()
         with self._lock:
             self._pending.pop(future.call_id, None)
         return future.mark_cancelled()
@@ -488,7 +492,7 @@ class Worker:
     def _op_create(self, actor_id: int, name: str | None, blob: bytes, retry: Any) -> None:
         try:
             actor = self._construct(actor_id, name, blob, retry)
-        except Exception as exc:  # a failed restart keeps its cell: the supervisor decides
+        except BaseException as exc:  # SystemExit too; a failed restart keeps its cell
             text = f"{type(exc).__name__}: {exc}"
             self.transport.notify("created", actor_id, False, proto.encode_error(exc), text)
         else:
@@ -564,9 +568,12 @@ class Worker:
 
     # -- data plane ---------------------------------------------------------------
     def _on_mailbox(self, frames: list[Any]) -> None:
-        if self._stash:
-            self._deliver_stash()  # read by the keeper before this message came
-        for request in self._parse(frames):
+        requests = self._parse(frames)
+        if self._stash:  # read by the keeper before this message: theirs go first, and
+            self._stash.extend(requests)  # all through the stash, which the keeper
+            self._deliver_stash()  # may extend while an actor's code runs
+            return
+        for request in requests:
             self.deliver(request)
 
     def _parse(self, frames: list[Any]) -> list[_Request]:
@@ -592,14 +599,17 @@ class Worker:
             self._malformed(peer, exc)
             return []
         requests = []
-        offset = 0
+        offset: int | None = 0  # None once a bad entry hides where the next one's buffers start
         for entry in entries:
             try:
                 request, nbufs = _request(peer, entry)
+                if nbufs and (offset is None or offset + nbufs > len(buffers)):
+                    raise proto.ProtocolError(f"an entry whose {nbufs} buffers are not there")
             except (proto.ProtocolError, ValueError, TypeError) as exc:
                 self._malformed(peer, exc)
+                offset = _skip_buffers(entry, offset)
                 continue
-            if nbufs:
+            if nbufs and offset is not None:  # checked above: its buffers are there
                 request.bufs = buffers[offset : offset + nbufs]
                 offset += nbufs
             if request.kind == proto.CALL:
@@ -744,7 +754,9 @@ class Worker:
         if type(result) is ActorFuture:
             # The reply of another call (perhaps to this very actor): forwarded when it
             # comes, and the actor is free meanwhile, so a call to itself cannot deadlock.
-            result.add_done_callback(functools.partial(self._forward, request))
+            # On the loop's turn: a cancel() in an actor's code would run it unlocked.
+            forward = functools.partial(self._forward, request)
+            result.add_done_callback(lambda future: self.loop.call_soon(forward, future))
         elif _awaitable(result):
             cell.busy = True
             cell.task = task = asyncio.ensure_future(_contained(result))
@@ -787,7 +799,7 @@ class Worker:
         else:
             self._outcome(cell, request, task.result())
         self._schedule_replies()
-        if cell.stop_after:
+        if cell.stop_after and cell.actor is not None:
             self._stop_actor(request.actor_id, None)
         elif request.actor_id in self.cells:
             self._process(cell)
@@ -1094,6 +1106,15 @@ def _awaitable(value: Any) -> bool:
 _REQUEST_KINDS = frozenset({proto.CALL, proto.TELL, proto.CANCEL})
 
 
+def _skip_buffers(entry: Any, offset: int | None) -> int | None:
+    """Past a dropped entry's buffers, if its count can be read; else None, and the
+    later entries that have buffers are dropped too (theirs cannot be found)."""
+    if offset is None or type(entry) is not tuple or len(entry) != 6:
+        return None
+    nbufs = entry[5]
+    return offset + nbufs if type(nbufs) is int and nbufs >= 0 else None
+
+
 def _request(peer: bytes, entry: Any) -> tuple[_Request, int]:
     """A checked entry ``(kind, msg_id, actor_id, method, blob, nbufs)``. Errors name
     types only: a hostile value may not even repr."""
@@ -1124,10 +1145,10 @@ def _method(actor: Actor, name: str) -> Callable[..., Any]:
 
 
 def _call_hook(hook: Callable[..., None], arg: Any, slot: int) -> None:
-    """Run on_stop or on_restart; an error there is logged, never raised."""
+    """Run on_stop or on_restart; an error there, even SystemExit, is logged only."""
     try:
         hook() if arg is None else hook(arg)
-    except Exception:
+    except BaseException:
         log.exception("worker %d: %s raised", slot, getattr(hook, "__qualname__", hook))
 
 

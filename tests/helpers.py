@@ -336,3 +336,22 @@ def die_on_two(x: int) -> int:
     if x == 2:
         os._exit(1)
     return x
+
+
+class Recorder(Actor):
+    """Records what it is sent, slowly enough that the worker's keeper reads meanwhile."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def record(self, n: int) -> None:
+        time.sleep(0.003)
+        self.seen.append(n)
+
+    def log(self) -> list[int]:
+        return self.seen
+
+
+class ExitsInInit(Actor):
+    def __init__(self) -> None:
+        sys.exit(3)

@@ -15,7 +15,14 @@ import pytest
 
 from actors import ActorCrashedError, SerializationError
 from runtime import ActorSystem
-from tests.helpers import Probe, die_on_two, hold_task, touch_file, wait_for_path
+from tests.helpers import (
+    Probe,
+    Recorder,
+    die_on_two,
+    hold_task,
+    touch_file,
+    wait_for_path,
+)
 
 
 class Box:
@@ -48,6 +55,20 @@ def test_a_reply_leaves_while_a_long_actor_call_runs(tmp_path: Path) -> None:
         finally:
             touch_file(release)
         assert held.result(timeout=10) == "held"
+
+
+def test_order_holds_while_the_keeper_reads_for_the_loop() -> None:
+    with ActorSystem(workers=1) as system:
+        recorders = [system.spawn(Recorder), system.spawn(Recorder)]
+        calls = []
+        for i in range(160):  # a stream of small messages, arriving while calls run
+            calls.append(recorders[i % 2].record(i))
+            if i >= 3:
+                calls[i - 3].result(timeout=30)
+        for call in calls:
+            call.result(timeout=30)
+        logs = [r.log().result(timeout=10) for r in recorders]
+        assert logs == [list(range(0, 160, 2)), list(range(1, 160, 2))]
 
 
 def _held(probe: object, tmp_path: Path) -> tuple[concurrent.futures.Future[str], str]:

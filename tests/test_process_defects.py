@@ -22,6 +22,7 @@ from actors import ActorCrashedError, SerializationError
 from runtime import ActorSystem, _sockets
 from runtime import _protocol as proto
 from tests.helpers import (
+    ExitsInInit,
     ExitsWhenUnpickled,
     Fatal,
     Probe,
@@ -127,6 +128,30 @@ def test_a_malformed_entry_is_dropped_alone(capfd: pytest.CaptureFixture[str]) -
     err = capfd.readouterr().err
     assert err.count("dropped a malformed message") == 3
     assert "Exception in callback" not in err
+
+
+def test_a_dropped_entry_leaves_the_next_one_its_own_buffers() -> None:
+    with ActorSystem(workers=1) as system:
+        probe = system.spawn(Probe, worker=0)
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        try:
+            sock.connect(_sockets.worker_endpoint(system._run_dir, 0))
+            bad_blob, bad_bufs = proto.dumps(((b"a" * 100_000,), {}))
+            good_blob, good_bufs = proto.dumps(((b"b" * 100_000,), {}))
+            entries = [
+                (proto.CALL, 1, probe.actor_id, 123, bad_blob, 1),  # a method name that is no str
+                (proto.CALL, 2, probe.actor_id, "give", good_blob, 1),
+            ]
+            sock.send_multipart(proto.encode_batch(entries, [*bad_bufs, *good_bufs]))
+            assert sock.poll(10_000), "no answer"
+            kind, body, buffers, _ = proto.unpack(sock.recv_multipart())
+            [(kind, msg_id, _, _, blob, _)] = proto.decode_body(body)
+            assert (kind, msg_id) == (proto.OK, 2)
+            assert proto.loads(blob, [memoryview(b) for b in buffers]) == b"b" * 100_000
+        finally:
+            sock.close(linger=0)
+            ctx.term()
 
 
 def test_a_forked_child_that_returns_into_the_runtime_exits(system: ActorSystem) -> None:
@@ -238,6 +263,14 @@ def test_system_exit_goes_to_the_caller_and_the_worker_lives() -> None:
         assert isinstance(probe.raise_(Fatal("x")).exception(timeout=10), Fatal)
         assert probe.add(1).result(timeout=10) == 1  # the actor goes on, in the same worker
         assert system.submit(os.getpid).result(timeout=10) == worker
+
+
+def test_system_exit_in_init_fails_the_spawn_and_the_worker_lives() -> None:
+    with ActorSystem(workers=1) as system:
+        worker = system.spawn(Probe).pid().result(timeout=10)
+        with pytest.raises(SystemExit):
+            system.spawn(ExitsInInit)
+        assert system.spawn(Probe).pid().result(timeout=10) == worker
 
 
 def test_a_result_whose_unpickling_exits_is_a_serialization_error(system: ActorSystem) -> None:
