@@ -149,20 +149,35 @@ class Transport:
 
         A call still in its outbox is withdrawn here. Once sent, only its worker
         knows whether it started: see ``_cancel_sent``."""
-        msg_id = future.call_id
-        with self._lock:
-            pending = self._pending.get(msg_id)
-            if pending is None:
-                return future.cancelled()  # its outcome is being set right now
-            outbox = self._outboxes.get(pending[1])
-            withdrawn = outbox is not None and outbox.remove(msg_id)
-            if withdrawn:
-                del self._pending[msg_id]
+        withdrawn, slot = self._withdraw(future)
         if withdrawn:
-            future.mark_cancelled()
             self._wake_waiters()
             return True
-        return self._cancel_sent(future, pending[1])
+        if slot is None:
+            return future.cancelled()  # its outcome is being set right now
+        return self._cancel_sent(future, slot)
+
+    def abandon(self, futures: list[ActorFuture[Any]]) -> None:
+        """Nobody wants these any more: withdraw or cancel each, without waiting."""
+        for future in futures:
+            if not future.decided():
+                withdrawn, slot = self._withdraw(future)
+                if not withdrawn and slot is not None:
+                    self._send_cancel(slot, future.call_id)
+
+    def _withdraw(self, future: ActorFuture[Any]) -> tuple[bool, int | None]:
+        """Take a call out of its outbox if it is still there, and mark it cancelled.
+        Returns whether it was, and the slot it is for (None: no longer pending)."""
+        with self._lock:
+            pending = self._pending.get(future.call_id)
+            if pending is None:
+                return False, None
+            outbox = self._outboxes.get(pending[1])
+            if outbox is None or not outbox.remove(future.call_id):
+                return False, pending[1]
+            del self._pending[future.call_id]
+        future.mark_cancelled()
+        return True, pending[1]
 
     def _cancel_sent(self, future: ActorFuture[Any], slot: int) -> bool:
         """A sent call: where waiting is impossible, it may run; say so."""
@@ -175,24 +190,6 @@ class Transport:
             outbox = self._outboxes.setdefault(slot, _Outbox())
             outbox.entries.append((proto.CANCEL, msg_id, 0, "", b"", 0))
             self._kick()
-
-    def abandon(self, futures: list[ActorFuture[Any]]) -> None:
-        """Nobody wants these any more: withdraw or cancel each, without waiting."""
-        for future in futures:
-            if future.decided():
-                continue
-            with self._lock:
-                pending = self._pending.get(future.call_id)
-                if pending is None:
-                    continue
-                outbox = self._outboxes.get(pending[1])
-                withdrawn = outbox is not None and outbox.remove(future.call_id)
-                if withdrawn:
-                    del self._pending[future.call_id]
-            if withdrawn:
-                future.mark_cancelled()
-            else:
-                self._send_cancel(pending[1], future.call_id)
 
     def _on_verdict(self, kind: int, msg_id: int) -> None:
         """The worker's answer to a cancel: dropped before it started, or started."""

@@ -10,7 +10,7 @@ silent drop) once per loop turn, so a burst of calls costs one message back.
 While an actor's or a task's code runs, the loop thread lets go of the I/O lock
 and the keeper thread answers for the worker: the replies that are ready leave
 (a long call holds no other call's result), and a caller's cancel is answered
-at once. A call is cancellable until it starts (``Worker.unstarted``).
+at once. A call is cancellable until it starts (``Worker._withdraw``).
 
 The worker exits when the supervisor tells it to, or by itself when the
 supervisor's end of its stdin pipe closes (or, on Linux, on the parent-death
@@ -24,6 +24,7 @@ import contextlib
 import functools
 import inspect
 import io
+import itertools
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import zmq
@@ -46,6 +47,7 @@ from runtime import _protocol as proto
 from runtime import _sockets
 from runtime._bus import SYNC, Publisher, Subscription, bus_endpoints
 from runtime._health import Busy, HealthThread
+from runtime._protocol import loads
 from runtime._requests import WorkerContext, identity
 from runtime._tasks import TASK_ACTOR, run_chunk
 from runtime._transport import BARRIER_ACTOR, Transport, TransportOptions, _Outbox, _set
@@ -54,6 +56,7 @@ __all__ = ["main"]
 
 log = logging.getLogger("dovecote")
 
+_CALL, _CANCEL = proto.CALL, proto.CANCEL  # as globals: read on every message
 _BUDGET = 64  # messages taken from one socket before the loop serves anything else
 KEEP_AFTER = 0.002  # seconds an actor's code runs before the keeper answers for the worker
 KEEPER_LOOKS = 0.02  # seconds between the keeper's looks for such code while none runs
@@ -66,7 +69,7 @@ EVENT_METHOD = "__event__"  # delivers a bus event to the subscriber's on_event 
 class _Request:
     """One call or tell as the worker sees it. Internal."""
 
-    __slots__ = ("actor_id", "blob", "bufs", "kind", "method", "msg_id", "peer")
+    __slots__ = ("actor_id", "blob", "bufs", "cancelled", "kind", "method", "msg_id", "peer")
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class _Request:
         self.method = method
         self.blob = blob
         self.bufs = bufs
+        self.cancelled = False  # by its caller, before it started: skipped when its turn comes
 
 
 class _Cell:
@@ -237,8 +241,8 @@ class WorkerTransport(Transport):
         copies = [bytes(memoryview(b)) for b in bufs]
         request = _Request(None, kind, msg_id, actor_id, method, blob, copies)
         if kind == proto.CALL:
-            self.worker.unstarted[None, msg_id] = request
-        self.worker.loop.call_soon(self.worker.deliver, request)
+            self.worker.local_calls[msg_id] = request
+        self.worker.loop.call_soon(self.worker.deliver_local, request)
 
     def _cancel_sent(self, future: ActorFuture[Any], slot: int) -> bool:
         """Inside an actor nothing may block: a call to this worker is withdrawn if
@@ -366,11 +370,10 @@ class Worker:
         self.recycling: str | None = None
         self.hang_threshold: float = opts.get("hang_threshold", 10.0)
         self.busy = Busy()
-        # Calls received and not yet started, by (caller, msg id): what a cancel can
-        # still withdraw. None as the caller: a call from this worker to itself.
-        self.unstarted: dict[tuple[bytes | None, int], _Request] = {}
-        # The loop thread holds the I/O lock (the mailbox, the replies, the three
-        # fields above and below) except while an actor's or a task's code runs.
+        # Calls from this worker to itself on their way to ``deliver``, by msg id.
+        self.local_calls: dict[int, _Request] = {}
+        # The loop thread holds the I/O lock (the mailbox, the replies, the cells'
+        # queues and the fields below) except while an actor's or a task's code runs.
         self.io_lock = threading.Lock()
         self._stash: deque[_Request] = deque()  # read by the keeper, for the loop
         self._stash_scheduled = False
@@ -568,13 +571,10 @@ class Worker:
 
     # -- data plane ---------------------------------------------------------------
     def _on_mailbox(self, frames: list[Any]) -> None:
-        requests = self._parse(frames)
-        if self._stash:  # read by the keeper before this message: theirs go first, and
-            self._stash.extend(requests)  # all through the stash, which the keeper
-            self._deliver_stash()  # may extend while an actor's code runs
-            return
-        for request in requests:
-            self.deliver(request)
+        # Through the stash: what the keeper read before this message goes first, what
+        # it reads while this one runs goes after, and a cancel finds what waits there.
+        self._stash.extend(self._parse(frames))
+        self._deliver_stash()
 
     def _parse(self, frames: list[Any]) -> list[_Request]:
         """The calls and tells of one message. Cancels are answered here, at once. A
@@ -598,7 +598,7 @@ class Worker:
         except proto.ProtocolError as exc:
             self._malformed(peer, exc)
             return []
-        requests = []
+        requests: list[_Request] = []
         offset: int | None = 0  # None once a bad entry hides where the next one's buffers start
         for entry in entries:
             try:
@@ -612,10 +612,8 @@ class Worker:
             if nbufs and offset is not None:  # checked above: its buffers are there
                 request.bufs = buffers[offset : offset + nbufs]
                 offset += nbufs
-            if request.kind == proto.CALL:
-                self.unstarted[peer, request.msg_id] = request
-            elif request.kind == proto.CANCEL:
-                self._on_cancel(peer, request.msg_id)
+            if request.kind == _CANCEL:
+                self._on_cancel(peer, request.msg_id, requests)
                 continue
             requests.append(request)
         return requests
@@ -624,22 +622,31 @@ class Worker:
         name = proto.peer_name(peer)
         log.warning("worker %d dropped a malformed message from %s: %s", self.slot, name, exc)
 
-    def _on_cancel(self, peer: bytes, msg_id: int) -> None:
-        """Drop a call that has not started; tell its caller which it was."""
-        dropped = self.unstarted.pop((peer, msg_id), None) is not None
+    def _on_cancel(self, peer: bytes, msg_id: int, parsed: list[_Request]) -> None:
+        """Drop a call that has not started; tell its caller which it was. ``parsed``:
+        the calls before the cancel in its own message."""
+        dropped = self._withdraw(peer, msg_id, parsed)
         entry = (proto.CANCELLED if dropped else proto.STARTED, msg_id, 0, "", b"", 0)
-        self._queue_entry(peer, entry, [])
+        self._queue_reply(peer, entry, [])
 
-    def claim(self, request: _Request) -> bool:
-        """A call starts (or is answered): it can no longer be cancelled. False if
-        its caller cancelled it: it must not run, and its verdict has gone."""
-        if request.kind != proto.CALL:
-            return True
-        return self.unstarted.pop((request.peer, request.msg_id), None) is not None
+    def _withdraw(self, peer: bytes | None, msg_id: int, parsed: Sequence[_Request] = ()) -> bool:
+        """Mark a call that has not started as cancelled. A call waits in the stash,
+        in an actor's queue, or (just parsed) in ``parsed``: it is found there, or it
+        has started. A search, rare, rather than a table kept for every call."""
+        waiting = itertools.chain(parsed, self._stash, *(c.queue for c in self.cells.values()))
+        for request in waiting:
+            if request.msg_id == msg_id and request.peer == peer and request.kind == _CALL:
+                request.cancelled = True
+                return True
+        return False
 
     def claim_local(self, msg_id: int) -> bool:
         """Withdraw a call made from this worker to itself, if it has not started."""
-        return self.unstarted.pop((None, msg_id), None) is not None
+        request = self.local_calls.pop(msg_id, None)  # not yet delivered
+        if request is None:
+            return self._withdraw(None, msg_id)
+        request.cancelled = True
+        return True
 
     def _deliver_stash(self) -> None:
         self._stash_scheduled = False
@@ -670,34 +677,45 @@ class Worker:
     def _call_user(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         """Run an actor's or a task's code with the I/O lock released: the keeper
         answers for the worker meanwhile (see ``keep``)."""
-        keeper = self.keeper
-        if keeper.asleep:
-            keeper.wake.set()
-        self.io_lock.release()
+        if self.keeper.asleep:
+            self.keeper.wake.set()
+        lock = self.io_lock
+        lock.release()
         try:
             return fn(*args, **kwargs)
         finally:
-            _leave_if_forked()  # before the lock: a forked child may hold no keeper
-            self.io_lock.acquire()
-            if self._kept and not self._stash_scheduled:
-                # The keeper's reads and sends may have taken the socket's wake-up edge.
-                self._kept = False
-                self._stash_scheduled = True
-                self.loop.call_soon(self._after_keeper)
+            if _in_forked_child:  # before the lock: a forked child may hold no keeper
+                _leave_forked_child()
+            lock.acquire()
+            if self._kept:
+                self._after_user_code()
+
+    def _after_user_code(self) -> None:
+        """The keeper worked meanwhile: its reads and sends may have taken the
+        socket's wake-up edge, and it may have stashed calls. The loop looks again."""
+        self._kept = False
+        if not self._stash_scheduled:
+            self._stash_scheduled = True
+            self.loop.call_soon(self._after_keeper)
+
+    def deliver_local(self, request: _Request) -> None:
+        """A call from this worker to itself reaches its actor (see ``claim_local``)."""
+        self.local_calls.pop(request.msg_id, None)
+        self.deliver(request)
 
     def deliver(self, request: _Request) -> None:
+        if request.cancelled:
+            return  # by its caller, before it started: its verdict has gone
         if self.recycling:
-            self.claim(request)
             return  # unanswered: the supervisor's notice fails it, naming the limit
         cell = self.cells.get(request.actor_id)
         if cell is None:
             if request.actor_id == TASK_ACTOR:
                 self._run_task(request)
-            elif self.claim(request):
-                if request.actor_id == BARRIER_ACTOR:
-                    self._reply(request, None)  # every earlier message from this sender is in
-                else:
-                    self._dead_letter(request)
+            elif request.actor_id == BARRIER_ACTOR:
+                self._reply(request, None)  # every earlier message from this sender is in
+            else:
+                self._dead_letter(request)
             return
         if not cell.busy and not cell.queue:
             self._execute(cell, request)
@@ -723,8 +741,8 @@ class Worker:
             self.loop.call_soon(self.inbox.run)
 
     def _execute(self, cell: _Cell, request: _Request) -> None:
-        if not self.claim(request):
-            return  # cancelled by its caller before it started
+        if request.cancelled:
+            return  # by its caller, while it waited in the queue
         if request.method == STOP_METHOD:
             self._stop_actor(request.actor_id, request)
             return
@@ -737,15 +755,35 @@ class Worker:
                 method = cell.actor.on_event  # type: ignore[union-attr]
             else:
                 method = cell.method(request.method)
-            args, kwargs = _arguments(request)
-            result = self._call_user(method, args, kwargs)
+            try:
+                args, kwargs = loads(request.blob, request.bufs)
+            except BaseException as exc:
+                raise _unpickling_error(request, exc) from exc
+            # ``_call_user``, inlined: this is the path of every message
+            if self.keeper.asleep:
+                self.keeper.wake.set()
+            lock = self.io_lock
+            lock.release()
+            try:
+                result = method(*args, **kwargs)
+            finally:
+                if _in_forked_child:
+                    _leave_forked_child()
+                lock.acquire()
+                if self._kept:
+                    self._after_user_code()
         except BaseException as exc:  # SystemExit too: it goes to the caller, the worker lives
             self.busy.end()
             self._reply_error(request, exc)
         else:
             self.busy.end()
-            self._outcome(cell, request, result)
-        self._count()
+            if _awaitable(result):  # an ActorFuture is awaitable too
+                self._outcome(cell, request, result)
+            elif request.kind == _CALL:
+                self._reply(request, result)
+        self.handled += 1  # ``_count``, inlined: this is the path of every message
+        if self.max_messages is not None and self.handled >= self.max_messages:
+            self.recycle(f"message limit: {self.handled} messages handled")
         if cell.stop_after and not cell.busy:
             self._stop_actor(request.actor_id, None)
 
@@ -806,11 +844,12 @@ class Worker:
 
     def _run_task(self, request: _Request) -> None:
         """A stateless task: one function call, or a chunk of a map."""
-        if not self.claim(request):
-            return  # cancelled by its caller before it started
         self.busy.start(f"task {request.method}", TASK_ACTOR)
         try:
-            (fn, *rest), _ = _arguments(request)
+            try:
+                (fn, *rest), _ = loads(request.blob, request.bufs)
+            except BaseException as exc:
+                raise _unpickling_error(request, exc) from exc
             if request.method == "chunk":
                 result = self._call_user(run_chunk, (fn, *rest), {})
             else:
@@ -865,7 +904,7 @@ class Worker:
         self._resume_inbox()
         while cell.queue:
             request = cell.queue.popleft()
-            if not self.claim(request) or why is None:
+            if request.cancelled or why is None:
                 continue
             if request.method == STOP_METHOD:
                 self._reply(request, None)
@@ -897,7 +936,7 @@ class Worker:
         except BaseException as exc:  # SystemExit from a __reduce__ goes to the caller
             self._reply_error(request, _pickling_error(request, exc))
             return
-        self._queue_reply(request, (proto.OK, request.msg_id, 0, "", blob, len(bufs)), bufs)
+        self._queue_reply(request.peer, (proto.OK, request.msg_id, 0, "", blob, len(bufs)), bufs)
 
     def _reply_error(self, request: _Request, exc: BaseException) -> None:
         if request.kind != proto.CALL:
@@ -910,16 +949,13 @@ class Worker:
             )
             return
         entry = (proto.ERR, request.msg_id, 0, "", proto.encode_error(exc), 0)
-        self._queue_reply(request, entry, [])
+        self._queue_reply(request.peer, entry, [])
 
-    def _queue_reply(self, request: _Request, entry: tuple[Any, ...], bufs: list[Any]) -> None:
-        if request.peer is None:
+    def _queue_reply(self, peer: bytes | None, entry: tuple[Any, ...], bufs: list[Any]) -> None:
+        if peer is None:  # a call from this worker to itself
             copies = [bytes(memoryview(b)) for b in bufs]
             self.transport._resolve(entry[0], entry[1], entry[4], copies)
             return
-        self._queue_entry(request.peer, entry, bufs)
-
-    def _queue_entry(self, peer: bytes, entry: tuple[Any, ...], bufs: list[Any]) -> None:
         outbox = self._replies.get(peer)
         if outbox is None:
             outbox = self._replies[peer] = _Outbox()
@@ -1050,13 +1086,10 @@ async def _contained(awaitable: Awaitable[Any]) -> Any:
         return _Raised(exc)
 
 
-def _arguments(request: _Request) -> tuple[Any, Any]:
-    """A request's ``(args, kwargs)``; SerializationError if they do not unpickle."""
-    try:
-        return proto.loads(request.blob, request.bufs)  # type: ignore[no-any-return]
-    except BaseException as exc:  # SystemExit from a __setstate__ too: the worker lives
-        what = "the task" if request.actor_id == TASK_ACTOR else f"{request.method}()"
-        raise SerializationError(f"{what}: cannot unpickle its arguments: {exc!r}") from exc
+def _unpickling_error(request: _Request, exc: BaseException) -> SerializationError:
+    """A request's arguments do not unpickle (even SystemExit from a __setstate__)."""
+    what = "the task" if request.actor_id == TASK_ACTOR else f"{request.method}()"
+    return SerializationError(f"{what}: cannot unpickle its arguments: {exc!r}")
 
 
 def _pickling_error(request: _Request, exc: BaseException) -> BaseException:
@@ -1083,10 +1116,14 @@ def _leave_if_forked() -> None:
     """A child forked by an actor's code that comes back into the runtime exits at
     once: it holds copies of the worker's sockets and loop, which must not run."""
     if _in_forked_child:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(0)
+        _leave_forked_child()
+
+
+def _leave_forked_child() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 _AWAITABLE: dict[type, bool] = {}
