@@ -136,10 +136,14 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
 
 
 def describe(what: object) -> str:
-    """A call is labelled lazily by ``(ref, method)``: formatting costs on the hot path."""
-    if type(what) is tuple:
-        return f"{what[0]!r}.{what[1]}()"
-    return str(what)
+    """A call is labelled lazily, formatting costs on the hot path: ``(ref, method)``
+    for an actor's, ``("submit", fn)`` or ``("map", fn)`` for a task."""
+    if type(what) is not tuple:
+        return str(what)
+    subject, detail = what
+    if type(subject) is str:
+        return f"{subject}({getattr(detail, '__qualname__', None) or type(detail).__name__})"
+    return f"{subject!r}.{detail}()"
 
 
 def _bridge(future: ActorFuture[Any]) -> asyncio.Future[None]:

@@ -19,7 +19,6 @@ the number of buffer frames that follow, and the epoch (see ``encode_batch``).
 from __future__ import annotations
 
 import json
-import operator
 import pickle
 import struct
 import traceback
@@ -132,19 +131,23 @@ class _LargeBytes:
 def _bytes_out_of_band(obj: Any, depth: int = 3) -> Any:
     """``obj`` with its large bytes wrapped in ``_LargeBytes``: the value itself and
     what small tuples, lists and dicts hold, ``depth`` levels down (the pickler
-    never asks about bytes: ``reducer_override`` skips them)."""
+    never asks about bytes: ``reducer_override`` skips them). Without any, ``obj``
+    itself, found without building anything: this runs on every call's arguments."""
     kind = type(obj)
     if kind is bytes or kind is bytearray:
         return _LargeBytes(obj) if len(obj) >= OUT_OF_BAND_MIN else obj
-    if depth == 0 or not (kind is tuple or kind is list or kind is dict) or len(obj) > 64:
-        return obj
-    if kind is dict:
-        values = [_bytes_out_of_band(v, depth - 1) for v in obj.values()]
-        if all(map(operator.is_, values, obj.values())):
-            return obj
-        return dict(zip(obj, values, strict=True))
-    items = [_bytes_out_of_band(item, depth - 1) for item in obj]
-    return obj if all(map(operator.is_, items, obj)) else kind(items)
+    if depth and (kind is tuple or kind is list or kind is dict) and len(obj) <= 64:
+        for item in obj.values() if kind is dict else obj:
+            if _bytes_out_of_band(item, depth - 1) is not item:
+                return _rebuilt(obj, depth)
+    return obj
+
+
+def _rebuilt(obj: Any, depth: int) -> Any:
+    """A copy of a container with its large bytes wrapped (see ``_bytes_out_of_band``)."""
+    if type(obj) is dict:
+        return {key: _bytes_out_of_band(value, depth - 1) for key, value in obj.items()}
+    return type(obj)(_bytes_out_of_band(item, depth - 1) for item in obj)
 
 
 def dumps(obj: Any, out_of_band: bool = True) -> tuple[bytes, list[pickle.PickleBuffer]]:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from actors._errors import SerializationError
-from actors._future import ActorFuture
+from actors._future import ActorFuture, describe
 from actors._ref import ActorRef
 from runtime import _protocol as proto
 from runtime._transport import Transport
@@ -84,7 +84,7 @@ class Tasks:
         return ref
 
     def _send(
-        self, method: str, args: tuple[Any, ...], retries: int, what: str
+        self, method: str, args: tuple[Any, ...], retries: int, what: tuple[str, Any]
     ) -> ActorFuture[Any]:
         slot = min(range(self.workers), key=self.inflight.__getitem__)  # least loaded
         future = self.transport.call(self._ref(slot, retries), method, args, {}, what)
@@ -104,13 +104,15 @@ class Tasks:
     ) -> ActorFuture[Any]:
         if not callable(fn):
             raise TypeError(f"submit() takes a callable, not {fn!r}")
-        what = f"submit({_name(fn)})"
+        what = ("submit", fn)  # labelled lazily: see ``describe``
         try:
             return self._send("run", (fn, args, kwargs), retries, what)
         except SerializationError as exc:
             named = [("the function", fn), *proto.named_arguments(args, kwargs)]
             culprit = proto.find_unpicklable(named)
-            raise SerializationError(f"{what}: cannot pickle {culprit}: {exc.__cause__}") from exc
+            raise SerializationError(
+                f"{describe(what)}: cannot pickle {culprit}: {exc.__cause__}"
+            ) from exc
 
     def map(
         self,
@@ -135,7 +137,7 @@ class Tasks:
         chunks = _chunked(iter(iterable), size)
         flying: deque[tuple[ActorFuture[Any], int]] = deque()  # (chunk, its length)
         limit = window or WINDOW_PER_WORKER * self.workers
-        what = f"map({_name(fn)})"
+        what = ("map", fn)
         sent = done = 0
         try:
             while True:
@@ -158,7 +160,12 @@ class Tasks:
             self.transport.abandon([future for future, _ in flying])
 
     def _send_chunk(
-        self, fn: Callable[[Any], Any], chunk: list[Any], first: int, retries: int, what: str
+        self,
+        fn: Callable[[Any], Any],
+        chunk: list[Any],
+        first: int,
+        retries: int,
+        what: tuple[str, Any],
     ) -> ActorFuture[Any]:
         """Send one chunk, whose first item is input item ``first``."""
         try:
@@ -166,7 +173,9 @@ class Tasks:
         except SerializationError as exc:
             items = ((f"input item {first + i}", item) for i, item in enumerate(chunk))
             culprit = proto.find_unpicklable([("the function", fn), *items])
-            raise SerializationError(f"{what}: cannot pickle {culprit}: {exc.__cause__}") from exc
+            raise SerializationError(
+                f"{describe(what)}: cannot pickle {culprit}: {exc.__cause__}"
+            ) from exc
 
     def _first_done(
         self, window: deque[tuple[ActorFuture[Any], int]], timeout: float | None
@@ -231,10 +240,6 @@ def _outcome(value: Any, return_exceptions: bool) -> Any:
     if return_exceptions:
         return error
     raise error
-
-
-def _name(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
 def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
