@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import gc
 import itertools
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,51 +74,44 @@ def test_order_holds_while_the_keeper_reads_for_the_loop() -> None:
         assert logs == [list(range(0, 160, 2)), list(range(1, 160, 2))]
 
 
-def _held(probe: object, tmp_path: Path) -> tuple[concurrent.futures.Future[str], str]:
-    """A call that holds the actor (and its worker's loop) until ``release`` exists."""
+@contextlib.contextmanager
+def _holding(
+    call: Callable[[str, str], concurrent.futures.Future[str]], tmp_path: Path
+) -> Iterator[concurrent.futures.Future[str]]:
+    """A call that holds its worker until the block ends; it must then complete."""
     started, release = str(tmp_path / "started"), str(tmp_path / "release")
-    future = probe.hold(started, release)  # type: ignore[attr-defined]
+    held = call(started, release)
     wait_for_path(started)
-    return future, release
-
-
-def test_a_running_call_cannot_be_cancelled(tmp_path: Path, system: ActorSystem) -> None:
-    held, release = _held(system.spawn(Probe), tmp_path)
     try:
-        assert held.cancel() is False
-        assert held.running() and not held.cancelled()
+        yield held
     finally:
         touch_file(release)
     assert held.result(timeout=10) == "held"
 
 
+def test_a_running_call_cannot_be_cancelled(tmp_path: Path, system: ActorSystem) -> None:
+    with _holding(system.spawn(Probe).hold, tmp_path) as held:
+        assert held.cancel() is False
+        assert held.running() and not held.cancelled()
+
+
 def test_a_cancelled_queued_call_never_runs(tmp_path: Path, system: ActorSystem) -> None:
     probe = system.spawn(Probe)
-    held, release = _held(probe, tmp_path)
-    try:
+    with _holding(probe.hold, tmp_path):
         queued = probe.add(100)
         assert queued.cancel() is True
         assert queued.cancelled() and queued.done()
         with pytest.raises(concurrent.futures.CancelledError):
             queued.result(timeout=1)
-    finally:
-        touch_file(release)
-    assert held.result(timeout=10) == "held"
     assert probe.get().result(timeout=10) == 0  # add(100) was dropped by the worker
 
 
 def test_a_cancelled_queued_task_never_runs(tmp_path: Path) -> None:
     with ActorSystem(workers=1) as system:
-        started, release = str(tmp_path / "started"), str(tmp_path / "release")
-        held = system.submit(hold_task, started, release)
-        wait_for_path(started)
         marker = tmp_path / "ran"
-        try:
+        with _holding(functools.partial(system.submit, hold_task), tmp_path):
             queued = system.submit(touch_file, str(marker))
             assert queued.cancel() is True
-        finally:
-            touch_file(release)
-        assert held.result(timeout=10) == "held"
         assert system.submit(abs, -2).result(timeout=10) == 2  # after the cancelled one
         assert not marker.exists()
 
@@ -124,44 +120,39 @@ def test_result_raises_at_once_when_another_thread_cancels(
     tmp_path: Path, system: ActorSystem
 ) -> None:
     probe = system.spawn(Probe)
-    held, release = _held(probe, tmp_path)
-    queued = probe.add(1)
     outcome: list[BaseException] = []
     waiting = threading.Event()
 
-    def wait() -> None:
+    def wait(queued: concurrent.futures.Future[int]) -> None:
         waiting.set()
         try:
             queued.result(timeout=30)
         except BaseException as exc:
             outcome.append(exc)
 
-    waiter = threading.Thread(target=wait)
-    try:
+    with _holding(probe.hold, tmp_path):
+        queued = probe.add(1)
+        waiter = threading.Thread(target=wait, args=(queued,))
         waiter.start()
-        assert waiting.wait(timeout=10)
-        assert queued.cancel() is True
-        waiter.join(timeout=5)  # held for 30 s otherwise
-        assert not waiter.is_alive()
-        assert [type(e) for e in outcome] == [concurrent.futures.CancelledError]
-    finally:
-        touch_file(release)
-        waiter.join(timeout=30)
-    assert held.result(timeout=10) == "held"
+        try:
+            assert waiting.wait(timeout=10)
+            assert queued.cancel() is True
+            waiter.join(timeout=5)  # held for 30 s otherwise
+            assert not waiter.is_alive()
+            assert [type(e) for e in outcome] == [concurrent.futures.CancelledError]
+        finally:
+            queued.cancel()
+            waiter.join(timeout=30)
 
 
 def test_wait_and_as_completed_count_cancelled_futures(tmp_path: Path, system: ActorSystem) -> None:
     probe = system.spawn(Probe)
-    held, release = _held(probe, tmp_path)
-    try:
+    with _holding(probe.hold, tmp_path):
         queued = probe.add(1)
         assert queued.cancel()
         done, not_done = concurrent.futures.wait([queued], timeout=5)
         assert (done, not_done) == ({queued}, set())
         assert list(concurrent.futures.as_completed([queued], timeout=5)) == [queued]
-    finally:
-        touch_file(release)
-    assert held.result(timeout=10) == "held"
 
 
 def test_as_completed_yields_each_future_once(system: ActorSystem) -> None:

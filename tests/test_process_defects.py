@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -55,10 +56,7 @@ HOSTILE_CONTROL = [
 
 def test_no_control_message_kills_the_supervisor(capfd: pytest.CaptureFixture[str]) -> None:
     with ActorSystem(workers=1) as system:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        try:
-            sock.connect(_sockets.control_endpoint(system._run_dir))
+        with _connected(_sockets.control_endpoint(system._run_dir)) as sock:
             for message in HOSTILE_CONTROL:
                 sock.send_multipart(message)
             sock.send_multipart(proto.encode_control("lookup", 99, "nobody"))  # then a good one
@@ -66,9 +64,6 @@ def test_no_control_message_kills_the_supervisor(capfd: pytest.CaptureFixture[st
             kind, body, buffers, _ = proto.unpack(sock.recv_multipart())
             op, (req_id, ok, _) = proto.decode_control(body, buffers)
             assert (kind, op, req_id, ok) == (proto.CONTROL, "reply", 99, False)
-        finally:
-            sock.close(linger=0)
-            ctx.term()
         assert system._proc.poll() is None
         assert system.spawn(Probe).add(2).result(timeout=10) == 2
     err = capfd.readouterr().err
@@ -88,6 +83,19 @@ def test_control_messages_are_json_never_pickle() -> None:
         proto.decode_control(pickle.dumps(["hello", 1]), ())
     with pytest.raises(TypeError):  # nor can one be sent
         proto.encode_control("reply", 1, True, object())
+
+
+@contextlib.contextmanager
+def _connected(endpoint: str) -> Iterator[zmq.Socket]:
+    """A DEALER of the test's own, connected to one of the runtime's sockets."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        sock.connect(endpoint)
+        yield sock
+    finally:
+        sock.close(linger=0)
+        ctx.term()
 
 
 def _deep_entry_batch(good_id: int, actor_id: int) -> list[bytes]:
@@ -110,10 +118,7 @@ def _deep_entry_batch(good_id: int, actor_id: int) -> list[bytes]:
 def test_a_malformed_entry_is_dropped_alone(capfd: pytest.CaptureFixture[str]) -> None:
     with ActorSystem(workers=1) as system:
         probe = system.spawn(Probe, worker=0)
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        try:
-            sock.connect(_sockets.worker_endpoint(system._run_dir, 0))
+        with _connected(_sockets.worker_endpoint(system._run_dir, 0)) as sock:
             sock.send_multipart(_deep_entry_batch(1, probe.actor_id))
             answered = {}
             while len(answered) < 2:
@@ -122,9 +127,6 @@ def test_a_malformed_entry_is_dropped_alone(capfd: pytest.CaptureFixture[str]) -
                 for kind, msg_id, _, _, blob, _ in proto.decode_body(body):
                     answered[msg_id] = (kind, proto.loads(blob))
             assert answered == {1: (proto.OK, 5), 2: (proto.OK, 10)}
-        finally:
-            sock.close(linger=0)
-            ctx.term()
         assert probe.add(1).result(timeout=10) == 11
     err = capfd.readouterr().err
     assert err.count("dropped a malformed message") == 3
@@ -134,10 +136,7 @@ def test_a_malformed_entry_is_dropped_alone(capfd: pytest.CaptureFixture[str]) -
 def test_a_dropped_entry_leaves_the_next_one_its_own_buffers() -> None:
     with ActorSystem(workers=1) as system:
         probe = system.spawn(Probe, worker=0)
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        try:
-            sock.connect(_sockets.worker_endpoint(system._run_dir, 0))
+        with _connected(_sockets.worker_endpoint(system._run_dir, 0)) as sock:
             bad_blob, bad_bufs = proto.dumps(((b"a" * 100_000,), {}))
             good_blob, good_bufs = proto.dumps(((b"b" * 100_000,), {}))
             entries = [
@@ -150,9 +149,6 @@ def test_a_dropped_entry_leaves_the_next_one_its_own_buffers() -> None:
             [(kind, msg_id, _, _, blob, _)] = proto.decode_body(body)
             assert (kind, msg_id) == (proto.OK, 2)
             assert proto.loads(blob, [memoryview(b) for b in buffers]) == b"b" * 100_000
-        finally:
-            sock.close(linger=0)
-            ctx.term()
 
 
 def test_a_forked_child_that_returns_into_the_runtime_exits(system: ActorSystem) -> None:
