@@ -600,21 +600,32 @@ class Worker:
             return []
         requests: list[_Request] = []
         offset: int | None = 0  # None once a bad entry hides where the next one's buffers start
-        for entry in entries:
+        for entry in entries:  # each checked inline: this runs for every message
             try:
-                request, nbufs = _request(peer, entry)
+                kind, msg_id, actor_id, method, blob, nbufs = entry  # ValueError, TypeError
+                if (
+                    type(method) is not str
+                    or type(actor_id) is not int
+                    or type(msg_id) is not int
+                    or type(nbufs) is not int
+                    or type(kind) is not int
+                    or kind not in _REQUEST_KINDS
+                    or nbufs < 0
+                ):
+                    raise proto.ProtocolError(_bad_entry(kind, msg_id, actor_id, method, nbufs))
                 if nbufs and (offset is None or offset + nbufs > len(buffers)):
                     raise proto.ProtocolError(f"an entry whose {nbufs} buffers are not there")
             except (proto.ProtocolError, ValueError, TypeError) as exc:
                 self._malformed(peer, exc)
                 offset = _skip_buffers(entry, offset)
                 continue
+            if kind == _CANCEL:
+                self._on_cancel(peer, msg_id, requests)
+                continue
+            request = _Request(peer, kind, msg_id, actor_id, method, blob, ())
             if nbufs and offset is not None:  # checked above: its buffers are there
                 request.bufs = buffers[offset : offset + nbufs]
                 offset += nbufs
-            if request.kind == _CANCEL:
-                self._on_cancel(peer, request.msg_id, requests)
-                continue
             requests.append(request)
         return requests
 
@@ -1152,24 +1163,10 @@ def _skip_buffers(entry: Any, offset: int | None) -> int | None:
     return offset + nbufs if type(nbufs) is int and nbufs >= 0 else None
 
 
-def _request(peer: bytes, entry: Any) -> tuple[_Request, int]:
-    """A checked entry ``(kind, msg_id, actor_id, method, blob, nbufs)``. Errors name
+def _bad_entry(*fields: Any) -> str:
+    """What is wrong with an entry ``(kind, msg_id, actor_id, method, nbufs)``, by
     types only: a hostile value may not even repr."""
-    kind, msg_id, actor_id, method, blob, nbufs = entry  # ValueError, TypeError
-    if (
-        type(method) is not str
-        or type(actor_id) is not int
-        or type(msg_id) is not int
-        or type(nbufs) is not int
-        or type(kind) is not int
-        or kind not in _REQUEST_KINDS
-        or nbufs < 0
-    ):
-        raise proto.ProtocolError(
-            "an entry of types "
-            + ", ".join(type(field).__name__ for field in (kind, msg_id, actor_id, method, nbufs))
-        )
-    return _Request(peer, kind, msg_id, actor_id, method, blob, ()), nbufs
+    return "an entry of types " + ", ".join(type(field).__name__ for field in fields)
 
 
 def _method(actor: Actor, name: str) -> Callable[..., Any]:
