@@ -128,9 +128,10 @@ class _LargeBytes:
         return type(self.data), (pickle.PickleBuffer(self.data),)
 
 
-def _bytes_out_of_band(obj: Any, depth: int = 3) -> Any:
+def _bytes_out_of_band(obj: Any, depth: int = 4) -> Any:
     """``obj`` with its large bytes wrapped in ``_LargeBytes``: the value itself and
-    what small tuples, lists and dicts hold, ``depth`` levels down (the pickler
+    what small tuples, lists and dicts hold, ``depth`` levels down: a reply, a
+    call's arguments, a task's arguments inside its call (the pickler
     never asks about bytes: ``reducer_override`` skips them). Without any, ``obj``
     itself, found without building anything: this runs on every call's arguments."""
     kind = type(obj)
@@ -138,7 +139,15 @@ def _bytes_out_of_band(obj: Any, depth: int = 3) -> Any:
         return _LargeBytes(obj) if len(obj) >= OUT_OF_BAND_MIN else obj
     if depth and (kind is tuple or kind is list or kind is dict) and len(obj) <= 64:
         for item in obj.values() if kind is dict else obj:
-            if _bytes_out_of_band(item, depth - 1) is not item:
+            inner = type(item)  # leaves checked here, without a call each
+            if inner is bytes or inner is bytearray:
+                if len(item) >= OUT_OF_BAND_MIN:
+                    return _rebuilt(obj, depth)
+            elif (
+                depth > 1
+                and (inner is tuple or inner is list or inner is dict)
+                and _bytes_out_of_band(item, depth - 1) is not item
+            ):
                 return _rebuilt(obj, depth)
     return obj
 

@@ -251,7 +251,8 @@ def test_a_1_gib_bytes_reply_does_not_cost_its_worker_its_heartbeat() -> None:
 
 def test_large_bytes_travel_out_of_band() -> None:
     big = b"y" * (1 << 20)
-    for value in (big, ((big, 1), {}), {"k": [bytearray(big)]}):
+    task = (((abs, (big,), {}),), {})  # a task's arguments, inside its call's
+    for value in (big, ((big, 1), {}), {"k": [bytearray(big)]}, task):
         blob, buffers = proto.dumps(value)
         assert len(blob) < 200 and len(buffers) == 1  # no copy inside the pickle
         assert proto.loads(blob, [memoryview(b) for b in buffers]) == value
