@@ -99,9 +99,10 @@ def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any], int]:
 
 
 def _is_plain(obj: Any) -> bool:
-    """True for values (and ``(args, kwargs)`` of values) the C pickler carries as well."""
+    """True for values (and ``(args, kwargs)`` of values) the C pickler carries as
+    well; large bytes are not plain: they go out of band (see ``_LargeBytes``)."""
     if type(obj) in _PLAIN:
-        return True
+        return type(obj) is not bytes or len(obj) < OUT_OF_BAND_MIN
     if type(obj) is not tuple or len(obj) != 2 or type(obj[0]) is not tuple:
         return False
     if type(obj[1]) is not dict:
@@ -173,7 +174,7 @@ def dumps(obj: Any, out_of_band: bool = True) -> tuple[bytes, list[pickle.Pickle
         buffers.append(buf)
         return False
 
-    if _is_plain(obj) and (type(obj) is not bytes or len(obj) < OUT_OF_BAND_MIN):
+    if _is_plain(obj):
         return pickle.dumps(obj, 5), buffers
     if out_of_band:
         obj = _bytes_out_of_band(obj)

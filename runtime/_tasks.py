@@ -109,10 +109,7 @@ class Tasks:
             return self._send("run", (fn, args, kwargs), retries, what)
         except SerializationError as exc:
             named = [("the function", fn), *proto.named_arguments(args, kwargs)]
-            culprit = proto.find_unpicklable(named)
-            raise SerializationError(
-                f"{describe(what)}: cannot pickle {culprit}: {exc.__cause__}"
-            ) from exc
+            raise _unpicklable(what, named, exc) from exc
 
     def map(
         self,
@@ -172,10 +169,7 @@ class Tasks:
             return self._send("chunk", (fn, chunk), retries, what)
         except SerializationError as exc:
             items = ((f"input item {first + i}", item) for i, item in enumerate(chunk))
-            culprit = proto.find_unpicklable([("the function", fn), *items])
-            raise SerializationError(
-                f"{describe(what)}: cannot pickle {culprit}: {exc.__cause__}"
-            ) from exc
+            raise _unpicklable(what, [("the function", fn), *items], exc) from exc
 
     def _first_done(
         self, window: deque[tuple[ActorFuture[Any], int]], timeout: float | None
@@ -208,6 +202,15 @@ def as_completed(
         ready.reverse()
         while ready:
             yield ready.pop()
+
+
+def _unpicklable(
+    what: tuple[str, Any], named: list[tuple[str, Any]], exc: SerializationError
+) -> SerializationError:
+    """A task's pickling error, naming the user's function, argument or input item
+    rather than the internal call that carries them."""
+    culprit = proto.find_unpicklable(named)
+    return SerializationError(f"{describe(what)}: cannot pickle {culprit}: {exc.__cause__}")
 
 
 def _chunk_outcome(

@@ -695,8 +695,7 @@ class Worker:
         try:
             return fn(*args, **kwargs)
         finally:
-            if _in_forked_child:  # before the lock: a forked child may hold no keeper
-                _leave_forked_child()
+            _leave_if_forked()  # before the lock: a forked child may hold no keeper
             lock.acquire()
             if self._kept:
                 self._after_user_code()
@@ -770,19 +769,7 @@ class Worker:
                 args, kwargs = loads(request.blob, request.bufs)
             except BaseException as exc:
                 raise _unpickling_error(request, exc) from exc
-            # ``_call_user``, inlined: this is the path of every message
-            if self.keeper.asleep:
-                self.keeper.wake.set()
-            lock = self.io_lock
-            lock.release()
-            try:
-                result = method(*args, **kwargs)
-            finally:
-                if _in_forked_child:
-                    _leave_forked_child()
-                lock.acquire()
-                if self._kept:
-                    self._after_user_code()
+            result = self._call_user(method, args, kwargs)
         except BaseException as exc:  # SystemExit too: it goes to the caller, the worker lives
             self.busy.end()
             self._reply_error(request, exc)
@@ -792,9 +779,7 @@ class Worker:
                 self._outcome(cell, request, result)
             elif request.kind == _CALL:
                 self._reply(request, result)
-        self.handled += 1  # ``_count``, inlined: this is the path of every message
-        if self.max_messages is not None and self.handled >= self.max_messages:
-            self.recycle(f"message limit: {self.handled} messages handled")
+        self._count()
         if cell.stop_after and not cell.busy:
             self._stop_actor(request.actor_id, None)
 
@@ -1099,15 +1084,17 @@ async def _contained(awaitable: Awaitable[Any]) -> Any:
 
 def _unpickling_error(request: _Request, exc: BaseException) -> SerializationError:
     """A request's arguments do not unpickle (even SystemExit from a __setstate__)."""
-    what = "the task" if request.actor_id == TASK_ACTOR else f"{request.method}()"
-    return SerializationError(f"{what}: cannot unpickle its arguments: {exc!r}")
+    return SerializationError(f"{_what(request)}: cannot unpickle its arguments: {exc!r}")
 
 
 def _pickling_error(request: _Request, exc: BaseException) -> BaseException:
     if not isinstance(exc, Exception):
         return exc  # SystemExit raised while pickling: the caller gets it as it is
-    what = "the task" if request.actor_id == TASK_ACTOR else f"{request.method}()"
-    return SerializationError(f"{what} returned a value that does not pickle: {exc}")
+    return SerializationError(f"{_what(request)} returned a value that does not pickle: {exc}")
+
+
+def _what(request: _Request) -> str:
+    return "the task" if request.actor_id == TASK_ACTOR else f"{request.method}()"
 
 
 def _describe(actor: Actor | None, actor_id: int) -> str:
@@ -1127,14 +1114,10 @@ def _leave_if_forked() -> None:
     """A child forked by an actor's code that comes back into the runtime exits at
     once: it holds copies of the worker's sockets and loop, which must not run."""
     if _in_forked_child:
-        _leave_forked_child()
-
-
-def _leave_forked_child() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
 
 _AWAITABLE: dict[type, bool] = {}
