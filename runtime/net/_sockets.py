@@ -10,6 +10,10 @@ import zmq
 __all__ = [
     "COPY_MIN",
     "DONTWAIT",
+    "POLLIN",
+    "Context",
+    "Socket",
+    "bus_endpoints",
     "control_endpoint",
     "dealer",
     "readable",
@@ -18,6 +22,9 @@ __all__ = [
     "send",
     "worker_endpoint",
 ]
+
+Socket = zmq.Socket[bytes]  # the sockets of the runtime: frames of bytes
+Context = zmq.Context[Socket]
 
 COPY_MIN = 64 * 1024  # frames at least this large are sent without a copy
 
@@ -37,6 +44,11 @@ def control_endpoint(run_dir: str) -> str:
     return f"ipc://{run_dir}/sup"
 
 
+def bus_endpoints(run_dir: str) -> tuple[str, str]:
+    """The proxy's XSUB (publishers connect) and XPUB (subscribers connect)."""
+    return f"ipc://{run_dir}/bus-in", f"ipc://{run_dir}/bus-out"
+
+
 def _fresh_ipc_path(endpoint: str) -> None:
     """Binding an existing ipc path silently steals it from its owner: refuse."""
     path = endpoint.removeprefix("ipc://")
@@ -44,7 +56,7 @@ def _fresh_ipc_path(endpoint: str) -> None:
         raise FileExistsError(f"ipc endpoint {endpoint} is already bound")
 
 
-def router(ctx: zmq.Context, endpoint: str, hwm: int = DATA_HWM) -> zmq.Socket:
+def router(ctx: Context, endpoint: str, hwm: int = DATA_HWM) -> Socket:
     """A ROUTER that never drops: unroutable sends raise EHOSTUNREACH, full peers EAGAIN."""
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -62,8 +74,8 @@ def router(ctx: zmq.Context, endpoint: str, hwm: int = DATA_HWM) -> zmq.Socket:
 
 
 def dealer(
-    ctx: zmq.Context, endpoint: str, identity: bytes | None = None, hwm: int = DATA_HWM
-) -> zmq.Socket:
+    ctx: Context, endpoint: str, identity: bytes | None = None, hwm: int = DATA_HWM
+) -> Socket:
     sock = ctx.socket(zmq.DEALER)
     if identity is not None:
         sock.setsockopt(zmq.ROUTING_ID, identity)
@@ -79,13 +91,13 @@ def dealer(
     return sock
 
 
-def readable(sock: zmq.Socket) -> bool:
+def readable(sock: Socket) -> bool:
     """True if a message waits. A zero-timeout zmq_poll is the cheapest way to ask:
     cheaper than ZMQ_EVENTS through pyzmq, and far cheaper than a failing recv."""
     return bool(zmq.zmq_poll([(sock, POLLIN)], 0))
 
 
-def send(sock: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
+def send(sock: Socket, frames: list[Any], flags: int = 0) -> None:
     """Send a multipart message; large frames go without a copy."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
@@ -97,7 +109,7 @@ def send(sock: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
         flags = 0  # later parts of an accepted message never block
 
 
-def recv(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
+def recv(sock: Socket, flags: int = 0) -> list[zmq.Frame]:
     """Receive a multipart message as zero-copy Frames (``Frame.more`` is the cheap
     way to walk the parts). Frames support the buffer protocol: pickle, struct
     and ``bytes()`` take them as they are."""

@@ -39,14 +39,16 @@ from typing import Any
 
 import zmq
 
-from runtime import _protocol as proto
+from runtime import wire
+from runtime.net._sockets import Context, Socket, bus_endpoints
 
 __all__ = [
     "INPROC",
     "RESERVED",
+    "SYNC",
+    "Bus",
     "Publisher",
     "Subscription",
-    "bus_endpoints",
     "check_topic",
     "decode",
     "encode",
@@ -60,10 +62,6 @@ INPROC = "inproc://dovecote-bus"
 SYNC = "\x01sync/"
 BUS_HWM = 100_000
 _DONTWAIT = int(zmq.DONTWAIT)
-
-
-def bus_endpoints(run_dir: str) -> tuple[str, str]:
-    return f"ipc://{run_dir}/bus-in", f"ipc://{run_dir}/bus-out"
 
 
 def check_topic(topic: object) -> str:
@@ -82,7 +80,7 @@ _SEQ = struct.Struct("<Q")
 def encode(topic: str, publisher: bytes, seq: int, obj: Any) -> bytes:
     """One frame, topic first (the SUB filters on its prefix): topic NUL seq
     publisher NUL pickle."""
-    body = proto.dumps(obj, out_of_band=False)[0]
+    body = wire.dumps(obj, out_of_band=False)[0]
     return b"".join((topic.encode(), b"\0", _SEQ.pack(seq), publisher, b"\0", body))
 
 
@@ -92,13 +90,13 @@ def decode(frame: bytes) -> tuple[str, bytes, int, Any]:
         start = end_topic + 1 + _SEQ.size
         end_publisher = frame.index(b"\0", start)
     except ValueError:
-        raise proto.ProtocolError("an event frame without its fields") from None
+        raise wire.ProtocolError("an event frame without its fields") from None
     (seq,) = _SEQ.unpack_from(frame, end_topic + 1)
-    obj = proto.loads(memoryview(frame)[end_publisher + 1 :])
+    obj = wire.loads(memoryview(frame)[end_publisher + 1 :])
     return frame[:end_topic].decode(), frame[start:end_publisher], seq, obj
 
 
-def run_proxy(ctx: zmq.Context, run_dir: str, bound: threading.Event) -> None:
+def run_proxy(ctx: Context, run_dir: str, bound: threading.Event) -> None:
     """The supervisor's bus thread: a C-level XSUB/XPUB proxy (the GIL is free)."""
     xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
     try:
@@ -125,7 +123,7 @@ class Publisher:
     has seen a sync message come back through the proxy, proving the connection.
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, name: str) -> None:
+    def __init__(self, ctx: Context, endpoint: str, name: str) -> None:
         self.name = name.encode()
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, BUS_HWM)
@@ -177,7 +175,7 @@ class Subscription:
 
     def __init__(
         self,
-        ctx: zmq.Context,
+        ctx: Context,
         run_dir: str,
         prefix: str,
         callback: Callable[[str, Any], None] | None,
@@ -263,3 +261,88 @@ class Subscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Bus:
+    """One process's end of the bus: its publisher, its subscriptions, and the sync
+    handshake that proves their paths through the proxy (the same in every process).
+
+    Used by whoever owns the process's sockets (the driver's I/O token, a worker's
+    loop); ``on_socket(sock, added)`` registers a SUB with that owner's poll.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        run_dir: str,
+        name: str,
+        on_socket: Callable[[Socket, bool], None],
+    ) -> None:
+        self.ctx = ctx
+        self.run_dir = run_dir
+        self.name = name
+        self._on_socket = on_socket
+        self._publisher: Publisher | None = None
+        self.subs: dict[Socket, Subscription] = {}
+        self._on_synced: dict[Subscription, Callable[[], None]] = {}
+        self._hello: Subscription | None = None  # proves the PUB's path, if nothing else does
+        self._synced_at = 0.0
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            endpoint = bus_endpoints(self.run_dir)[0]
+            self._publisher = Publisher(self.ctx, endpoint, self.name)
+        return self._publisher
+
+    def add(self, sub: Subscription, on_synced: Callable[[], None] | None = None) -> None:
+        self.subs[sub.sock] = sub
+        if on_synced is not None:
+            self._on_synced[sub] = on_synced
+        self._on_socket(sub.sock, True)
+
+    def remove(self, sub: Subscription) -> None:
+        if self.subs.pop(sub.sock, None) is not None:
+            self._on_synced.pop(sub, None)
+            self._on_socket(sub.sock, False)
+            sub.sock.close()
+
+    def busy(self) -> bool:
+        """Events held, or subscriptions not yet synced."""
+        held = self._publisher is not None and bool(self._publisher.held)
+        return held or not all(sub.synced for sub in self.subs.values())
+
+    def handshake(self, now: float) -> bool:
+        """Publish sync messages until they come back; then the held events go out.
+        True once nothing waits for a sync and every event is handed to the PUB."""
+        publisher = self.publisher
+        for sub in [s for s in self._on_synced if s.synced]:
+            self._on_synced.pop(sub)()
+        if not publisher.ready:
+            if any(sub.synced for sub in self.subs.values()):
+                publisher.ready = True  # our PUB's events reach the proxy
+            elif not self.subs:  # only publishes: prove the path
+                self._hello = Subscription(
+                    self.ctx, self.run_dir, SYNC, None, _no_wait, self.remove
+                )
+                self.add(self._hello)
+        if publisher.ready and self._hello is not None:
+            self._hello.close()
+            self._hello = None
+        unsynced = [sub for sub in self.subs.values() if not sub.synced]
+        if unsynced and now - self._synced_at > 0.01:
+            self._synced_at = now
+            for sub in unsynced:
+                publisher.sync(sub.sync_topic)
+        return not unsynced and publisher.flush()
+
+    def close(self) -> None:
+        for sub in list(self.subs.values()):
+            sub.sock.close()
+        self.subs.clear()
+        if self._publisher is not None:
+            self._publisher.close()
+
+
+def _no_wait(done: Callable[[], bool], deadline: float | None) -> None:
+    raise RuntimeError("the bus's own handshake subscription is not read")

@@ -1,0 +1,485 @@
+"""The sending side every process owns: calls become batched frames, replies
+become results, and requests to the supervisor become futures.
+
+One :class:`Transport` serves the driver and each worker alike. It is handed
+what differs between them rather than subclassed: ``wake`` (make whoever owns
+the sockets flush soon), ``wait`` (block until a condition holds, or return at
+once where blocking is not allowed), ``waiter`` (what a future's ``result()``
+does first), ``on_socket`` (a DEALER opened or closed, for the owner's poll),
+a clock, and optionally ``local`` (calls to the process's own mailbox). It
+holds no reference to its owner. Its state (outboxes, pending calls, the retry
+plan) is ``core.Calls``; this module adds the lock, the sockets and the codec.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import InvalidStateError
+from typing import Any, Protocol
+
+import zmq
+
+from actors._errors import (
+    ActorCrashedError,
+    ActorStoppedError,
+    MailboxFullError,
+    SerializationError,
+)
+from actors._future import ActorFuture, Waiter
+from actors._ref import ActorRef
+from runtime import net, wire
+from runtime.core import Calls, Pending
+from runtime.net import Context, Socket
+
+__all__ = ["CANCEL_TIMEOUT", "Local", "Transport", "settle"]
+
+log = logging.getLogger("dovecote")
+
+CANCEL_TIMEOUT = 5.0  # seconds cancel() waits for a worker's verdict before saying False
+Handler = Callable[[Any], None]
+
+
+class Local(Protocol):
+    """Calls from a worker's actors to the worker's own mailbox skip the sockets."""
+
+    slot: int
+
+    def submit(self, entry: wire.Entry, bufs: list[Any], future: ActorFuture[Any] | None) -> bool:
+        """Deliver on the loop; False if the call needs no delivery (a self-stop)."""
+
+    def claim(self, msg_id: int) -> bool:
+        """Withdraw a call to this worker if it has not started."""
+
+
+class Transport:
+    """Outgoing calls of one process and the futures waiting on their replies."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        run_dir: str,
+        identity: bytes,
+        options: tuple[int, float],
+        hooks: tuple[Callable[[], None], Callable[[Callable[[], bool], float], None], Waiter],
+        on_socket: Callable[[Socket, bool], None],
+        lock: threading.Lock,
+        clock: Callable[[], float] = time.monotonic,
+        local: Local | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.run_dir = run_dir
+        self.outbox_limit, self.send_timeout = options
+        self._wake, self._wait, self._waiter = hooks
+        self._on_socket = on_socket
+        self._lock = lock
+        self._clock = clock
+        self._local = local
+        self._ids = itertools.count(1)
+        self._futures_condition = threading.Condition()
+        self.calls = Calls()
+        self._dealers: dict[int, Socket] = {}
+        self._watches: dict[int, tuple[ActorRef, Callable[[ActorRef, str], None]]] = {}
+        self._requests: dict[int, tuple[ActorFuture[Any], Callable[[Any], Any]]] = {}
+        self._control_out: list[list[Any]] = []
+        self.control = net.dealer(ctx, net.control_endpoint(run_dir), identity, hwm=10_000)
+        self.closed: str | None = None
+        self._canceller = self.cancel_call  # bound once: every call's future holds it
+        self.handlers: dict[type, Handler] = {
+            wire.Reply: self._on_reply,
+            wire.WorkerDied: self._on_worker_died,
+            wire.Down: self._on_down,
+        }
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    # -- the Engine protocol, used by refs --------------------------------
+    def call(
+        self,
+        ref: ActorRef,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        what: object = None,
+    ) -> ActorFuture[Any]:
+        """``what`` labels the call in errors; by default ``(ref, method)``."""
+        what = what or (ref, method)
+        blob, bufs = wire.dumps_call(what, args, kwargs)
+        future: ActorFuture[Any] = ActorFuture(
+            what, self._waiter, self._futures_condition, self._canceller
+        )
+        msg_id = future.call_id = next(self._ids)
+        entry = wire.make_entry(wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
+        pending = Pending(future, ref.slot)
+        for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
+            if name == method:
+                pending = Pending(future, ref.slot, entry, bufs, retries)
+                break
+        self._submit(ref.slot, entry, bufs, pending)
+        return future
+
+    def tell(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        blob, bufs = wire.dumps_call((ref, method), args, kwargs)
+        entry = wire.make_entry(wire.TELL, 0, ref.actor_id, method, blob, len(bufs))
+        self._submit(ref.slot, entry, bufs, None)
+
+    def _submit(
+        self, slot: int, entry: wire.Entry, bufs: list[Any], pending: Pending | None
+    ) -> None:
+        local = self._local
+        if local is not None and slot == local.slot:
+            self._submit_local(local, entry, bufs, pending)
+            return
+        if self.calls.queued(slot) >= self.outbox_limit:
+            self._wait_for_room(slot)
+        with self._lock:
+            self._check_open()
+            if pending is not None:
+                self.calls.pending[entry.msg_id] = pending
+            self.calls.outbox(slot).add(entry, bufs)
+            self._wake()
+
+    def _submit_local(
+        self, local: Local, entry: wire.Entry, bufs: list[Any], pending: Pending | None
+    ) -> None:
+        self._check_open()
+        future = None if pending is None else pending.future
+        if not local.submit(entry, bufs, future):
+            settle(future, value=None)  # a self-stop: awaiting it must not deadlock
+        elif pending is not None:
+            self.calls.pending[entry.msg_id] = Pending(pending.future, local.slot)
+
+    def _wait_for_room(self, slot: int) -> None:
+        """Block until the outbox of ``slot`` has room, or raise MailboxFullError."""
+
+        def room() -> bool:
+            return self.calls.queued(slot) < self.outbox_limit or self.closed is not None
+
+        self._wait(room, self._clock() + self.send_timeout)
+        if not room():
+            raise MailboxFullError(
+                f"a worker did not accept messages for {self.send_timeout} s "
+                f"({self.outbox_limit} waiting to be sent): the actor is not keeping up"
+            )
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise ActorStoppedError(self.closed)
+
+    # -- cancellation ---------------------------------------------------------
+    def cancel_call(self, future: ActorFuture[Any]) -> bool:
+        """``future.cancel()`` of a pending call: True if it will not run.
+
+        A call still in its outbox is withdrawn here. Once sent, only its worker
+        knows whether it started: it is asked, and its verdict awaited where
+        waiting is allowed. Without one in time (a worker whose inbox is paused by
+        backpressure, or stuck) the call may still run: it is marked running and
+        cancel() says False; should the worker drop it after all, the future ends
+        cancelled rather than pending for ever."""
+        withdrawn, slot = self._withdraw(future)
+        if withdrawn:
+            self.wake_waiters()
+            return True
+        if slot is None:
+            return future.cancelled()  # its outcome is being set right now
+        local = self._local
+        if local is not None and slot == local.slot:
+            return self._cancel_local(local, future)
+        self._send_cancel(slot, future.call_id)
+        self._wait(future.decided, self._clock() + CANCEL_TIMEOUT)
+        if not future.decided():
+            future.mark_running()
+        return future.cancelled()
+
+    def _cancel_local(self, local: Local, future: ActorFuture[Any]) -> bool:
+        if not local.claim(future.call_id):
+            future.mark_running()  # not waiting to start: it runs, or has run
+            return future.cancelled()
+        with self._lock:
+            self.calls.pending.pop(future.call_id, None)
+        return future.mark_cancelled()
+
+    def abandon(self, futures: list[ActorFuture[Any]]) -> None:
+        """Nobody wants these any more: withdraw or cancel each, without waiting."""
+        for future in futures:
+            if not future.decided():
+                withdrawn, slot = self._withdraw(future)
+                if not withdrawn and slot is not None:
+                    self._send_cancel(slot, future.call_id)
+
+    def _withdraw(self, future: ActorFuture[Any]) -> tuple[bool, int | None]:
+        with self._lock:
+            withdrawn, slot = self.calls.withdraw(future.call_id)
+        if withdrawn:
+            future.mark_cancelled()
+        return withdrawn, slot
+
+    def _send_cancel(self, slot: int, msg_id: int) -> None:
+        """Ask the worker to drop a call it has not started: behind the call on the
+        same connection, so the worker has it by the time it reads this."""
+        with self._lock:
+            self.calls.outbox(slot).add(wire.make_entry(wire.CANCEL, msg_id, 0, "", b"", 0), [])
+            self._wake()
+
+    def _on_verdict(self, kind: int, msg_id: int) -> None:
+        """The worker's answer to a cancel: dropped before it started, or started."""
+        with self._lock:
+            pending = self.calls.pending.get(msg_id)
+            if pending is not None and kind == wire.CANCELLED:
+                del self.calls.pending[msg_id]
+        if pending is None:
+            return  # its reply came first: the call had run
+        if kind == wire.CANCELLED:
+            pending.future.mark_cancelled(late=True)
+        else:
+            pending.future.mark_running()
+        self.wake_waiters()
+
+    def wake_waiters(self) -> None:
+        """A future changed state without a reply: let the thread waiting on it see."""
+        with self._lock:
+            self._wake()
+
+    # -- sockets, by whoever owns them now -------------------------------------
+    def _dealer(self, slot: int) -> Socket:
+        sock = self._dealers.get(slot)
+        if sock is None:
+            endpoint = net.worker_endpoint(self.run_dir, slot)
+            sock = self._dealers[slot] = net.dealer(self.ctx, endpoint)
+            self._on_socket(sock, True)
+        return sock
+
+    def _reset_dealer(self, slot: int) -> None:
+        """After a worker's death, talk to its successor on a new connection: a
+        message sent on the old one just after the death would be lost with it."""
+        sock = self._dealers.pop(slot, None)
+        if sock is not None:
+            self._on_socket(sock, False)
+            sock.close(linger=0)
+
+    def flush(self) -> bool:
+        """Send every outbox, then the control messages; False if a peer is full."""
+        ok = True
+        for slot, outbox in list(self.calls.outboxes.items()):
+            if outbox.entries:
+                ok = self._flush_slot(slot) and ok
+        while self._control_out:
+            try:
+                net.send(self.control, self._control_out[0], net.DONTWAIT)
+            except zmq.Again:
+                return False
+            with self._lock:
+                del self._control_out[0]
+        return ok
+
+    def _flush_slot(self, slot: int) -> bool:
+        with self._lock:
+            outbox = self.calls.outboxes[slot]
+            entries, buffers = outbox.take()
+        sock = self._dealer(slot)
+        while entries:
+            try:
+                frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
+                net.send(sock, frames, net.DONTWAIT)
+            except zmq.Again:
+                with self._lock:
+                    outbox.put_back(entries, buffers)
+                return False
+            with self._lock:
+                entries, buffers = outbox.take()
+        return True
+
+    def has_outgoing(self) -> bool:
+        return bool(self._control_out) or self.calls.has_outgoing()
+
+    def has_pending(self) -> bool:
+        return bool(self.calls.pending or self._requests)
+
+    def dealers(self) -> list[Socket]:
+        return list(self._dealers.values())
+
+    # -- replies ------------------------------------------------------------------
+    def on_data(self, frames: list[Any]) -> None:
+        """A BATCH of replies from a worker."""
+        try:
+            kind, body, buffers, _ = wire.unpack(frames)
+            if kind != wire.BATCH:
+                raise wire.ProtocolError(f"a reply of kind {kind}")
+            entries = wire.decode_body(body)
+        except wire.ProtocolError as exc:
+            log.warning("dropped a malformed reply: %s", exc)
+            return
+        offset = 0
+        for kind, msg_id, _, _, blob, nbufs in entries:
+            self.resolve(kind, msg_id, blob, buffers[offset : offset + nbufs] if nbufs else ())
+            offset += nbufs
+
+    def resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
+        """One reply (or cancel verdict) for the call ``msg_id``."""
+        if kind > wire.ERR:
+            self._on_verdict(kind, msg_id)
+            return
+        with self._lock:
+            pending = self.calls.pending.pop(msg_id, None)
+        if pending is None:
+            return  # already failed by a crash notice
+        future = pending.future
+        if kind == wire.ERR:
+            settle(future, exc=wire.decode_error(blob, bufs))
+            return
+        try:
+            value = wire.loads(blob, bufs)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from unpickling stays out of result()
+            err = SerializationError(f"{future.label}: reply does not unpickle: {exc!r}")
+            settle(future, exc=err)
+            return
+        settle(future, value=value)
+
+    # -- deaths ---------------------------------------------------------------------
+    def _on_worker_died(self, notice: wire.WorkerDied) -> None:
+        self.fail_slot(notice.slot, notice.cause, notice.epoch)
+
+    def fail_slot(self, slot: int, cause: str, epoch: int) -> None:
+        """The worker in ``slot`` died; ``epoch`` is the new worker's (see ``Calls``)."""
+        self._reset_dealer(slot)
+        with self._lock:
+            failed, resent = self.calls.fail_slot(slot, epoch)
+            if resent:
+                self._wake()
+        log.debug(
+            "worker %d is now epoch %d: %d failed, %d re-sent", slot, epoch, len(failed), resent
+        )
+        for future in failed:
+            msg = f"{future.label}: its worker died ({cause})"
+            settle(future, exc=ActorCrashedError(msg, cause))
+
+    def fail_all(self, reason: str, crashed: bool) -> None:
+        """The system is gone: fail everything still pending."""
+        with self._lock:
+            self.closed = reason
+            dead = self.calls.fail_all() + [f for f, _ in self._requests.values()]
+            self._requests.clear()
+        for future in dead:
+            label = f"{future.label}: {reason}"
+            err = ActorCrashedError(label, reason) if crashed else ActorStoppedError(label)
+            settle(future, exc=err)
+
+    def add_watch(self, ref: ActorRef, on_down: Callable[[ActorRef, str], None]) -> int:
+        watch_id = next(self._ids)
+        with self._lock:
+            self._watches[watch_id] = (ref, on_down)
+            self._wake()  # the driver's background thread now also looks for notices
+        return watch_id
+
+    def watching(self) -> bool:
+        return bool(self._watches)
+
+    def _on_down(self, notice: wire.Down) -> None:
+        """A watched actor crashed or ended."""
+        with self._lock:
+            watches = self._watches
+            watch = (
+                watches.pop(notice.watch_id, None) if notice.final else watches.get(notice.watch_id)
+            )
+        if watch is None:
+            return
+        ref, on_down = watch
+        try:
+            on_down(ref, notice.reason)
+        except Exception:
+            log.exception("the watch callback for %r raised", ref)
+
+    def barrier(self) -> list[ActorFuture[Any]]:
+        """One future per worker this process has sent to; each completes once the
+        worker has taken in everything sent to it before."""
+        futures = []
+        for slot in list(self.calls.outboxes):
+            future: ActorFuture[Any] = ActorFuture(f"barrier on worker {slot}", self._waiter)
+            msg_id = next(self._ids)
+            blob = wire.dumps(((), {}))[0]
+            entry = wire.make_entry(wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", blob, 0)
+            self._submit(slot, entry, [], Pending(future, slot))
+            futures.append(future)
+        return futures
+
+    # -- requests to the supervisor -----------------------------------------
+    def request(
+        self, label: str, decode: Callable[[Any], Any], make: Callable[[int], Any]
+    ) -> ActorFuture[Any]:
+        """Send ``make(req_id)`` to the supervisor; its reply completes the future."""
+        future: ActorFuture[Any] = ActorFuture(label, self._waiter)
+        req_id = next(self._ids)
+        frames = wire.encode_control(make(req_id))
+        with self._lock:
+            self._check_open()
+            self._requests[req_id] = (future, decode)
+            self._control_out.append(frames)
+            self._wake()
+        return future
+
+    def notify(self, message: Any) -> None:
+        """Send a control message that expects no reply."""
+        frames = wire.encode_control(message)
+        with self._lock:
+            self._control_out.append(frames)
+            self._wake()
+
+    def _on_reply(self, reply: wire.Reply) -> None:
+        with self._lock:
+            pending = self._requests.pop(reply.req_id, None)
+        if pending is None:
+            return
+        future, decode = pending
+        if not reply.ok:
+            settle(future, exc=wire.decode_error(reply.payload))
+            return
+        try:
+            settle(future, value=decode(reply.payload))
+        except Exception as exc:
+            settle(future, exc=exc)
+
+    def on_control(self, frames: list[Any]) -> None:
+        """Decode a control message and run its handler; log what goes wrong."""
+        try:
+            kind, body, buffers, _ = wire.unpack(frames)
+            if kind != wire.CONTROL:
+                raise wire.ProtocolError(f"kind {kind} on a control socket")
+            message = wire.decode_control(body, buffers)
+            handler = self.handlers.get(type(message))
+            if handler is None:
+                raise wire.ProtocolError(f"{wire.op_name(type(message))!r} is not for this process")
+        except wire.ProtocolError as exc:
+            log.warning("dropped a malformed control message: %s", exc)
+            return
+        try:
+            handler(message)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # SystemExit from an actor's hook, say: the process goes on
+            log.exception("control message %r failed", message)
+
+    def close_sockets(self) -> None:
+        for sock in self._dealers.values():
+            sock.close(linger=0)
+        self._dealers.clear()
+        self.control.close(linger=0)
+
+
+def settle(future: Any, value: Any = None, exc: BaseException | None = None) -> None:
+    """Complete a future unless a cancel got there first."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass  # cancelled by its caller: nobody wants the outcome

@@ -1,0 +1,148 @@
+"""The sending side's state, sans-IO: calls waiting to be sent, per worker slot,
+batched; calls sent and waiting for their replies; and the retry plan when a
+worker dies. The transport holds its lock around every use and does the I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.wire import CALL, Buffer, Entry
+
+__all__ = ["MAX_BATCH", "Calls", "Outbox", "Pending"]
+
+MAX_BATCH = 1024  # entries in one message: bounds latency and the size of a frame
+
+
+class Pending:
+    """A call waiting for its reply. A retryable one keeps what it sent and how many
+    re-sends it has left: it is sent again if its worker dies."""
+
+    __slots__ = ("bufs", "entry", "future", "retries", "slot")
+
+    def __init__(
+        self,
+        future: Any,
+        slot: int,
+        entry: Entry | None = None,
+        bufs: list[Buffer] | None = None,
+        retries: int = 0,
+    ) -> None:
+        self.future = future
+        self.slot = slot
+        self.entry = entry
+        self.bufs = bufs
+        self.retries = retries
+
+
+class Outbox:
+    """Entries waiting for one peer, with their out-of-band buffers."""
+
+    __slots__ = ("buffers", "entries")
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.buffers: list[Buffer] = []
+
+    def add(self, entry: Entry, bufs: list[Buffer]) -> None:
+        self.entries.append(entry)
+        if bufs:
+            self.buffers.extend(bufs)
+
+    def take(self) -> tuple[list[Entry], list[Buffer]]:
+        """Up to MAX_BATCH entries and exactly their buffers."""
+        if len(self.entries) <= MAX_BATCH:
+            entries, buffers = self.entries, self.buffers
+            self.entries, self.buffers = [], []
+            return entries, buffers
+        entries = self.entries[:MAX_BATCH]
+        del self.entries[:MAX_BATCH]
+        nbufs = sum(e.nbufs for e in entries)
+        buffers = self.buffers[:nbufs]
+        del self.buffers[:nbufs]
+        return entries, buffers
+
+    def put_back(self, entries: list[Entry], buffers: list[Buffer]) -> None:
+        self.entries[:0] = entries
+        self.buffers[:0] = buffers
+
+    def remove(self, msg_id: int) -> bool:
+        """Withdraw the call ``msg_id`` if it has not been sent."""
+        offset = 0
+        for index, entry in enumerate(self.entries):
+            if entry.msg_id == msg_id and entry.kind == CALL:
+                del self.buffers[offset : offset + entry.nbufs]
+                del self.entries[index]
+                return True
+            offset += entry.nbufs
+        return False
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.buffers.clear()
+
+
+class Calls:
+    """Every call of one process: queued per slot, or sent and pending."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, Pending] = {}
+        self.outboxes: dict[int, Outbox] = {}
+        self.epochs: dict[int, int] = {}  # slot -> incarnation of its worker, as last told
+
+    def outbox(self, slot: int) -> Outbox:
+        outbox = self.outboxes.get(slot)
+        if outbox is None:
+            outbox = self.outboxes[slot] = Outbox()
+        return outbox
+
+    def queued(self, slot: int) -> int:
+        outbox = self.outboxes.get(slot)
+        return 0 if outbox is None else len(outbox.entries)
+
+    def has_outgoing(self) -> bool:
+        return any(o.entries for o in self.outboxes.values())
+
+    def withdraw(self, msg_id: int) -> tuple[bool, int | None]:
+        """Take a pending call out of its outbox if it is still there. Returns whether
+        it was, and the slot it is for (None: it is no longer pending)."""
+        pending = self.pending.get(msg_id)
+        if pending is None:
+            return False, None
+        outbox = self.outboxes.get(pending.slot)
+        if outbox is None or not outbox.remove(msg_id):
+            return False, pending.slot
+        del self.pending[msg_id]
+        return True, pending.slot
+
+    def fail_slot(self, slot: int, epoch: int) -> tuple[list[Any], int]:
+        """The worker in ``slot`` died and ``epoch`` is its successor's. Calls sent to it
+        are re-sent if retryable with retries left, ahead of those queued after them
+        (FIFO holds); the futures of the others are returned, to be failed. Calls
+        not sent yet stay queued for the new worker. Returns (failed, re-sent)."""
+        self.epochs[slot] = epoch
+        outbox = self.outboxes.get(slot)
+        unsent = {e.msg_id for e in outbox.entries if e.kind == CALL} if outbox else set()
+        sent = sorted(m for m, p in self.pending.items() if p.slot == slot and m not in unsent)
+        failed: list[Any] = []
+        entries: list[Entry] = []
+        buffers: list[Buffer] = []
+        for msg_id in sent:
+            pending = self.pending[msg_id]
+            if pending.entry is not None and pending.retries > 0:
+                pending.retries -= 1
+                entries.append(pending.entry)
+                buffers.extend(pending.bufs or ())
+            else:
+                del self.pending[msg_id]
+                failed.append(pending.future)
+        if entries:
+            self.outbox(slot).put_back(entries, buffers)
+        return failed, len(entries)
+
+    def fail_all(self) -> list[Any]:
+        """Forget everything; the futures of the pending calls, to be failed."""
+        futures = [p.future for p in self.pending.values()]
+        self.pending.clear()
+        for outbox in self.outboxes.values():
+            outbox.clear()
+        return futures

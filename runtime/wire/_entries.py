@@ -1,0 +1,89 @@
+"""A received batch's entries, checked one by one into :class:`Request` records.
+Pure: the worker reads the socket and decides what to do with each request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from runtime.wire._frames import CALL, CANCEL, TELL, Buffer, ProtocolError
+
+__all__ = ["Request", "parse_entries"]
+
+_REQUEST_KINDS = frozenset({CALL, TELL, CANCEL})
+
+
+class Request:
+    """One call, tell or cancel as a worker sees it."""
+
+    __slots__ = ("actor_id", "blob", "bufs", "cancelled", "kind", "method", "msg_id", "peer")
+
+    def __init__(
+        self,
+        peer: bytes | None,
+        kind: int,
+        msg_id: int,
+        actor_id: int,
+        method: str,
+        blob: Any,
+        bufs: Sequence[Buffer],
+    ) -> None:
+        self.peer = peer  # None: a call from an actor of this same worker
+        self.kind = kind
+        self.msg_id = msg_id
+        self.actor_id = actor_id
+        self.method = method
+        self.blob = blob
+        self.bufs = bufs
+        self.cancelled = False  # by its caller, before it started: skipped when its turn comes
+
+
+def parse_entries(
+    peer: bytes, entries: Any, buffers: Sequence[Buffer]
+) -> tuple[list[Request], list[Exception]]:
+    """The requests of one batch, in order, and what was wrong with each entry
+    dropped: a malformed entry is dropped alone, and so are the later ones with
+    buffers if its own buffer count cannot be read."""
+    if type(entries) is not list:
+        return [], [ProtocolError(f"a batch body of type {type(entries).__name__}")]
+    requests: list[Request] = []
+    errors: list[Exception] = []
+    offset: int | None = 0  # None once a bad entry hides where the next one's buffers start
+    for entry in entries:  # each checked inline: this runs for every message
+        try:
+            kind, msg_id, actor_id, method, blob, nbufs = entry  # ValueError, TypeError
+            if (
+                type(method) is not str
+                or type(actor_id) is not int
+                or type(msg_id) is not int
+                or type(nbufs) is not int
+                or type(kind) is not int
+                or kind not in _REQUEST_KINDS
+                or nbufs < 0
+            ):
+                raise ProtocolError(_bad_entry(kind, msg_id, actor_id, method, nbufs))
+            if nbufs and (offset is None or offset + nbufs > len(buffers)):
+                raise ProtocolError(f"an entry whose {nbufs} buffers are not there")
+        except (ProtocolError, ValueError, TypeError) as exc:
+            errors.append(exc)
+            offset = _skip_buffers(entry, offset)
+            continue
+        request = Request(peer, kind, msg_id, actor_id, method, blob, ())
+        if nbufs and offset is not None:  # checked above: its buffers are there
+            request.bufs = buffers[offset : offset + nbufs]
+            offset += nbufs
+        requests.append(request)
+    return requests, errors
+
+
+def _skip_buffers(entry: Any, offset: int | None) -> int | None:
+    """Past a dropped entry's buffers, if its count can be read; else None."""
+    if offset is None or type(entry) is not tuple or len(entry) != 6:
+        return None
+    nbufs = entry[5]
+    return offset + nbufs if type(nbufs) is int and nbufs >= 0 else None
+
+
+def _bad_entry(*fields: Any) -> str:
+    """What is wrong with an entry, by types only: a hostile value may not even repr."""
+    return "an entry of types " + ", ".join(type(field).__name__ for field in fields)

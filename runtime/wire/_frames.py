@@ -1,0 +1,130 @@
+"""Frames, the fixed header, and the entries of a batch. Pure: no sockets, no clock.
+
+A message is a list of frames: ``[header + body, *buffers]`` (a ROUTER adds the
+peer's routing id in front). The header is fixed, 12 bytes: magic, version, kind,
+the number of buffer frames that follow, and the epoch of the worker a batch is
+for (a restarted worker drops what was meant for the process before it).
+
+A ``BATCH`` body is a pickled list of entries (see :class:`Entry`): calls, tells,
+cancels and replies. A ``CONTROL`` body is JSON (see ``_control``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+__all__ = [
+    "BARRIER_ACTOR",
+    "BATCH",
+    "CALL",
+    "CANCEL",
+    "CANCELLED",
+    "CONTROL",
+    "ERR",
+    "OK",
+    "STARTED",
+    "TASK_ACTOR",
+    "TELL",
+    "Buffer",
+    "Entry",
+    "ProtocolError",
+    "decode_body",
+    "encode_batch",
+    "make_entry",
+    "pack",
+    "peer_name",
+    "unpack",
+]
+
+MAGIC = b"dc"
+VERSION = 1
+HEADER = struct.Struct("<2sBBII")  # magic, version, kind, buffer count, epoch
+
+BATCH, CONTROL = 1, 2
+CALL, TELL, OK, ERR = 1, 2, 3, 4
+# A caller's cancel of a call it sent (CANCEL, msg_id), and the worker's verdict:
+# CANCELLED (it will not run) or STARTED (too late: it runs or has run).
+CANCEL, CANCELLED, STARTED = 5, 6, 7
+
+BARRIER_ACTOR = 0  # no actor has this id: a call to it is answered by the worker itself
+TASK_ACTOR = -1  # answered by every worker: "run" one function, or a "chunk" of items
+
+Buffer = Any  # a PickleBuffer, memoryview or zmq.Frame
+
+
+class ProtocolError(ValueError):
+    """A message that does not parse; the receiver logs it and drops it."""
+
+
+class Entry(NamedTuple):
+    """One call, tell, cancel or reply in a batch. ``blob`` is the pickle of the
+    call's ``(args, kwargs)`` (or of the reply), made at the call site so that a
+    bad argument fails there; its out-of-band buffers are the batch's next
+    ``nbufs`` buffer frames. On the wire it is a plain tuple, in this order."""
+
+    kind: int
+    msg_id: int
+    actor_id: int
+    method: str
+    blob: Any
+    nbufs: int
+
+
+_new = tuple.__new__
+
+
+def make_entry(kind: int, msg_id: int, actor_id: int, method: str, blob: Any, nbufs: int) -> Entry:
+    """``Entry(...)`` at C speed: NamedTuple's own constructor costs a Python call."""
+    return _new(Entry, (kind, msg_id, actor_id, method, blob, nbufs))  # type: ignore[no-any-return]
+
+
+def pack(kind: int, body: bytes, buffers: Sequence[Buffer] = (), epoch: int = 0) -> list[Any]:
+    # Header and body share a frame: every frame costs microseconds in pyzmq.
+    return [HEADER.pack(MAGIC, VERSION, kind, len(buffers), epoch) + body, *buffers]
+
+
+def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any], int]:
+    """Split and check a message; raises ProtocolError on anything malformed."""
+    if not frames:
+        raise ProtocolError("no frames")
+    first = memoryview(frames[0])
+    if len(first) <= HEADER.size:
+        raise ProtocolError(f"first frame of {len(first)} bytes is too short")
+    magic, version, kind, nbufs, epoch = HEADER.unpack_from(first)
+    if magic != MAGIC or version != VERSION:
+        raise ProtocolError(f"bad magic/version {bytes(magic)!r}/{version}")
+    if (kind != BATCH and kind != CONTROL) or nbufs != len(frames) - 1:
+        raise ProtocolError(f"kind {kind} with {nbufs} buffers in {len(frames)} frames")
+    return kind, first[HEADER.size :], frames[1:] if nbufs else (), epoch
+
+
+def encode_batch(entries: Sequence[Entry], buffers: Sequence[Buffer], epoch: int = 0) -> list[Any]:
+    """``epoch`` is the incarnation of the worker the calls are for. Entries go as
+    plain tuples: pickling a NamedTuple costs several times more."""
+    plain = [tuple(entry) for entry in entries]
+    return pack(BATCH, pickle.dumps(plain, 5), buffers, epoch)
+
+
+def decode_body(body: Any) -> Any:
+    """A batch's list of entries, unchecked. Whatever its unpickling raises, even
+    SystemExit from a hostile pickle, becomes a ProtocolError."""
+    try:
+        return pickle.loads(body)
+    except BaseException as exc:
+        raise ProtocolError(f"body does not unpickle: {type(exc).__name__}") from None
+
+
+def peer_name(identity: bytes) -> str:
+    """A connection's routing id as a person reads it: the runtime's processes name
+    their control connections; data connections are anonymous."""
+    text = identity.decode("ascii", "replace")
+    if text[:1] == "d" and "-" in text:
+        return f"the driver (pid {text[1:].split('-')[0]})"
+    if text[:1] == "w" and text[1:].replace(".", "").isdigit():
+        return f"worker {text[1:].split('.')[0]}"
+    if text[:1] == "h" and text[1:].isdigit():
+        return f"the health thread of worker {text[1:]}"
+    return "a caller on a connection now closed" if identity[:1] == b"\0" else repr(text[:40])
