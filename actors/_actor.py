@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from actors._spec import MAX_RESTARTS, PERIOD
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -24,8 +26,8 @@ class ActorContext(Protocol):
         name: str | None = None,
         worker: int | None = None,
         restart: str = "permanent",
-        max_restarts: int = 3,
-        period: float = 5.0,
+        max_restarts: int = MAX_RESTARTS,
+        period: float = PERIOD,
         **kwargs: Any,
     ) -> ActorFuture[ActorRef]: ...
 
@@ -34,8 +36,8 @@ class ActorContext(Protocol):
         children: Sequence[Child],
         *,
         strategy: str = "one_for_one",
-        max_restarts: int = 3,
-        period: float = 5.0,
+        max_restarts: int = MAX_RESTARTS,
+        period: float = PERIOD,
     ) -> ActorFuture[list[ActorRef]]: ...
 
     def lookup(self, name: str) -> ActorFuture[ActorRef]: ...

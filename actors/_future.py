@@ -72,7 +72,7 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
     def result(self, timeout: float | None = None) -> T:
         self._wait(timeout)
         if self._state == _FINISHED and self._exception is None:
-            return self._result  # type: ignore[no-any-return,return-value]  # final state
+            return self._result  # type: ignore[return-value]  # final state
         try:
             return super().result(timeout=0)  # type: ignore[no-any-return]
         except concurrent.futures.TimeoutError:

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 __all__ = ["Child", "RestartPolicy", "retryable"]
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
+MAX_RESTARTS = 3  # the default restart intensity, as OTP's: 3 restarts within 5 s
+PERIOD = 5.0
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,8 +28,8 @@ class RestartPolicy:
     """
 
     restart: str = "permanent"
-    max_restarts: int = 3
-    period: float = 5.0
+    max_restarts: int = MAX_RESTARTS
+    period: float = PERIOD
 
     def __post_init__(self) -> None:
         if self.restart not in RESTART_TYPES:

@@ -29,7 +29,6 @@
   runtime's processes start and how their deaths are seen.
 """
 
-from runtime._pipeline import Stage
-from runtime._system import ActorSystem
+from runtime.driver import ActorSystem, Stage
 
 __all__ = ["ActorSystem", "Stage"]

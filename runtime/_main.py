@@ -8,7 +8,7 @@ import sys
 
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
-        from runtime._worker import main
+        from runtime.worker import main
     else:
-        from runtime._supervisor import main
+        from runtime.supervisor import main
     main(sys.argv[2])

@@ -14,7 +14,7 @@ import pytest
 
 from actors import ActorCrashedError, ActorRef, ActorStoppedError, Child
 from runtime import ActorSystem
-from runtime import _protocol as proto
+from runtime import wire as proto
 from tests.helpers import Counter, Probe, touch_file, wait_for_path
 
 

@@ -11,8 +11,9 @@ import pytest
 import zmq
 
 from actors import MailboxFullError
-from runtime import ActorSystem, _sockets
-from runtime import _protocol as proto
+from runtime import ActorSystem
+from runtime import net as _sockets
+from runtime import wire as proto
 from tests.helpers import Counter
 
 

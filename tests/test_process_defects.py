@@ -21,8 +21,9 @@ import pytest
 import zmq
 
 from actors import ActorCrashedError, SerializationError
-from runtime import ActorSystem, _sockets
-from runtime import _protocol as proto
+from runtime import ActorSystem
+from runtime import net as _sockets
+from runtime import wire as proto
 from tests.helpers import (
     ExitsInInit,
     ExitsWhenUnpickled,
@@ -59,11 +60,16 @@ def test_no_control_message_kills_the_supervisor(capfd: pytest.CaptureFixture[st
         with _connected(_sockets.control_endpoint(system._run_dir)) as sock:
             for message in HOSTILE_CONTROL:
                 sock.send_multipart(message)
-            sock.send_multipart(proto.encode_control("lookup", 99, "nobody"))  # then a good one
+            sock.send_multipart(proto.encode_control(proto.Lookup(99, "nobody")))  # a good one
             assert sock.poll(10_000), "the supervisor stopped answering"
             kind, body, buffers, _ = proto.unpack(sock.recv_multipart())
-            op, (req_id, ok, _) = proto.decode_control(body, buffers)
-            assert (kind, op, req_id, ok) == (proto.CONTROL, "reply", 99, False)
+            reply = proto.decode_control(body, buffers)
+            assert (kind, type(reply), reply.req_id, reply.ok) == (
+                proto.CONTROL,
+                proto.Reply,
+                99,
+                False,
+            )
         assert system._proc.poll() is None
         assert system.spawn(Probe).add(2).result(timeout=10) == 2
     err = capfd.readouterr().err
@@ -71,18 +77,17 @@ def test_no_control_message_kills_the_supervisor(capfd: pytest.CaptureFixture[st
 
 
 def test_control_messages_are_json_never_pickle() -> None:
-    frames = proto.encode_control("create", 7, None, b"\x80\x05opaque", [["add", 2]])
+    frames = proto.encode_control(proto.Create(7, None, b"\x80\x05opaque", [["add", 2]]))
     kind, body, buffers, _ = proto.unpack(frames)
     assert kind == proto.CONTROL
     assert json.loads(bytes(body)) == ["create", 7, None, {"$b": 0}, [["add", 2]]]
-    assert proto.decode_control(body, buffers) == (
-        "create",
-        [7, None, b"\x80\x05opaque", [["add", 2]]],
+    assert proto.decode_control(body, buffers) == proto.Create(
+        7, None, b"\x80\x05opaque", [["add", 2]]
     )
     with pytest.raises(proto.ProtocolError):  # a valid pickle is not a control message
         proto.decode_control(pickle.dumps(["hello", 1]), ())
     with pytest.raises(TypeError):  # nor can one be sent
-        proto.encode_control("reply", 1, True, object())
+        proto.encode_control(proto.Reply(1, True, object()))
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import pytest
 
 import actors
 from actors import ActorRef, RemoteError, RemoteTraceback, SerializationError
-from runtime import _protocol as proto
+from runtime import wire as proto
 from tests.helpers import Unpicklable
 
 

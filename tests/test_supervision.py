@@ -14,7 +14,6 @@ import pytest
 
 from actors import ActorCrashedError, ActorRef, ActorStoppedError, Child, RestartPolicy
 from runtime import ActorSystem
-from runtime._policy import backoff, within_intensity
 from tests.helpers import Incarnation, Waiter, Watcher
 
 
@@ -70,14 +69,6 @@ def test_bad_group_specs_are_rejected_up_front(system: ActorSystem, tmp_path: Pa
         system.spawn_group([])
     with pytest.raises(ValueError, match="restart='x'"):
         system.spawn(Incarnation, "a", "b", restart="x")
-
-
-def test_intensity_and_backoff() -> None:
-    from collections import deque
-
-    restarts: deque[float] = deque()
-    assert [within_intensity(restarts, 2, 60.0) for _ in range(3)] == [True, True, False]
-    assert backoff(1) == 0.0 and 0 < backoff(2) < backoff(3) < backoff(4) <= 2.0
 
 
 # -- restart types ------------------------------------------------------------------

@@ -71,7 +71,7 @@ class Requests:
         policy: RestartPolicy,
     ) -> ActorFuture[ActorRef]:
         spec = _spec(cls, args, kwargs, name, worker, policy, self.workers)
-        return self.transport.request(
+        return self.transport.control.request(
             f"spawn({cls.__name__})", self._decode, lambda req_id: wire.Spawn(req_id, spec)
         )
 
@@ -88,14 +88,14 @@ class Requests:
         ]
         group = wire.GroupSpec(strategy, max_restarts, period)
         decode = self._decode
-        return self.transport.request(
+        return self.transport.control.request(
             f"spawn_group({strategy})",
             lambda refs: [decode(r) for r in refs],
             lambda req_id: wire.SpawnGroup(req_id, group, specs),
         )
 
     def lookup(self, name: str) -> ActorFuture[ActorRef]:
-        return self.transport.request(
+        return self.transport.control.request(
             f"lookup({name!r})", self._decode, lambda req_id: wire.Lookup(req_id, name)
         )
 
@@ -103,13 +103,13 @@ class Requests:
         """Call ``on_down(ref, reason)`` each time ``ref`` crashes and when it ends."""
         if not isinstance(ref, ActorRef):
             raise TypeError(f"watch() takes an ActorRef, not {ref!r}")
-        watch_id = self.transport.add_watch(ref, on_down)
-        return self.transport.request(
+        watch_id = self.transport.control.add_watch(ref, on_down)
+        return self.transport.control.request(
             f"watch({ref!r})", _none, lambda req_id: wire.Watch(req_id, ref.actor_id, watch_id)
         )
 
     def actor_gone(self, actor_id: int) -> ActorFuture[None]:
-        return self.transport.request(
+        return self.transport.control.request(
             "actor gone", _none, lambda req_id: wire.ActorGone(req_id, actor_id)
         )
 

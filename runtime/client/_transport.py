@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import InvalidStateError
 from typing import Any, Protocol
 
 import zmq
@@ -32,6 +31,7 @@ from actors._errors import (
 from actors._future import ActorFuture, Waiter
 from actors._ref import ActorRef
 from runtime import net, wire
+from runtime.client._control import Control, settle
 from runtime.core import Calls, Pending
 from runtime.net import Context, Socket
 
@@ -82,17 +82,10 @@ class Transport:
         self._futures_condition = threading.Condition()
         self.calls = Calls()
         self._dealers: dict[int, Socket] = {}
-        self._watches: dict[int, tuple[ActorRef, Callable[[ActorRef, str], None]]] = {}
-        self._requests: dict[int, tuple[ActorFuture[Any], Callable[[Any], Any]]] = {}
-        self._control_out: list[list[Any]] = []
-        self.control = net.dealer(ctx, net.control_endpoint(run_dir), identity, hwm=10_000)
+        self.control = Control(ctx, run_dir, identity, lock, self._wake, self._waiter, self._ids)
+        self.control.handlers[wire.WorkerDied] = self._on_worker_died
         self.closed: str | None = None
         self._canceller = self.cancel_call  # bound once: every call's future holds it
-        self.handlers: dict[type, Handler] = {
-            wire.Reply: self._on_reply,
-            wire.WorkerDied: self._on_worker_died,
-            wire.Down: self._on_down,
-        }
 
     @property
     def lock(self) -> threading.Lock:
@@ -270,14 +263,7 @@ class Transport:
         for slot, outbox in list(self.calls.outboxes.items()):
             if outbox.entries:
                 ok = self._flush_slot(slot) and ok
-        while self._control_out:
-            try:
-                net.send(self.control, self._control_out[0], net.DONTWAIT)
-            except zmq.Again:
-                return False
-            with self._lock:
-                del self._control_out[0]
-        return ok
+        return self.control.flush() and ok
 
     def _flush_slot(self, slot: int) -> bool:
         with self._lock:
@@ -297,10 +283,10 @@ class Transport:
         return True
 
     def has_outgoing(self) -> bool:
-        return bool(self._control_out) or self.calls.has_outgoing()
+        return self.control.has_outgoing() or self.calls.has_outgoing()
 
     def has_pending(self) -> bool:
-        return bool(self.calls.pending or self._requests)
+        return bool(self.calls.pending) or self.control.has_pending()
 
     def dealers(self) -> list[Socket]:
         return list(self._dealers.values())
@@ -365,38 +351,12 @@ class Transport:
     def fail_all(self, reason: str, crashed: bool) -> None:
         """The system is gone: fail everything still pending."""
         with self._lock:
-            self.closed = reason
-            dead = self.calls.fail_all() + [f for f, _ in self._requests.values()]
-            self._requests.clear()
+            self.closed = self.control.closed = reason
+            dead = self.calls.fail_all() + self.control.forget()
         for future in dead:
             label = f"{future.label}: {reason}"
             err = ActorCrashedError(label, reason) if crashed else ActorStoppedError(label)
             settle(future, exc=err)
-
-    def add_watch(self, ref: ActorRef, on_down: Callable[[ActorRef, str], None]) -> int:
-        watch_id = next(self._ids)
-        with self._lock:
-            self._watches[watch_id] = (ref, on_down)
-            self._wake()  # the driver's background thread now also looks for notices
-        return watch_id
-
-    def watching(self) -> bool:
-        return bool(self._watches)
-
-    def _on_down(self, notice: wire.Down) -> None:
-        """A watched actor crashed or ended."""
-        with self._lock:
-            watches = self._watches
-            watch = (
-                watches.pop(notice.watch_id, None) if notice.final else watches.get(notice.watch_id)
-            )
-        if watch is None:
-            return
-        ref, on_down = watch
-        try:
-            on_down(ref, notice.reason)
-        except Exception:
-            log.exception("the watch callback for %r raised", ref)
 
     def barrier(self) -> list[ActorFuture[Any]]:
         """One future per worker this process has sent to; each completes once the
@@ -411,75 +371,8 @@ class Transport:
             futures.append(future)
         return futures
 
-    # -- requests to the supervisor -----------------------------------------
-    def request(
-        self, label: str, decode: Callable[[Any], Any], make: Callable[[int], Any]
-    ) -> ActorFuture[Any]:
-        """Send ``make(req_id)`` to the supervisor; its reply completes the future."""
-        future: ActorFuture[Any] = ActorFuture(label, self._waiter)
-        req_id = next(self._ids)
-        frames = wire.encode_control(make(req_id))
-        with self._lock:
-            self._check_open()
-            self._requests[req_id] = (future, decode)
-            self._control_out.append(frames)
-            self._wake()
-        return future
-
-    def notify(self, message: Any) -> None:
-        """Send a control message that expects no reply."""
-        frames = wire.encode_control(message)
-        with self._lock:
-            self._control_out.append(frames)
-            self._wake()
-
-    def _on_reply(self, reply: wire.Reply) -> None:
-        with self._lock:
-            pending = self._requests.pop(reply.req_id, None)
-        if pending is None:
-            return
-        future, decode = pending
-        if not reply.ok:
-            settle(future, exc=wire.decode_error(reply.payload))
-            return
-        try:
-            settle(future, value=decode(reply.payload))
-        except Exception as exc:
-            settle(future, exc=exc)
-
-    def on_control(self, frames: list[Any]) -> None:
-        """Decode a control message and run its handler; log what goes wrong."""
-        try:
-            kind, body, buffers, _ = wire.unpack(frames)
-            if kind != wire.CONTROL:
-                raise wire.ProtocolError(f"kind {kind} on a control socket")
-            message = wire.decode_control(body, buffers)
-            handler = self.handlers.get(type(message))
-            if handler is None:
-                raise wire.ProtocolError(f"{wire.op_name(type(message))!r} is not for this process")
-        except wire.ProtocolError as exc:
-            log.warning("dropped a malformed control message: %s", exc)
-            return
-        try:
-            handler(message)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # SystemExit from an actor's hook, say: the process goes on
-            log.exception("control message %r failed", message)
-
     def close_sockets(self) -> None:
         for sock in self._dealers.values():
             sock.close(linger=0)
         self._dealers.clear()
-        self.control.close(linger=0)
-
-
-def settle(future: Any, value: Any = None, exc: BaseException | None = None) -> None:
-    """Complete a future unless a cancel got there first."""
-    try:
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(value)
-    except InvalidStateError:
-        pass  # cancelled by its caller: nobody wants the outcome
+        self.control.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 from actors._future import ActorFuture
 from actors._ref import ActorRef, _Method
-from runtime._tasks import Tasks, as_completed
+from runtime.driver._tasks import Tasks, as_completed
 
 __all__ = ["Stage", "run_pipeline"]
 
@@ -94,7 +94,7 @@ def _actor_stage(
             if ordered:
                 yield pending.popleft().result()
             else:
-                done = next(as_completed(tasks.transport, list(pending)))
+                done = next(as_completed(tasks.wait_any, list(pending)))
                 pending.remove(done)
                 yield done.result()
     finally:  # stopped early: withdraw what has not started, without waiting

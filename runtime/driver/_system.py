@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import secrets
 import shutil
@@ -22,14 +21,14 @@ from actors._actor import Actor
 from actors._errors import ActorError, ActorStoppedError
 from actors._future import ActorFuture
 from actors._ref import ActorRef
-from actors._spec import Child, RestartPolicy
-from runtime import _requests, _tasks
-from runtime._bus import Subscription, check_topic
-from runtime._driver import DriverTransport
-from runtime._pipeline import Stage, run_pipeline
-from runtime._procs import start_watched
-from runtime._supervisor import describe_exit
-from runtime._transport import TransportOptions
+from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
+from runtime import wire
+from runtime.client import Requests, identity
+from runtime.core import ProcessArgs, SystemOptions, exit_cause
+from runtime.driver import _tasks
+from runtime.driver._io import DriverIO
+from runtime.driver._pipeline import Stage, run_pipeline
+from runtime.net import Context, Subscription, check_topic, start_watched
 
 __all__ = ["ActorSystem"]
 
@@ -68,50 +67,40 @@ class ActorSystem:
         max_messages: int | None = None,
         log_level: str | None = None,
     ) -> None:
-        count = os.cpu_count() or 1 if workers is None else workers
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"workers must be a positive integer, not {workers!r}")
-        _check_options(
+        self.options = SystemOptions.build(
+            workers,
+            log_level,
             mailbox_size=mailbox_size,
             outbox_limit=outbox_limit,
-            max_memory=max_memory,
-            max_messages=max_messages,
+            send_timeout=send_timeout,
+            start_timeout=start_timeout,
             heartbeat_timeout=heartbeat_timeout,
             hang_threshold=hang_threshold,
-            send_timeout=send_timeout,
+            max_memory=max_memory,
+            max_messages=max_messages,
         )
-        self.workers = count
+        self.workers = self.options.workers
         self.system_id = secrets.token_hex(4)
         self._closed = False
         self._run_dir = tempfile.mkdtemp(prefix="dovecote-")  # mode 0700
-        opts = {
-            "run_dir": self._run_dir,
-            "system_id": self.system_id,
-            "workers": count,
-            "mailbox_size": mailbox_size,
-            "outbox_limit": outbox_limit,
-            "log_level": log_level or os.environ.get("DOVECOTE_LOG_LEVEL", "WARNING"),
-            "heartbeat_timeout": heartbeat_timeout,
-            "heartbeat_interval": heartbeat_timeout / 6,
-            "hang_threshold": hang_threshold,
-            "max_memory": max_memory,
-            "max_messages": max_messages,
-        }
-        self._proc, sentinel = _start_supervisor(opts)
-        self._ctx = zmq.Context()
-        self._transport = DriverTransport(
-            self._ctx,
-            self.system_id,
-            self._run_dir,
-            TransportOptions(outbox_limit, send_timeout),
-            sentinel,
-            self._supervisor_exit,
+        self._proc, sentinel = _start_supervisor(
+            ProcessArgs(self.system_id, self._run_dir, self.options)
         )
+        self._ctx: Context = zmq.Context()
+        self._io = _connect(self, sentinel)
+        self._transport = self._io.transport
+        self._requests = Requests(self._transport, self.system_id, self.workers)
+        self._tasks = _tasks.Tasks(self._transport, self.system_id, self.workers, self._io.wait_any)
+        self._start()
+
+    def _start(self) -> None:
+        """Install the engine, then wait for every worker to be up; on any failure,
+        leave nothing behind."""
         _engine.install(self.system_id, self._transport)
-        self._tasks = _tasks.Tasks(self._transport, count)
         atexit.register(self.shutdown)
         try:
-            self._transport.request("start", _requests.identity, "hello").result(start_timeout)
+            hello = self._transport.control.request("start", identity, wire.Hello)
+            hello.result(self.options.start_timeout)
         except BaseException:
             self.shutdown()
             raise
@@ -123,8 +112,8 @@ class ActorSystem:
         name: str | None = None,
         worker: int | None = None,
         restart: str = "permanent",
-        max_restarts: int = 3,
-        period: float = 5.0,
+        max_restarts: int = MAX_RESTARTS,
+        period: float = PERIOD,
         **kwargs: Any,
     ) -> ActorRef:
         """Start ``cls(*args, **kwargs)`` in a worker and return its ref.
@@ -140,18 +129,15 @@ class ActorSystem:
         """
         self._check_open()
         policy = RestartPolicy(restart, max_restarts, period)
-        future = _requests.spawn(
-            self._transport, self.workers, cls, args, kwargs, name, worker, policy
-        )
-        return future.result()
+        return self._requests.spawn(cls, args, kwargs, name, worker, policy).result()
 
     def spawn_group(
         self,
         children: Sequence[Child],
         *,
         strategy: str = "one_for_one",
-        max_restarts: int = 3,
-        period: float = 5.0,
+        max_restarts: int = MAX_RESTARTS,
+        period: float = PERIOD,
     ) -> list[ActorRef]:
         """Start ``children`` in order under one supervisor spec; return their refs.
 
@@ -162,10 +148,7 @@ class ActorSystem:
         up: every child is stopped and calls to them raise ActorStoppedError.
         """
         self._check_open()
-        future = _requests.spawn_group(
-            self._transport, self.workers, children, strategy, max_restarts, period
-        )
-        return future.result()
+        return self._requests.spawn_group(children, strategy, max_restarts, period).result()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ActorFuture[Any]:
         """Run ``fn(*args, **kwargs)`` in a worker; a future of its result.
@@ -184,7 +167,7 @@ class ActorSystem:
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
-        retries: int = 3,
+        retries: int = _tasks.DEFAULT_RETRIES,
         return_exceptions: bool = False,
         progress: bool | Callable[[int, int | None], None] = False,
     ) -> Iterator[Any]:
@@ -216,7 +199,7 @@ class ActorSystem:
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
-        retries: int = 3,
+        retries: int = _tasks.DEFAULT_RETRIES,
         return_exceptions: bool = False,
     ) -> Iterator[Any]:
         """As :meth:`map`, but results come as they complete."""
@@ -236,7 +219,7 @@ class ActorSystem:
     ) -> Iterator[ActorFuture[Any]]:
         """Yield ``futures`` (from calls or tasks) as they complete."""
         self._check_open()
-        return _tasks.as_completed(self._transport, futures, timeout)
+        return _tasks.as_completed(self._io.wait_any, futures, timeout)
 
     def pipeline(
         self,
@@ -253,7 +236,7 @@ class ActorSystem:
     def publish(self, topic: str, obj: Any) -> None:
         """Send ``obj`` to every subscriber of a prefix of ``topic``."""
         self._check_open()
-        self._transport.publish(check_topic(topic), obj)
+        self._io.publish(check_topic(topic), obj)
 
     def subscribe(
         self,
@@ -269,7 +252,7 @@ class ActorSystem:
         self._check_open()
         if not isinstance(prefix, str):
             raise ValueError(f"a prefix is a string, not {prefix!r}")
-        return self._transport.subscribe(prefix, callback, timeout)
+        return self._io.subscribe(prefix, callback, timeout)
 
     def watch(self, ref: ActorRef, callback: Callable[[ActorRef, str], None]) -> None:
         """Call ``callback(ref, reason)`` each time ``ref`` crashes and when it ends.
@@ -277,12 +260,12 @@ class ActorSystem:
         The callback runs on the thread that delivers messages: keep it short.
         """
         self._check_open()
-        _requests.watch(self._transport, ref, callback).result()
+        self._requests.watch(ref, callback).result()
 
     def lookup(self, name: str) -> ActorRef:
         """The ref of the running actor registered as ``name``, or LookupError."""
         self._check_open()
-        return _requests.lookup(self._transport, name).result()
+        return self._requests.lookup(name).result()
 
     def stop(self, ref: ActorRef, timeout: float | None = None) -> None:
         """Stop ``ref`` after the messages already sent to it; runs its ``on_stop``."""
@@ -305,14 +288,16 @@ class ActorSystem:
         try:
             # The rest of the time is the actors' grace; a second goes to SIGTERM, SIGKILL.
             grace = max(0.0, deadline - time.monotonic() - 2.5)
-            stop = self._transport.request("shutdown", _requests.identity, "shutdown", grace)
+            stop = self._transport.control.request(
+                "shutdown", identity, lambda req_id: wire.Shutdown(req_id, grace)
+            )
             stop.result(max(0.0, deadline - time.monotonic()))
         except (ActorError, TimeoutError):
             pass  # the supervisor is already gone or stuck: it is killed below
         self._transport.fail_all("the actor system was shut down", crashed=False)
         _engine.remove(self.system_id)
         _stop_process(self._proc, timeout)
-        self._transport.close()
+        self._io.close()
         self._ctx.term()
         shutil.rmtree(self._run_dir, ignore_errors=True)
 
@@ -325,7 +310,7 @@ class ActorSystem:
             code = self._proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             code = None
-        return f"the supervisor (pid {self._proc.pid}) {describe_exit(code)}"
+        return f"the supervisor (pid {self._proc.pid}) {exit_cause(code)}"
 
     def __enter__(self) -> ActorSystem:
         return self
@@ -343,26 +328,22 @@ class ActorSystem:
         return f"<ActorSystem {self.system_id} workers={self.workers} {state}>"
 
 
-def _check_options(**options: float | None) -> None:
-    for option, value in options.items():
-        if value is None and option in ("max_memory", "max_messages"):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{option}={value!r} must be a number > 0")
-        if option in ("mailbox_size", "outbox_limit", "max_messages") and not isinstance(
-            value, int
-        ):
-            raise ValueError(f"{option}={value!r} must be a whole number")
+def _connect(system: ActorSystem, sentinel: int) -> DriverIO:
+    identity = f"d{os.getpid()}-{system.system_id}".encode()
+    limits = (system.options.outbox_limit, system.options.send_timeout)
+    return DriverIO(
+        system._ctx, system._run_dir, identity, limits, (sentinel, system._supervisor_exit)
+    )
 
 
-def _start_supervisor(opts: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+def _start_supervisor(args: ProcessArgs) -> tuple[subprocess.Popen[bytes], int]:
     """Start the supervisor from a clean interpreter that sees what the driver sees.
 
     Returns the process and an fd that becomes readable when it exits.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-    return start_watched("supervisor", json.dumps(opts), env=env, cwd=os.getcwd())
+    return start_watched("supervisor", args.to_json(), env=env, cwd=os.getcwd())
 
 
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:

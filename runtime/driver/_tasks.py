@@ -1,6 +1,6 @@
 """Stateless tasks: ``submit``, ``map``, ``imap_unordered`` and ``as_completed``.
 
-A task is a call to a target every worker answers itself (``TASK_ACTOR``): the
+A task is a call to a target every worker answers itself (``wire.TASK_ACTOR``): the
 function travels pickled (cloudpickle: lambdas and ``__main__`` functions work)
 and runs in the worker's loop. The submitting process owns its tasks: it picks
 the worker with the fewest of its tasks in flight (so a slow worker gets less),
@@ -28,48 +28,25 @@ from typing import Any
 from actors._errors import SerializationError
 from actors._future import ActorFuture, describe
 from actors._ref import ActorRef
-from runtime import _protocol as proto
-from runtime._transport import Transport
+from runtime import wire
+from runtime.client import Transport
 
-__all__ = ["TASK_ACTOR", "TaskFailure", "Tasks", "run_chunk"]
+__all__ = ["DEFAULT_RETRIES", "Tasks", "as_completed"]
 
-TASK_ACTOR = -1  # answered by every worker: "run" one function, or a "chunk" of items
+WaitAny = Callable[[list[ActorFuture[Any]], "float | None"], None]
 DEFAULT_RETRIES = 3  # re-sends after a worker death
 WINDOW_PER_WORKER = 4  # chunks in flight per worker in map
-
-
-class TaskFailure:
-    """One item of a chunk that raised: its pickled error. Internal."""
-
-    __slots__ = ("blob",)
-
-    def __init__(self, blob: bytes) -> None:
-        self.blob = blob
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (TaskFailure, (self.blob,))
-
-
-def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], bool]:
-    """In the worker: apply ``fn`` to each item; a failure does not stop the rest.
-    The flag says whether any item failed, so the caller can skip looking."""
-    out: list[Any] = []
-    rest = iter(items)
-    failed = False
-    while True:
-        try:
-            out.extend(map(fn, rest))  # C speed; keeps what came before a failure
-            return out, failed
-        except BaseException as exc:  # SystemExit too; the failed item is consumed: go on
-            out.append(TaskFailure(proto.encode_error(exc)))
-            failed = True
 
 
 class Tasks:
     """The task API of one driver. Internal: ActorSystem exposes it."""
 
-    def __init__(self, transport: Transport, workers: int) -> None:
+    def __init__(
+        self, transport: Transport, system_id: str, workers: int, wait_any: WaitAny
+    ) -> None:
         self.transport = transport
+        self.system_id = system_id
+        self.wait_any = wait_any
         self.workers = workers
         self.inflight = [0] * workers
         self._refs: dict[tuple[int, int], ActorRef] = {}
@@ -79,7 +56,7 @@ class Tasks:
         ref = self._refs.get((slot, retries))
         if ref is None:
             table = (("run", retries), ("chunk", retries)) if retries else ()
-            ref = ActorRef(self.transport.system_id, TASK_ACTOR, slot, "tasks", table)
+            ref = ActorRef(self.system_id, wire.TASK_ACTOR, slot, "tasks", table)
             self._refs[slot, retries] = ref
         return ref
 
@@ -108,7 +85,7 @@ class Tasks:
         try:
             return self._send("run", (fn, args, kwargs), retries, what)
         except SerializationError as exc:
-            named = [("the function", fn), *proto.named_arguments(args, kwargs)]
+            named = [("the function", fn), *wire.named_arguments(args, kwargs)]
             raise _unpicklable(what, named, exc) from exc
 
     def map(
@@ -134,16 +111,10 @@ class Tasks:
         chunks = _chunked(iter(iterable), size)
         flying: deque[tuple[ActorFuture[Any], int]] = deque()  # (chunk, its length)
         limit = window or WINDOW_PER_WORKER * self.workers
-        what = ("map", fn)
         sent = done = 0
         try:
             while True:
-                while len(flying) < limit:
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        break
-                    flying.append((self._send_chunk(fn, chunk, sent, retries, what), len(chunk)))
-                    sent += len(chunk)
+                sent = self._fill(flying, limit, chunks, fn, sent, retries)
                 if not flying:
                     return
                 future, length = flying.popleft() if ordered else self._first_done(flying, timeout)
@@ -155,6 +126,24 @@ class Tasks:
         finally:
             # stopped early: nobody wants these any more (nor waits for a verdict)
             self.transport.abandon([future for future, _ in flying])
+
+    def _fill(
+        self,
+        flying: deque[tuple[ActorFuture[Any], int]],
+        limit: int,
+        chunks: Iterator[list[Any]],
+        fn: Callable[[Any], Any],
+        sent: int,
+        retries: int,
+    ) -> int:
+        """Send chunks until ``limit`` are in flight; the number of items sent so far."""
+        while len(flying) < limit:
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            flying.append((self._send_chunk(fn, chunk, sent, retries, ("map", fn)), len(chunk)))
+            sent += len(chunk)
+        return sent
 
     def _send_chunk(
         self,
@@ -175,13 +164,13 @@ class Tasks:
         self, window: deque[tuple[ActorFuture[Any], int]], timeout: float | None
     ) -> tuple[ActorFuture[Any], int]:
         lengths = dict(window)
-        future = next(as_completed(self.transport, lengths, timeout))
+        future = next(as_completed(self.wait_any, lengths, timeout))
         window.remove((future, lengths[future]))
         return future, lengths[future]
 
 
 def as_completed(
-    transport: Transport, futures: Iterable[ActorFuture[Any]], timeout: float | None = None
+    wait_any: WaitAny, futures: Iterable[ActorFuture[Any]], timeout: float | None = None
 ) -> Iterator[ActorFuture[Any]]:
     """Yield ``futures`` as they complete, each once, keeping no reference to what
     it yielded (as the stdlib's); the waiting thread drives the sockets."""
@@ -194,7 +183,7 @@ def as_completed(
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"{len(pending)} futures did not complete within {timeout} s")
-            transport.wait_any(list(pending), left)
+            wait_any(list(pending), left)
             continue
         for future in ready:
             del pending[future]
@@ -209,7 +198,7 @@ def _unpicklable(
 ) -> SerializationError:
     """A task's pickling error, naming the user's function, argument or input item
     rather than the internal call that carries them."""
-    culprit = proto.find_unpicklable(named)
+    culprit = wire.find_unpicklable(named)
     return SerializationError(f"{describe(what)}: cannot pickle {culprit}: {exc.__cause__}")
 
 
@@ -237,9 +226,9 @@ def _drain(values: list[Any]) -> Iterator[Any]:
 
 
 def _outcome(value: Any, return_exceptions: bool) -> Any:
-    if type(value) is not TaskFailure:
+    if type(value) is not wire.TaskFailure:
         return value
-    error = proto.decode_error(value.blob)
+    error = wire.decode_error(value.blob)
     if return_exceptions:
         return error
     raise error

@@ -14,6 +14,7 @@ from runtime.net._bus import (
     check_topic,
     decode,
     encode,
+    lifecycle_publisher,
     run_proxy,
 )
 from runtime.net._procs import (
@@ -53,6 +54,7 @@ __all__ = [
     "dealer",
     "decode",
     "encode",
+    "lifecycle_publisher",
     "readable",
     "recv",
     "router",

@@ -52,6 +52,7 @@ __all__ = [
     "check_topic",
     "decode",
     "encode",
+    "lifecycle_publisher",
     "run_proxy",
 ]
 
@@ -114,6 +115,14 @@ def run_proxy(ctx: Context, run_dir: str, bound: threading.Event) -> None:
     finally:
         xsub.close()
         xpub.close()
+
+
+def lifecycle_publisher(ctx: Context) -> Socket:
+    """The supervisor's PUB for the runtime's own events, into the proxy in-process."""
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(INPROC)
+    return sock
 
 
 class Publisher:

@@ -53,11 +53,9 @@ __all__ = [
     "op_name",
 ]
 
-record = dataclass(frozen=True, slots=True)
-
 
 # -- specs, carried inside spawn requests ---------------------------------------
-@record
+@dataclass(frozen=True, slots=True)
 class ActorSpec:
     """All the supervisor needs to (re)start an actor; ``blob`` is the pickle of
     ``(cls, args, kwargs)``, which only the worker unpickles."""
@@ -72,7 +70,7 @@ class ActorSpec:
     retry: list[list[Any]]  # [method, times] for each retryable method
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class GroupSpec:
     strategy: str
     max_restarts: int
@@ -80,68 +78,68 @@ class GroupSpec:
 
 
 # -- clients (the driver, actors) -> supervisor ----------------------------------
-@record
+@dataclass(frozen=True, slots=True)
 class Hello:
     req_id: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Spawn:
     req_id: int
     spec: ActorSpec
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class SpawnGroup:
     req_id: int
     group: GroupSpec
     specs: list[ActorSpec]
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Lookup:
     req_id: int
     name: str
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class ActorGone:
     req_id: int
     actor_id: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Watch:
     req_id: int
     actor_id: int
     watch_id: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     req_id: int
     grace: float
 
 
 # -- workers -> supervisor ----------------------------------------------------------
-@record
+@dataclass(frozen=True, slots=True)
 class Ready:
     slot: int
     pid: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     slot: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Recycle:
     slot: int
     cause: str
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Created:
     actor_id: int
     ok: bool
@@ -149,32 +147,32 @@ class Created:
     text: str
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Suspended:
     actor_id: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Stopped:
     actor_id: int
 
 
 # -- supervisor -> clients -----------------------------------------------------------
-@record
+@dataclass(frozen=True, slots=True)
 class Reply:
     req_id: int
     ok: bool
     payload: Any  # JSON, or the bytes of a pickled error
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class WorkerDied:
     slot: int
     cause: str
     epoch: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Down:
     watch_id: int
     actor_id: int
@@ -183,7 +181,7 @@ class Down:
 
 
 # -- supervisor -> workers ------------------------------------------------------------
-@record
+@dataclass(frozen=True, slots=True)
 class Create:
     actor_id: int
     name: str | None
@@ -191,29 +189,29 @@ class Create:
     retry: list[list[Any]]
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Suspend:
     actor_id: int
     cause: str
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Abandon:
     actor_id: int
     reason: str
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class StopActor:
     actor_id: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Epochs:
     epochs: list[list[int]]  # [slot, epoch] pairs
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Exit:
     pass
 

@@ -24,10 +24,13 @@ __all__ = [
     "CANCELLED",
     "CONTROL",
     "ERR",
+    "HEADER",
+    "MAGIC",
     "OK",
     "STARTED",
     "TASK_ACTOR",
     "TELL",
+    "VERSION",
     "Buffer",
     "Entry",
     "ProtocolError",
@@ -78,7 +81,7 @@ _new = tuple.__new__
 
 def make_entry(kind: int, msg_id: int, actor_id: int, method: str, blob: Any, nbufs: int) -> Entry:
     """``Entry(...)`` at C speed: NamedTuple's own constructor costs a Python call."""
-    return _new(Entry, (kind, msg_id, actor_id, method, blob, nbufs))  # type: ignore[no-any-return]
+    return _new(Entry, (kind, msg_id, actor_id, method, blob, nbufs))
 
 
 def pack(kind: int, body: bytes, buffers: Sequence[Buffer] = (), epoch: int = 0) -> list[Any]:

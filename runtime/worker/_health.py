@@ -10,6 +10,7 @@ sends nothing, and the supervisor replaces it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -20,8 +21,8 @@ from collections.abc import Callable
 import psutil
 import zmq
 
-from runtime import _protocol as proto
-from runtime import _sockets
+from runtime import net, wire
+from runtime.net import Context
 
 __all__ = ["Busy", "HealthThread"]
 
@@ -53,7 +54,7 @@ class Busy:
 class HealthThread(threading.Thread):
     def __init__(
         self,
-        ctx: zmq.Context,
+        ctx: Context,
         run_dir: str,
         slot: int,
         interval: float,
@@ -71,7 +72,7 @@ class HealthThread(threading.Thread):
         self.on_memory_limit = on_memory_limit
         self.loop_thread = threading.get_ident()
         self.stopping = threading.Event()
-        self.sock = _sockets.dealer(ctx, _sockets.control_endpoint(run_dir), b"h%d" % slot, 100)
+        self.sock = net.dealer(ctx, net.control_endpoint(run_dir), b"h%d" % slot, 100)
         self.process = psutil.Process()
         self.limit_reported = False
 
@@ -83,11 +84,9 @@ class HealthThread(threading.Thread):
             self.sock.close(linger=0)
 
     def beat(self) -> None:
-        try:
-            frames = proto.encode_control("heartbeat", self.slot)
-            _sockets.send(self.sock, frames, _sockets.DONTWAIT)
-        except zmq.Again:
-            pass  # the supervisor is not reading: it is its own problem to notice
+        # If the supervisor is not reading, it is its own problem to notice.
+        with contextlib.suppress(zmq.Again):
+            net.send(self.sock, wire.encode_control(wire.Heartbeat(self.slot)), net.DONTWAIT)
         self.check_memory()
         self.check_hang()
 

@@ -1,0 +1,176 @@
+"""A worker's inbox: the mailbox ROUTER's reading side, and the I/O lock that lets
+the keeper thread answer for the worker while an actor's code runs.
+
+Every message goes through the stash: what the keeper read before a message
+goes first, what it reads while that message runs goes after, and a cancel
+finds the call it names wherever it waits (the batch being read, the stash, an
+actor's queue). A call is cancellable until it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from runtime import net, wire
+from runtime.core import Mailbox
+from runtime.net import Socket
+from runtime.wire import Request
+from runtime.worker._loop import BUDGET, Reader, leave_if_forked
+from runtime.worker._replies import Replies
+
+__all__ = ["Inbox"]
+
+log = logging.getLogger("dovecote")
+
+_CANCEL = wire.CANCEL
+
+
+class Inbox:
+    def __init__(
+        self,
+        sock: Socket,
+        where: tuple[int, int],
+        mailbox: Mailbox,
+        replies: Replies,
+        deliver: Callable[[Request], None],
+    ) -> None:
+        self.sock = sock
+        self.slot, self.epoch = where
+        self.mailbox = mailbox
+        self.replies = replies
+        self.deliver = deliver
+        self.reader: Reader | None = None
+        self.recycling: str | None = None  # past a limit: read nothing more
+        # The loop thread holds the I/O lock (the mailbox socket, the replies, the
+        # cells' queues) except while an actor's or a task's code runs.
+        self.io_lock = threading.Lock()
+        self.kept = False  # the keeper has worked since the loop thread last looked
+        self.on_user_code: Callable[[], None] = lambda: None  # wakes the keeper
+        self._stash_scheduled = False
+
+    def start(self, reader: Reader) -> None:
+        self.reader = reader
+        self.io_lock.acquire()
+
+    @property
+    def paused(self) -> bool:
+        return self.reader is None or self.reader.paused
+
+    def pause(self) -> None:
+        if self.reader is not None:
+            self.reader.paused = True  # the senders' pipes fill: backpressure
+
+    def resume(self) -> None:
+        """Read the mailbox again once the backlog has halved (not while recycling)."""
+        reader = self.reader
+        if reader is None or not reader.paused or self.recycling:
+            return
+        if self.mailbox.may_resume():
+            reader.paused = False
+            reader.loop.call_soon(reader.run)
+
+    def check(self) -> None:
+        if self.reader is not None:
+            self.reader.check()
+
+    # -- reading -------------------------------------------------------------------
+    def on_frames(self, frames: list[Any]) -> None:
+        self.mailbox.stash.extend(self.parse(frames))
+        self.deliver_stash()
+
+    def parse(self, frames: list[Any]) -> list[Request]:
+        """The calls and tells of one message. Cancels are answered here, at once. A
+        malformed message, or entry, is logged and dropped alone. Loop thread or keeper."""
+        peer = bytes(frames[0])
+        try:
+            kind, body, buffers, epoch = wire.unpack(frames[1:])
+            if epoch != self.epoch:
+                self._stale(peer, epoch)
+                return []
+            if kind != wire.BATCH:
+                raise wire.ProtocolError(f"kind {kind} is not a batch")
+            requests, errors = wire.parse_entries(peer, wire.decode_body(body), buffers)
+        except wire.ProtocolError as exc:
+            self._malformed(peer, exc)
+            return []
+        for error in errors:
+            self._malformed(peer, error)
+        if any(r.kind == _CANCEL for r in requests):
+            return self._cancels(peer, requests)
+        return requests
+
+    def _cancels(self, peer: bytes, requests: list[Request]) -> list[Request]:
+        """Answer each cancel; it may name a call of its own batch, before it."""
+        kept: list[Request] = []
+        for request in requests:
+            if request.kind == _CANCEL:
+                dropped = self.mailbox.withdraw(peer, request.msg_id, kept)
+                self.replies.verdict(peer, request.msg_id, dropped)
+            else:
+                kept.append(request)
+        return kept
+
+    def _stale(self, peer: bytes, epoch: int) -> None:
+        log.warning(
+            "worker %d (epoch %d) dropped a batch sent to its predecessor (epoch %d) "
+            "from %s: the asks in it fail at their caller as crashed, tells are lost",
+            self.slot,
+            self.epoch,
+            epoch,
+            wire.peer_name(peer),
+        )
+
+    def _malformed(self, peer: bytes, exc: Exception) -> None:
+        name = wire.peer_name(peer)
+        log.warning("worker %d dropped a malformed message from %s: %s", self.slot, name, exc)
+
+    def deliver_stash(self) -> None:
+        self._stash_scheduled = False
+        stash = self.mailbox.stash
+        while stash:
+            self.deliver(stash.popleft())
+
+    # -- the keeper's turn -------------------------------------------------------------
+    def keep(self) -> None:
+        """From the keeper thread, while an actor's code runs and the I/O lock is the
+        keeper's: send the replies that are ready, and read what came meanwhile."""
+        self.kept = True
+        self.replies.send()
+        if self.paused or self.recycling or self.sock.closed:
+            return
+        for _ in range(min(self.mailbox.room(), BUDGET)):
+            if not net.readable(self.sock):
+                break
+            self.mailbox.stash.extend(self.parse(net.recv(self.sock, net.DONTWAIT)))
+        self.replies.send()  # cancel verdicts
+
+    def call_user(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """Run an actor's or a task's code with the I/O lock released: the keeper
+        answers for the worker meanwhile (see ``keep``)."""
+        self.on_user_code()
+        lock = self.io_lock
+        lock.release()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            leave_if_forked()  # before the lock: a forked child may hold no keeper
+            lock.acquire()
+            if self.kept:
+                self._after_user_code()
+
+    def _after_user_code(self) -> None:
+        """The keeper worked meanwhile: its reads and sends may have taken the
+        socket's wake-up edge, and it may have stashed calls. The loop looks again."""
+        self.kept = False
+        if not self._stash_scheduled and self.reader is not None:
+            self._stash_scheduled = True
+            self.reader.loop.call_soon(self._after_keeper)
+
+    def _after_keeper(self) -> None:
+        """Deliver what the keeper read; this is not the mailbox reader's turn, so
+        flush the replies here, and look for what the keeper left in the socket."""
+        self.deliver_stash()
+        self.replies.flush()

@@ -1,0 +1,124 @@
+"""A worker's replies: collected per caller and sent back through the mailbox
+ROUTER once per loop turn, so a burst of calls costs one message back. With
+ROUTER_MANDATORY an unreachable caller is an error, logged, not a silent drop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from actors._errors import SerializationError
+from runtime import net, wire
+from runtime.core import Outbox
+from runtime.net import Socket
+from runtime.wire import Request
+
+__all__ = ["Replies", "what"]
+
+log = logging.getLogger("dovecote")
+
+Resolve = Callable[[int, int, Any, Any], None]
+
+
+class Replies:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: Socket, slot: int, resolve_local: Resolve
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.slot = slot
+        self.resolve_local = resolve_local  # a call from this worker to itself
+        self.after_flush: Callable[[], None] = lambda: None  # look at the inbox again
+        self._outboxes: dict[bytes, Outbox] = {}
+        self._scheduled = False
+
+    def reply(self, request: Request, value: Any) -> None:
+        if request.kind != wire.CALL:
+            return
+        try:
+            blob, bufs = wire.dumps(value)
+        except BaseException as exc:  # SystemExit from a __reduce__ goes to the caller
+            self.reply_error(request, _pickling_error(request, exc))
+            return
+        entry = wire.make_entry(wire.OK, request.msg_id, 0, "", blob, len(bufs))
+        self.queue(request.peer, entry, bufs)
+
+    def reply_error(self, request: Request, exc: BaseException) -> None:
+        if request.kind != wire.CALL:
+            log.error(
+                "worker %d: tell %r to actor #%d failed",
+                self.slot,
+                request.method,
+                request.actor_id,
+                exc_info=exc,
+            )
+            return
+        entry = wire.make_entry(wire.ERR, request.msg_id, 0, "", wire.encode_error(exc), 0)
+        self.queue(request.peer, entry, [])
+
+    def verdict(self, peer: bytes, msg_id: int, dropped: bool) -> None:
+        """The answer to a cancel: the call will not run, or it has started."""
+        kind = wire.CANCELLED if dropped else wire.STARTED
+        self.queue(peer, wire.make_entry(kind, msg_id, 0, "", b"", 0), [])
+
+    def queue(self, peer: bytes | None, entry: wire.Entry, bufs: list[Any]) -> None:
+        if peer is None:  # a call from this worker to itself: no memory shared
+            copies = [bytes(memoryview(b)) for b in bufs]
+            self.resolve_local(entry.kind, entry.msg_id, entry.blob, copies)
+            return
+        outbox = self._outboxes.get(peer)
+        if outbox is None:
+            outbox = self._outboxes[peer] = Outbox()
+        outbox.add(entry, bufs)
+
+    def schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._outboxes and not self.send():
+            # a caller is not reading yet: keep its replies, try again soon
+            self._scheduled = True
+            self.loop.call_later(0.001, self.flush)
+        self.after_flush()
+
+    def send(self) -> bool:
+        """Send every caller its replies; False if one of them is not reading. Loop
+        thread, or the keeper while actor code runs."""
+        return all([self._send_to(peer) for peer in list(self._outboxes)])
+
+    def _send_to(self, peer: bytes) -> bool:
+        outbox = self._outboxes[peer]
+        while outbox.entries:
+            entries, buffers = outbox.take()
+            try:
+                net.send(self.sock, [peer, *wire.encode_batch(entries, buffers)], net.DONTWAIT)
+            except zmq.Again:
+                outbox.put_back(entries, buffers)
+                return False  # the caller is not reading yet: keep the replies
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                count = len(entries) + len(outbox.entries)
+                name = wire.peer_name(peer)
+                log.warning("worker %d: %d replies undeliverable: %s", self.slot, count, name)
+                break
+        del self._outboxes[peer]
+        return True
+
+
+def what(request: Request) -> str:
+    """A request as errors name it."""
+    return "the task" if request.actor_id == wire.TASK_ACTOR else f"{request.method}()"
+
+
+def _pickling_error(request: Request, exc: BaseException) -> BaseException:
+    if not isinstance(exc, Exception):
+        return exc  # SystemExit raised while pickling: the caller gets it as it is
+    return SerializationError(f"{what(request)} returned a value that does not pickle: {exc}")
