@@ -7,7 +7,7 @@ import time
 from importlib import metadata
 
 from actors import Actor
-from runtime._system import ActorSystem
+from runtime.driver import ActorSystem
 
 __all__ = ["main"]
 

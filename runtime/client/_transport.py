@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 
@@ -31,28 +31,16 @@ from actors._errors import (
 from actors._future import ActorFuture, Waiter
 from actors._ref import ActorRef
 from runtime import net, wire
+from runtime.client._cancel import Cancels, Local
 from runtime.client._control import Control, settle
 from runtime.core import Calls, Pending
 from runtime.net import Context, Socket
 
-__all__ = ["CANCEL_TIMEOUT", "Local", "Transport", "settle"]
+__all__ = ["Transport", "settle"]
 
 log = logging.getLogger("dovecote")
 
-CANCEL_TIMEOUT = 5.0  # seconds cancel() waits for a worker's verdict before saying False
 Handler = Callable[[Any], None]
-
-
-class Local(Protocol):
-    """Calls from a worker's actors to the worker's own mailbox skip the sockets."""
-
-    slot: int
-
-    def submit(self, entry: wire.Entry, bufs: list[Any], future: ActorFuture[Any] | None) -> bool:
-        """Deliver on the loop; False if the call needs no delivery (a self-stop)."""
-
-    def claim(self, msg_id: int) -> bool:
-        """Withdraw a call to this worker if it has not started."""
 
 
 class Transport:
@@ -85,7 +73,8 @@ class Transport:
         self.control = Control(ctx, run_dir, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
         self.closed: str | None = None
-        self._canceller = self.cancel_call  # bound once: every call's future holds it
+        self.cancels = Cancels(self.calls, lock, self._wake, self._wait, clock, local)
+        self._canceller = self.cancels.cancel  # bound once: every call's future holds it
 
     @property
     def lock(self) -> threading.Lock:
@@ -166,80 +155,6 @@ class Transport:
         if self.closed is not None:
             raise ActorStoppedError(self.closed)
 
-    # -- cancellation ---------------------------------------------------------
-    def cancel_call(self, future: ActorFuture[Any]) -> bool:
-        """``future.cancel()`` of a pending call: True if it will not run.
-
-        A call still in its outbox is withdrawn here. Once sent, only its worker
-        knows whether it started: it is asked, and its verdict awaited where
-        waiting is allowed. Without one in time (a worker whose inbox is paused by
-        backpressure, or stuck) the call may still run: it is marked running and
-        cancel() says False; should the worker drop it after all, the future ends
-        cancelled rather than pending for ever."""
-        withdrawn, slot = self._withdraw(future)
-        if withdrawn:
-            self.wake_waiters()
-            return True
-        if slot is None:
-            return future.cancelled()  # its outcome is being set right now
-        local = self._local
-        if local is not None and slot == local.slot:
-            return self._cancel_local(local, future)
-        self._send_cancel(slot, future.call_id)
-        self._wait(future.decided, self._clock() + CANCEL_TIMEOUT)
-        if not future.decided():
-            future.mark_running()
-        return future.cancelled()
-
-    def _cancel_local(self, local: Local, future: ActorFuture[Any]) -> bool:
-        if not local.claim(future.call_id):
-            future.mark_running()  # not waiting to start: it runs, or has run
-            return future.cancelled()
-        with self._lock:
-            self.calls.pending.pop(future.call_id, None)
-        return future.mark_cancelled()
-
-    def abandon(self, futures: list[ActorFuture[Any]]) -> None:
-        """Nobody wants these any more: withdraw or cancel each, without waiting."""
-        for future in futures:
-            if not future.decided():
-                withdrawn, slot = self._withdraw(future)
-                if not withdrawn and slot is not None:
-                    self._send_cancel(slot, future.call_id)
-
-    def _withdraw(self, future: ActorFuture[Any]) -> tuple[bool, int | None]:
-        with self._lock:
-            withdrawn, slot = self.calls.withdraw(future.call_id)
-        if withdrawn:
-            future.mark_cancelled()
-        return withdrawn, slot
-
-    def _send_cancel(self, slot: int, msg_id: int) -> None:
-        """Ask the worker to drop a call it has not started: behind the call on the
-        same connection, so the worker has it by the time it reads this."""
-        with self._lock:
-            self.calls.outbox(slot).add(wire.make_entry(wire.CANCEL, msg_id, 0, "", b"", 0), [])
-            self._wake()
-
-    def _on_verdict(self, kind: int, msg_id: int) -> None:
-        """The worker's answer to a cancel: dropped before it started, or started."""
-        with self._lock:
-            pending = self.calls.pending.get(msg_id)
-            if pending is not None and kind == wire.CANCELLED:
-                del self.calls.pending[msg_id]
-        if pending is None:
-            return  # its reply came first: the call had run
-        if kind == wire.CANCELLED:
-            pending.future.mark_cancelled(late=True)
-        else:
-            pending.future.mark_running()
-        self.wake_waiters()
-
-    def wake_waiters(self) -> None:
-        """A future changed state without a reply: let the thread waiting on it see."""
-        with self._lock:
-            self._wake()
-
     # -- sockets, by whoever owns them now -------------------------------------
     def _dealer(self, slot: int) -> Socket:
         sock = self._dealers.get(slot)
@@ -310,7 +225,7 @@ class Transport:
     def resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
         """One reply (or cancel verdict) for the call ``msg_id``."""
         if kind > wire.ERR:
-            self._on_verdict(kind, msg_id)
+            self.cancels.on_verdict(kind, msg_id)
             return
         with self._lock:
             pending = self.calls.pending.pop(msg_id, None)

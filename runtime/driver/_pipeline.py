@@ -98,7 +98,7 @@ def _actor_stage(
                 pending.remove(done)
                 yield done.result()
     finally:  # stopped early: withdraw what has not started, without waiting
-        tasks.transport.abandon(list(pending))
+        tasks.transport.cancels.abandon(list(pending))
 
 
 _END = object()

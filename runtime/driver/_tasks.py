@@ -125,7 +125,7 @@ class Tasks:
                 report(done)
         finally:
             # stopped early: nobody wants these any more (nor waits for a verdict)
-            self.transport.abandon([future for future, _ in flying])
+            self.transport.cancels.abandon([future for future, _ in flying])
 
     def _fill(
         self,

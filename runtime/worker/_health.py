@@ -11,20 +11,22 @@ sends nothing, and the supervisor replaces it.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import psutil
 import zmq
 
 from runtime import net, wire
+from runtime.core import Cell
 from runtime.net import Context
 
-__all__ = ["Busy", "HealthThread"]
+__all__ = ["Busy", "HealthThread", "log_async_hangs"]
 
 log = logging.getLogger("dovecote")
 
@@ -122,3 +124,21 @@ class HealthThread(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=5)
+
+
+def log_async_hangs(cells: Iterable[Cell], threshold: float, slot: int) -> None:
+    """Log the stack of an async method that has held its actor too long, once."""
+    now = time.monotonic()
+    for cell in cells:
+        task, since = cell.task, cell.task_since
+        if task is not None and since and now - since >= threshold:
+            cell.task_since = 0.0  # once per message
+            stack = io.StringIO()
+            task.print_stack(limit=20, file=stack)  # where the coroutine waits now
+            log.warning(
+                "worker %d: an async method of %r has run for %.1f s; at:\n%s",
+                slot,
+                cell.actor and cell.actor.ref,
+                now - since,
+                stack.getvalue(),
+            )

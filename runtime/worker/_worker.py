@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import io
 import logging
 import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 import zmq
@@ -40,7 +38,7 @@ from runtime.net import Bus, Socket
 from runtime.wire import Request
 from runtime.worker._actors import DOWN_METHOD, EVENT_METHOD, Actors, call_hook
 from runtime.worker._context import ActorBus, WorkerContext
-from runtime.worker._health import Busy, HealthThread
+from runtime.worker._health import Busy, HealthThread, log_async_hangs
 from runtime.worker._inbox import Inbox
 from runtime.worker._keeper import Keeper
 from runtime.worker._loop import Reader, forked, noop
@@ -148,21 +146,8 @@ class Worker:
             self._close()
 
     def _check_async_hangs(self) -> None:
-        """Log the stack of an async method that has held its actor too long."""
-        now, threshold = time.monotonic(), self.args.options.hang_threshold
-        for cell in self.mailbox.cells.values():
-            task, since = cell.task, cell.task_since
-            if task is not None and since and now - since >= threshold:
-                cell.task_since = 0.0  # once per message
-                stack = io.StringIO()
-                task.print_stack(limit=20, file=stack)  # where the coroutine waits now
-                log.warning(
-                    "worker %d: an async method of %r has run for %.1f s; at:\n%s",
-                    self.slot,
-                    cell.actor and cell.actor.ref,
-                    now - since,
-                    stack.getvalue(),
-                )
+        threshold = self.args.options.hang_threshold
+        log_async_hangs(self.mailbox.cells.values(), threshold, self.slot)
         self.loop.call_later(threshold / 2, self._check_async_hangs)
 
     def recycle(self, cause: str) -> None:
