@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
@@ -76,9 +76,12 @@ class Transport:
         self.cancels = Cancels(self.calls, lock, self._wake, self._wait, clock, local)
         self._canceller = self.cancels.cancel  # bound once: every call's future holds it
 
-    @property
-    def lock(self) -> threading.Lock:
-        return self._lock
+    def set_epochs(self, epochs: Iterable[tuple[int, int]]) -> None:
+        """The incarnation of each worker, as this process starts: (slot, epoch)."""
+        self.calls.epochs.update(epochs)
+
+    def epoch(self, slot: int) -> int:
+        return self.calls.epochs.get(slot, 0)
 
     # -- the Engine protocol, used by refs --------------------------------
     def call(

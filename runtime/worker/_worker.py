@@ -30,7 +30,7 @@ import zmq
 from actors import _engine
 from actors._actor import Actor
 from actors._future import ActorFuture
-from actors._ref import STOP_METHOD, ActorRef
+from actors._ref import ActorRef
 from runtime import net, wire
 from runtime.client import Requests, Transport
 from runtime.core import Cell, Mailbox, ProcessArgs
@@ -41,6 +41,7 @@ from runtime.worker._context import ActorBus, WorkerContext
 from runtime.worker._health import Busy, HealthThread, log_async_hangs
 from runtime.worker._inbox import Inbox
 from runtime.worker._keeper import Keeper
+from runtime.worker._local import LocalCalls
 from runtime.worker._loop import Reader, forked, noop
 from runtime.worker._replies import Replies
 
@@ -58,13 +59,14 @@ class Worker:
         self.ctx: net.Context = zmq.Context()
         self.loop = asyncio.new_event_loop()
         self.busy = Busy()
-        self.local_calls: dict[int, Request] = {}  # calls to this worker, not yet delivered
         self._flush_scheduled = False
         self._done = self.loop.create_future()
+        self.mailbox = Mailbox(args.options.mailbox_size, args.expect)
+        self.local = LocalCalls(self.slot, self.loop, self.mailbox)
         self.transport = self._transport()
         self.requests = Requests(self.transport, args.system_id, args.options.workers)
-        self.mailbox = Mailbox(args.options.mailbox_size, args.expect)
         self.replies, self.inbox, self.actors = self._actors()
+        self.local.actors = self.actors
         self.bus = ActorBus(self.loop, functools.partial(Bus, self.ctx, args.run_dir, self._name))
         self.keeper = Keeper(self.inbox, self.busy)
         self.health = self._health()
@@ -83,9 +85,9 @@ class Worker:
             (self._wake, _no_wait, self._waiter),
             self._on_dealer,
             threading.Lock(),
-            local=self,
+            local=self.local,
         )
-        transport.calls.epochs.update(dict(self.args.epochs))
+        transport.set_epochs(self.args.epochs)
         transport.control.handlers.update(self._control_handlers())
         self._readers: dict[Socket, Reader] = {}
         return transport
@@ -229,32 +231,6 @@ class Worker:
         else:
             self.loop.remove_reader(self._readers.pop(sock).sock.FD)
 
-    # -- calls from this worker to itself (the transport's ``Local``) ------------------
-    def submit(self, entry: wire.Entry, bufs: list[Any], future: ActorFuture[Any] | None) -> bool:
-        if entry.method == STOP_METHOD and self.actors.stop_self(entry.actor_id):
-            return False  # awaiting a self-stop must not deadlock: it completes now
-        # A local call must not share memory with the caller: copy large buffers.
-        copies = [bytes(memoryview(b)) for b in bufs]
-        request = Request(
-            None, entry.kind, entry.msg_id, entry.actor_id, entry.method, entry.blob, copies
-        )
-        if entry.kind == wire.CALL:
-            self.local_calls[entry.msg_id] = request
-        self.loop.call_soon(self._deliver_local, request)
-        return True
-
-    def claim(self, msg_id: int) -> bool:
-        """Withdraw a call made from this worker to itself, if it has not started."""
-        request = self.local_calls.pop(msg_id, None)  # not yet delivered
-        if request is None:
-            return self.mailbox.withdraw(None, msg_id)
-        request.cancelled = True
-        return True
-
-    def _deliver_local(self, request: Request) -> None:
-        self.local_calls.pop(request.msg_id, None)
-        self.actors.deliver(request)
-
     def _deliver(self, request: Request) -> None:
         self.actors.deliver(request)
 
@@ -321,9 +297,8 @@ class Worker:
 
     def _op_epochs(self, message: wire.Epochs) -> None:
         """The workers restarted while this one was starting: (slot, epoch) pairs."""
-        epochs = self.transport.calls.epochs
         for slot, epoch in message.epochs:
-            if slot != self.slot and epochs.get(slot, 0) != epoch:
+            if slot != self.slot and self.transport.epoch(slot) != epoch:
                 self.transport.fail_slot(slot, "restarted", epoch)
 
     def _op_abandon(self, message: wire.Abandon) -> None:

@@ -1,0 +1,53 @@
+"""Calls from a worker's actors to actors of the same worker: delivered on the
+loop without sockets, and cancellable until they start (``client.Local``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors._future import ActorFuture
+from actors._ref import STOP_METHOD
+from runtime import wire
+from runtime.core import Mailbox
+from runtime.wire import Request
+from runtime.worker._actors import Actors
+
+__all__ = ["LocalCalls"]
+
+
+class LocalCalls:
+    def __init__(self, slot: int, loop: asyncio.AbstractEventLoop, mailbox: Mailbox) -> None:
+        self.slot = slot
+        self.loop = loop
+        self.mailbox = mailbox
+        self.actors: Actors | None = None  # set once the worker has assembled them
+        self._waiting: dict[int, Request] = {}  # calls not yet delivered, by msg id
+
+    def submit(self, entry: wire.Entry, bufs: list[Any], future: ActorFuture[Any] | None) -> bool:
+        """Deliver on the loop's next turn; False for a self-stop, which completes now
+        (awaiting it must not deadlock)."""
+        assert self.actors is not None
+        if entry.method == STOP_METHOD and self.actors.stop_self(entry.actor_id):
+            return False
+        # A local call must not share memory with the caller: copy large buffers.
+        copies = [bytes(memoryview(b)) for b in bufs]
+        kind, msg_id, actor_id, method, blob, _ = entry
+        request = Request(None, kind, msg_id, actor_id, method, blob, copies)
+        if kind == wire.CALL:
+            self._waiting[msg_id] = request
+        self.loop.call_soon(self._deliver, request)
+        return True
+
+    def claim(self, msg_id: int) -> bool:
+        """Withdraw a call made from this worker to itself, if it has not started."""
+        request = self._waiting.pop(msg_id, None)  # not yet delivered
+        if request is None:
+            return self.mailbox.withdraw(None, msg_id)
+        request.cancelled = True
+        return True
+
+    def _deliver(self, request: Request) -> None:
+        assert self.actors is not None
+        self._waiting.pop(request.msg_id, None)
+        self.actors.deliver(request)
