@@ -10,23 +10,42 @@
       └ DEALER per worker ─── calls, batched ───────────────────────────▶ mailbox
                           ◀── replies, batched, on the same connection ──┘
 
-* The driver (``_system``, ``_driver``) owns one DEALER per worker it talks to.
-  Calls are pickled at the call site, queued per worker, and flushed as one
-  message per batch. A thread waiting on a future drives the sockets itself;
-  a background thread does it when nobody waits.
-* The supervisor (``_supervisor``) is the control plane: it never carries actor
-  traffic. It spawns workers from a clean interpreter, places actors, keeps the
-  name directory, notices a worker's death through a pipe the worker holds for
-  life, fails the calls pending on it (via the clients) and starts a new worker.
-* A worker (``_worker``) binds one ROUTER mailbox in a private 0700 directory
-  and runs its actors one message at a time each on an asyncio loop; it replies
-  through the ROUTER envelope, with ROUTER_MANDATORY so nothing drops silently.
-  While an actor's or a task's code holds the loop, its keeper thread sends the
-  replies that are ready and answers cancels.
-* ``_protocol`` is the wire format (pure functions: pickled batches on the data
-  path, JSON control records), ``_transport`` the sending side shared by the
-  driver and workers, ``_sockets`` the socket options, ``_procs`` how the
-  runtime's processes start and how their deaths are seen.
+One package per concern; imports go down this list, and the three process
+packages (driver, supervisor, worker) never import each other:
+
+* ``wire``: sans-IO. Frames and header, batch entries (``Entry`` to send,
+  ``Request`` as received), the pickle codec (out-of-band buffers, remote
+  errors), and one frozen record per control op with its JSON codec.
+* ``core``: sans-IO state and decisions, the time passed in. ``SystemOptions``
+  and ``ProcessArgs`` (validated once, in the driver, then JSON), supervision
+  policy as pure functions, the supervisor's ``Directory``, crash detection's
+  three ways (``Liveness``: exit, heartbeat lost, limit), the sending side's
+  ``Calls`` (outboxes, pending calls, retry plan) and a worker's ``Mailbox``.
+* ``net``: the only place that opens sockets. Factories, ipc endpoints in a
+  0700 directory, the bus's ends (``Bus``: one sync handshake for every
+  process) and its proxy, and how the runtime's processes are started.
+* ``client``: the sending side every process owns. ``Transport`` is composed,
+  not subclassed: each process hands it a way to wake its I/O owner, a way to
+  wait (or to refuse to), a future's waiter and a clock; ``Control`` is the
+  channel to the supervisor, ``Cancels`` the cancel protocol, ``Requests`` the
+  directory's requests.
+* ``driver``: ``ActorSystem``; ``DriverIO``, the I/O token (a thread that waits
+  drives the sockets itself; a background thread when nobody waits); tasks,
+  maps and pipelines, scheduled by their submitter.
+* ``supervisor``: the control plane. The loop and its handlers (dispatch by
+  record type), restarts as generator procedures, the worker processes.
+* ``worker``: the composition root and its parts: the ``Inbox`` (the mailbox
+  ROUTER read through a stash; cancels answered at once), ``Actors`` (one
+  message at a time per actor, awaitables on the loop), ``Replies`` (batched
+  per caller), the keeper thread (answers while actor code runs), the health
+  thread (heartbeats, limits), the actor's context, the task runner.
+
+One ask, end to end: ``ref.method(...)`` → ``client.Transport.call`` pickles
+the arguments (``wire``), queues an ``Entry`` in ``core.Calls`` and wakes the
+I/O owner (``driver.DriverIO``), which flushes one ``BATCH`` on the DEALER to
+worker k (``net``). There ``worker.Inbox`` parses it into ``Request`` records,
+``worker.Actors`` runs the method, ``worker.Replies`` sends the outcome back
+through the ROUTER envelope, and ``Transport.resolve`` completes the future.
 """
 
 from runtime.driver import ActorSystem, Stage
