@@ -122,13 +122,15 @@ class Transport:
         if local is not None and slot == local.slot:
             self._submit_local(local, entry, bufs, pending)
             return
-        if self.calls.queued(slot) >= self.outbox_limit:
+        calls = self.calls
+        outbox = calls.outboxes.get(slot)
+        if outbox is not None and len(outbox.entries) >= self.outbox_limit:
             self._wait_for_room(slot)
         with self._lock:
             self._check_open()
             if pending is not None:
-                self.calls.pending[entry.msg_id] = pending
-            self.calls.outbox(slot).add(entry, bufs)
+                calls.pending[entry.msg_id] = pending
+            (outbox or calls.outbox(slot)).add(entry, bufs)
             self._wake()
 
     def _submit_local(

@@ -20,6 +20,7 @@ from runtime.core._mailbox import (
     Mailbox,
 )
 from runtime.core._options import (
+    DEFAULTS,
     ProcessArgs,
     SystemOptions,
 )
@@ -38,6 +39,7 @@ from runtime.core._policy import (
 )
 
 __all__ = [
+    "DEFAULTS",
     "MAX_BATCH",
     "STARTING_GRACE",
     "ActorRecord",

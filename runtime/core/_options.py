@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ProcessArgs", "SystemOptions"]
+__all__ = ["DEFAULTS", "ProcessArgs", "SystemOptions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +103,6 @@ class ProcessArgs:
             expect=tuple(expect),
             epochs=tuple(epochs.items()),
         )
+
+
+DEFAULTS = SystemOptions(workers=1)  # the one place the defaults are written

@@ -24,7 +24,7 @@ from actors._ref import ActorRef
 from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
 from runtime import wire
 from runtime.client import Requests, identity
-from runtime.core import ProcessArgs, SystemOptions, exit_cause
+from runtime.core import DEFAULTS, ProcessArgs, SystemOptions, exit_cause
 from runtime.driver import _tasks
 from runtime.driver._io import DriverIO
 from runtime.driver._pipeline import Stage, run_pipeline
@@ -57,14 +57,14 @@ class ActorSystem:
         self,
         workers: int | None = None,
         *,
-        mailbox_size: int = 10_000,
-        outbox_limit: int = 20_000,
-        send_timeout: float = 30.0,
-        start_timeout: float = 60.0,
-        heartbeat_timeout: float = 3.0,
-        hang_threshold: float = 10.0,
-        max_memory: int | None = None,
-        max_messages: int | None = None,
+        mailbox_size: int = DEFAULTS.mailbox_size,
+        outbox_limit: int = DEFAULTS.outbox_limit,
+        send_timeout: float = DEFAULTS.send_timeout,
+        start_timeout: float = DEFAULTS.start_timeout,
+        heartbeat_timeout: float = DEFAULTS.heartbeat_timeout,
+        hang_threshold: float = DEFAULTS.hang_threshold,
+        max_memory: int | None = DEFAULTS.max_memory,
+        max_messages: int | None = DEFAULTS.max_messages,
         log_level: str | None = None,
     ) -> None:
         self.options = SystemOptions.build(

@@ -40,15 +40,16 @@ class Request:
 
 def parse_entries(
     peer: bytes, entries: Any, buffers: Sequence[Buffer]
-) -> tuple[list[Request], list[Exception]]:
-    """The requests of one batch, in order, and what was wrong with each entry
-    dropped: a malformed entry is dropped alone, and so are the later ones with
-    buffers if its own buffer count cannot be read."""
+) -> tuple[list[Request], list[Exception], bool]:
+    """The requests of one batch, in order; what was wrong with each entry dropped
+    (a malformed entry is dropped alone, and so are the later ones with buffers
+    if its own buffer count cannot be read); and whether any is a cancel."""
     if type(entries) is not list:
-        return [], [ProtocolError(f"a batch body of type {type(entries).__name__}")]
+        return [], [ProtocolError(f"a batch body of type {type(entries).__name__}")], False
     requests: list[Request] = []
     errors: list[Exception] = []
     offset: int | None = 0  # None once a bad entry hides where the next one's buffers start
+    cancels = False
     for entry in entries:  # each checked inline: this runs for every message
         try:
             kind, msg_id, actor_id, method, blob, nbufs = entry  # ValueError, TypeError
@@ -68,12 +69,14 @@ def parse_entries(
             errors.append(exc)
             offset = _skip_buffers(entry, offset)
             continue
+        if kind == CANCEL:
+            cancels = True
         request = Request(peer, kind, msg_id, actor_id, method, blob, ())
         if nbufs and offset is not None:  # checked above: its buffers are there
             request.bufs = buffers[offset : offset + nbufs]
             offset += nbufs
         requests.append(request)
-    return requests, errors
+    return requests, errors, cancels
 
 
 def _skip_buffers(entry: Any, offset: int | None) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime import net, wire
 from runtime.core import Mailbox
@@ -20,6 +20,9 @@ from runtime.net import Socket
 from runtime.wire import Request
 from runtime.worker._loop import BUDGET, Reader, leave_if_forked
 from runtime.worker._replies import Replies
+
+if TYPE_CHECKING:
+    from runtime.worker._keeper import Keeper
 
 __all__ = ["Inbox"]
 
@@ -35,20 +38,19 @@ class Inbox:
         where: tuple[int, int],
         mailbox: Mailbox,
         replies: Replies,
-        deliver: Callable[[Request], None],
     ) -> None:
         self.sock = sock
         self.slot, self.epoch = where
         self.mailbox = mailbox
         self.replies = replies
-        self.deliver = deliver
+        self.deliver: Callable[[Request], None] = lambda request: None  # to the actors
+        self.keeper: Keeper | None = None  # woken when actor code runs, if it naps
         self.reader: Reader | None = None
         self.recycling: str | None = None  # past a limit: read nothing more
         # The loop thread holds the I/O lock (the mailbox socket, the replies, the
         # cells' queues) except while an actor's or a task's code runs.
         self.io_lock = threading.Lock()
         self.kept = False  # the keeper has worked since the loop thread last looked
-        self.on_user_code: Callable[[], None] = lambda: None  # wakes the keeper
         self._stash_scheduled = False
 
     def start(self, reader: Reader) -> None:
@@ -92,13 +94,13 @@ class Inbox:
                 return []
             if kind != wire.BATCH:
                 raise wire.ProtocolError(f"kind {kind} is not a batch")
-            requests, errors = wire.parse_entries(peer, wire.decode_body(body), buffers)
+            requests, errors, cancels = wire.parse_entries(peer, wire.decode_body(body), buffers)
         except wire.ProtocolError as exc:
             self._malformed(peer, exc)
             return []
         for error in errors:
             self._malformed(peer, error)
-        if any(r.kind == _CANCEL for r in requests):
+        if cancels:
             return self._cancels(peer, requests)
         return requests
 
@@ -150,7 +152,9 @@ class Inbox:
     def call_user(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         """Run an actor's or a task's code with the I/O lock released: the keeper
         answers for the worker meanwhile (see ``keep``)."""
-        self.on_user_code()
+        keeper = self.keeper
+        if keeper is not None and keeper.asleep:
+            keeper.wake.set()
         lock = self.io_lock
         lock.release()
         try:

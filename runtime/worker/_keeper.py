@@ -77,10 +77,6 @@ class Keeper(threading.Thread):
             self.wake.wait()
         self.asleep = False
 
-    def wake_if_asleep(self) -> None:
-        if self.asleep:
-            self.wake.set()
-
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()

@@ -95,8 +95,9 @@ class Worker:
     def _actors(self) -> tuple[Replies, Inbox, Actors]:
         sock = net.router(self.ctx, net.worker_endpoint(self.args.run_dir, self.slot))
         replies = Replies(self.loop, sock, self.slot, self.transport.resolve)
-        inbox = Inbox(sock, (self.slot, self.args.epoch), self.mailbox, replies, self._deliver)
+        inbox = Inbox(sock, (self.slot, self.args.epoch), self.mailbox, replies)
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
+        inbox.deliver = actors.deliver
         actors.max_messages = self.args.options.max_messages
         actors.on_limit = self.recycle
         actors.on_gone = self._gone
@@ -134,7 +135,7 @@ class Worker:
         self.inbox.start(
             Reader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
         )
-        self.inbox.on_user_code = self.keeper.wake_if_asleep
+        self.inbox.keeper = self.keeper
         self._on_dealer(self.transport.control.sock, True)
         self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
         self.transport.control.notify(wire.Ready(self.slot, os.getpid()))
@@ -230,9 +231,6 @@ class Worker:
             self._readers[sock] = Reader(self.loop, sock, handler or self.transport.on_data, noop)
         else:
             self.loop.remove_reader(self._readers.pop(sock).sock.FD)
-
-    def _deliver(self, request: Request) -> None:
-        self.actors.deliver(request)
 
     def _gone(self, actor_id: int, request: Request | None) -> None:
         """An actor stopped for good: the supervisor frees its name; a stop() call is
