@@ -98,7 +98,7 @@ class Cancels:
         """Ask the worker to drop a call it has not started: behind the call on the
         same connection, so the worker has it by the time it reads this."""
         with self._lock:
-            self.calls.outbox(slot).add(wire.make_entry(wire.CANCEL, msg_id, 0, "", b"", 0), [])
+            self.calls.outbox(slot).add(wire.make_entry((wire.CANCEL, msg_id, 0, "", b"", 0)), [])
             self._wake()
 
     def on_verdict(self, kind: int, msg_id: int) -> None:

@@ -99,7 +99,7 @@ class Transport:
             what, self._waiter, self._futures_condition, self._canceller
         )
         msg_id = future.call_id = next(self._ids)
-        entry = wire.make_entry(wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
+        entry = wire.make_entry((wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs)))
         pending = Pending(future, ref.slot)
         for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
             if name == method:
@@ -112,7 +112,7 @@ class Transport:
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         blob, bufs = wire.dumps_call((ref, method), args, kwargs)
-        entry = wire.make_entry(wire.TELL, 0, ref.actor_id, method, blob, len(bufs))
+        entry = wire.make_entry((wire.TELL, 0, ref.actor_id, method, blob, len(bufs)))
         self._submit(ref.slot, entry, bufs, None)
 
     def _submit(
@@ -130,7 +130,11 @@ class Transport:
             self._check_open()
             if pending is not None:
                 calls.pending[entry.msg_id] = pending
-            (outbox or calls.outbox(slot)).add(entry, bufs)
+            if outbox is None:
+                outbox = calls.outbox(slot)
+            outbox.entries.append(entry)
+            if bufs:
+                outbox.buffers.extend(bufs)
             self._wake()
 
     def _submit_local(
@@ -198,6 +202,8 @@ class Transport:
                 with self._lock:
                     outbox.put_back(entries, buffers)
                 return False
+            if not outbox.entries:
+                return True
             with self._lock:
                 entries, buffers = outbox.take()
         return True
@@ -286,7 +292,7 @@ class Transport:
             future: ActorFuture[Any] = ActorFuture(f"barrier on worker {slot}", self._waiter)
             msg_id = next(self._ids)
             blob = wire.dumps(((), {}))[0]
-            entry = wire.make_entry(wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", blob, 0)
+            entry = wire.make_entry((wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", blob, 0))
             self._submit(slot, entry, [], Pending(future, slot))
             futures.append(future)
         return futures

@@ -318,6 +318,8 @@ class Bus:
 
     def busy(self) -> bool:
         """Events held, or subscriptions not yet synced."""
+        if self._publisher is None and not self.subs:
+            return False  # the bus is not used here: the common case, checked per pump
         held = self._publisher is not None and bool(self._publisher.held)
         return held or not all(sub.synced for sub in self.subs.values())
 

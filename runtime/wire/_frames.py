@@ -11,9 +11,10 @@ cancels and replies. A ``CONTROL`` body is JSON (see ``_control``).
 
 from __future__ import annotations
 
+import functools
 import pickle
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -76,12 +77,11 @@ class Entry(NamedTuple):
     nbufs: int
 
 
-_new = tuple.__new__
-
-
-def make_entry(kind: int, msg_id: int, actor_id: int, method: str, blob: Any, nbufs: int) -> Entry:
-    """``Entry(...)`` at C speed: NamedTuple's own constructor costs a Python call."""
-    return _new(Entry, (kind, msg_id, actor_id, method, blob, nbufs))
+# ``make_entry((kind, msg_id, actor_id, method, blob, nbufs))``: an Entry built at C
+# speed (NamedTuple's own constructor costs a Python call on the per-message path).
+make_entry: Callable[[tuple[int, int, int, str, Any, int]], Entry] = functools.partial(
+    tuple.__new__, Entry
+)
 
 
 def pack(kind: int, body: bytes, buffers: Sequence[Buffer] = (), epoch: int = 0) -> list[Any]:
@@ -107,8 +107,7 @@ def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any], int]:
 def encode_batch(entries: Sequence[Entry], buffers: Sequence[Buffer], epoch: int = 0) -> list[Any]:
     """``epoch`` is the incarnation of the worker the calls are for. Entries go as
     plain tuples: pickling a NamedTuple costs several times more."""
-    plain = [tuple(entry) for entry in entries]
-    return pack(BATCH, pickle.dumps(plain, 5), buffers, epoch)
+    return pack(BATCH, pickle.dumps(list(map(tuple, entries)), 5), buffers, epoch)
 
 
 def decode_body(body: Any) -> Any:

@@ -44,7 +44,7 @@ class Replies:
         except BaseException as exc:  # SystemExit from a __reduce__ goes to the caller
             self.reply_error(request, _pickling_error(request, exc))
             return
-        entry = wire.make_entry(wire.OK, request.msg_id, 0, "", blob, len(bufs))
+        entry = wire.make_entry((wire.OK, request.msg_id, 0, "", blob, len(bufs)))
         self.queue(request.peer, entry, bufs)
 
     def reply_error(self, request: Request, exc: BaseException) -> None:
@@ -57,13 +57,13 @@ class Replies:
                 exc_info=exc,
             )
             return
-        entry = wire.make_entry(wire.ERR, request.msg_id, 0, "", wire.encode_error(exc), 0)
+        entry = wire.make_entry((wire.ERR, request.msg_id, 0, "", wire.encode_error(exc), 0))
         self.queue(request.peer, entry, [])
 
     def verdict(self, peer: bytes, msg_id: int, dropped: bool) -> None:
         """The answer to a cancel: the call will not run, or it has started."""
         kind = wire.CANCELLED if dropped else wire.STARTED
-        self.queue(peer, wire.make_entry(kind, msg_id, 0, "", b"", 0), [])
+        self.queue(peer, wire.make_entry((kind, msg_id, 0, "", b"", 0)), [])
 
     def queue(self, peer: bytes | None, entry: wire.Entry, bufs: list[Any]) -> None:
         if peer is None:  # a call from this worker to itself: no memory shared
@@ -73,7 +73,9 @@ class Replies:
         outbox = self._outboxes.get(peer)
         if outbox is None:
             outbox = self._outboxes[peer] = Outbox()
-        outbox.add(entry, bufs)
+        outbox.entries.append(entry)  # Outbox.add, inline: once per reply
+        if bufs:
+            outbox.buffers.extend(bufs)
 
     def schedule(self) -> None:
         if not self._scheduled:
