@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from runtime import net, wire
 from runtime.core import Mailbox
@@ -21,14 +21,18 @@ from runtime.wire import Request
 from runtime.worker._loop import BUDGET, Reader, leave_if_forked
 from runtime.worker._replies import Replies
 
-if TYPE_CHECKING:
-    from runtime.worker._keeper import Keeper
-
 __all__ = ["Inbox"]
 
 log = logging.getLogger("dovecote")
 
 _CANCEL = wire.CANCEL
+
+
+class Napper(Protocol):
+    """The keeper thread, as the inbox sees it: woken when actor code runs."""
+
+    asleep: bool
+    wake: threading.Event
 
 
 class Inbox:
@@ -44,7 +48,7 @@ class Inbox:
         self.mailbox = mailbox
         self.replies = replies
         self.deliver: Callable[[Request], None] = lambda request: None  # to the actors
-        self.keeper: Keeper | None = None  # woken when actor code runs, if it naps
+        self.keeper: Napper | None = None  # woken when actor code runs, if it naps
         self.reader: Reader | None = None
         self.recycling: str | None = None  # past a limit: read nothing more
         # The loop thread holds the I/O lock (the mailbox socket, the replies, the
