@@ -78,10 +78,6 @@ class Inbox:
             reader.paused = False
             reader.loop.call_soon(reader.run)
 
-    def check(self) -> None:
-        if self.reader is not None:
-            self.reader.check()
-
     # -- reading -------------------------------------------------------------------
     def on_frames(self, frames: list[Any]) -> None:
         self.mailbox.stash.extend(self.parse(frames))

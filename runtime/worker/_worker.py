@@ -101,7 +101,6 @@ class Worker:
         actors.max_messages = self.args.options.max_messages
         actors.on_limit = self.recycle
         actors.on_gone = self._gone
-        replies.after_flush = inbox.check
         return replies, inbox, actors
 
     def _health(self) -> HealthThread:
