@@ -48,6 +48,21 @@ worker k (``net``). There ``worker.Inbox`` parses it into ``Request`` records,
 through the ROUTER envelope, and ``Transport.resolve`` completes the future.
 """
 
-from runtime.driver import ActorSystem, Stage
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.driver import ActorSystem, Stage
 
 __all__ = ["ActorSystem", "Stage"]
+
+
+def __getattr__(name: str) -> Any:
+    """The driver's API, imported on first use: the supervisor and the workers
+    import ``runtime`` too, and start faster without the driver's modules."""
+    if name in __all__:
+        from runtime import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

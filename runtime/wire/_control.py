@@ -1,4 +1,4 @@
-"""Control messages: one frozen, slotted record per op, and their JSON codec.
+"""Control messages: one record (a NamedTuple) per op, and their JSON codec.
 
 A control body is JSON, never pickle: ``[op, *fields]``, where ``op`` names one of
 the records in ``CONTROL_OPS`` (``SpawnGroup`` is ``"spawn_group"``) and each
@@ -11,14 +11,12 @@ that reads it: a message that does not fit raises ProtocolError.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from runtime.wire._frames import CONTROL, Buffer, ProtocolError, pack
 
@@ -55,8 +53,7 @@ __all__ = [
 
 
 # -- specs, carried inside spawn requests ---------------------------------------
-@dataclass(frozen=True, slots=True)
-class ActorSpec:
+class ActorSpec(NamedTuple):
     """All the supervisor needs to (re)start an actor; ``blob`` is the pickle of
     ``(cls, args, kwargs)``, which only the worker unpickles."""
 
@@ -70,110 +67,93 @@ class ActorSpec:
     retry: list[list[Any]]  # [method, times] for each retryable method
 
 
-@dataclass(frozen=True, slots=True)
-class GroupSpec:
+class GroupSpec(NamedTuple):
     strategy: str
     max_restarts: int
     period: float
 
 
 # -- clients (the driver, actors) -> supervisor ----------------------------------
-@dataclass(frozen=True, slots=True)
-class Hello:
+class Hello(NamedTuple):
     req_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Spawn:
+class Spawn(NamedTuple):
     req_id: int
     spec: ActorSpec
 
 
-@dataclass(frozen=True, slots=True)
-class SpawnGroup:
+class SpawnGroup(NamedTuple):
     req_id: int
     group: GroupSpec
     specs: list[ActorSpec]
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(NamedTuple):
     req_id: int
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class ActorGone:
+class ActorGone(NamedTuple):
     req_id: int
     actor_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Watch:
+class Watch(NamedTuple):
     req_id: int
     actor_id: int
     watch_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Shutdown:
+class Shutdown(NamedTuple):
     req_id: int
     grace: float
 
 
 # -- workers -> supervisor ----------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     slot: int
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(NamedTuple):
     slot: int
 
 
-@dataclass(frozen=True, slots=True)
-class Recycle:
+class Recycle(NamedTuple):
     slot: int
     cause: str
 
 
-@dataclass(frozen=True, slots=True)
-class Created:
+class Created(NamedTuple):
     actor_id: int
     ok: bool
     error: bytes | None  # the pickled exception, forwarded untouched to the spawner
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Suspended:
+class Suspended(NamedTuple):
     actor_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Stopped:
+class Stopped(NamedTuple):
     actor_id: int
 
 
 # -- supervisor -> clients -----------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     req_id: int
     ok: bool
     payload: Any  # JSON, or the bytes of a pickled error
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerDied:
+class WorkerDied(NamedTuple):
     slot: int
     cause: str
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
-class Down:
+class Down(NamedTuple):
     watch_id: int
     actor_id: int
     reason: str
@@ -181,38 +161,32 @@ class Down:
 
 
 # -- supervisor -> workers ------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Create:
+class Create(NamedTuple):
     actor_id: int
     name: str | None
     blob: bytes
     retry: list[list[Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class Suspend:
+class Suspend(NamedTuple):
     actor_id: int
     cause: str
 
 
-@dataclass(frozen=True, slots=True)
-class Abandon:
+class Abandon(NamedTuple):
     actor_id: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class StopActor:
+class StopActor(NamedTuple):
     actor_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Epochs:
+class Epochs(NamedTuple):
     epochs: list[list[int]]  # [slot, epoch] pairs
 
 
-@dataclass(frozen=True, slots=True)
-class Exit:
+class Exit(NamedTuple):
     pass
 
 
@@ -277,14 +251,14 @@ def _checker(hint: Any) -> Check:
         return _optional(_checker(next(a for a in args if a is not type(None))))
     if origin is list:
         return _list_of(_checker(args[0]))
-    if dataclasses.is_dataclass(hint):
-        return _record_checker(hint)  # type: ignore[arg-type]
+    if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
+        return _record_checker(hint)
     raise TypeError(f"no control codec for {hint!r}")
 
 
 def _record_checker(cls: type) -> Check:
     hints = typing.get_type_hints(cls)
-    checks = [_checker(hints[field.name]) for field in dataclasses.fields(cls)]
+    checks = [_checker(hints[name]) for name in cls._fields]  # type: ignore[attr-defined]
 
     def check(value: Any) -> Any:
         if type(value) is not list or len(value) != len(checks):
@@ -294,17 +268,16 @@ def _record_checker(cls: type) -> Check:
     return check
 
 
-_DECODERS: dict[str, Check] = {op_name(cls): _record_checker(cls) for cls in CONTROL_OPS}
-_NAMES: dict[type, str] = {cls: op_name(cls) for cls in CONTROL_OPS}
+_CLASSES: dict[str, type] = {op_name(cls): cls for cls in CONTROL_OPS}
+_NAMES: dict[type, str] = {cls: name for name, cls in _CLASSES.items()}
+_DECODERS: dict[str, Check] = {}  # built on first use: every process starts faster
 
 
-def _plain(value: Any) -> Any:
-    """A record as the list of its fields, all the way down; JSON takes the rest."""
-    if dataclasses.is_dataclass(value):
-        return [_plain(getattr(value, f.name)) for f in dataclasses.fields(value)]
-    if type(value) is list or type(value) is tuple:
-        return [_plain(item) for item in value]
-    return value
+def _decoder(op: str) -> Check | None:
+    decode = _DECODERS.get(op)
+    if decode is None and op in _CLASSES:
+        decode = _DECODERS[op] = _record_checker(_CLASSES[op])
+    return decode
 
 
 def encode_control(message: Any) -> list[Any]:
@@ -318,8 +291,7 @@ def encode_control(message: Any) -> list[Any]:
         blobs.append(obj)
         return {"$b": len(blobs) - 1}
 
-    fields = _plain(message)
-    body = json.dumps([op, *fields], default=out_of_band, separators=(",", ":"))
+    body = json.dumps([op, *message], default=out_of_band, separators=(",", ":"))
     return pack(CONTROL, body.encode(), blobs)
 
 
@@ -342,7 +314,7 @@ def decode_control(body: Any, buffers: Sequence[Buffer]) -> Any:
         raise ProtocolError(f"body is not JSON: {type(exc).__name__}") from None
     if type(message) is not list or not message or type(message[0]) is not str:
         raise ProtocolError("body is not [op, *fields]")
-    decode = _DECODERS.get(message[0])
+    decode = _decoder(message[0])
     if decode is None:
         raise ProtocolError(f"unknown control op {message[0][:40]!r}")
     try:

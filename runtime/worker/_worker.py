@@ -131,9 +131,9 @@ class Worker:
         _engine.install(self.args.system_id, self.transport)
         asyncio.set_event_loop(self.loop)
         os.register_at_fork(after_in_child=forked)
-        self.inbox.start(
-            Reader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
-        )
+        inbox = Reader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
+        self.inbox.start(inbox)
+        self.replies.after_flush = inbox.check  # a send may take the socket's wake-up edge
         self.inbox.keeper = self.keeper
         self._on_dealer(self.transport.control.sock, True)
         self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
