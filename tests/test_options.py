@@ -37,7 +37,9 @@ def test_bad_options_are_refused_once_naming_the_option(bad: dict[str, object]) 
     fields = {"workers": 2, **bad}
     (name,) = bad
     with pytest.raises(ValueError, match=name):
-        SystemOptions(**fields)  # type: ignore[arg-type]
+        SystemOptions(**fields).check()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=name):
+        SystemOptions.build(fields.pop("workers"), fields.pop("log_level", None), **fields)  # type: ignore[arg-type]
 
 
 def test_build_defaults_workers_and_the_log_level(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,18 +3,16 @@ every process as JSON. No process applies defaults of its own."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["DEFAULTS", "ProcessArgs", "SystemOptions"]
 
 
-@dataclass(frozen=True, slots=True)
-class SystemOptions:
-    """See ``ActorSystem`` for what each one means."""
+class SystemOptions(NamedTuple):
+    """See ``ActorSystem`` for what each one means. Checked by ``build``, the one
+    way the driver makes them; the other processes get them checked, as JSON."""
 
     workers: int
     mailbox_size: int = 10_000
@@ -27,7 +25,8 @@ class SystemOptions:
     max_messages: int | None = None
     log_level: str = "WARNING"
 
-    def __post_init__(self) -> None:
+    def check(self) -> SystemOptions:
+        """These options, or ValueError naming the first bad one."""
         _whole("workers", self.workers)
         for name in ("mailbox_size", "outbox_limit"):
             _whole(name, getattr(self, name))
@@ -40,6 +39,7 @@ class SystemOptions:
             _positive(name, getattr(self, name))
         if not isinstance(self.log_level, str):
             raise ValueError(f"log_level={self.log_level!r} must be a level name")
+        return self
 
     @classmethod
     def build(cls, workers: int | None, log_level: str | None, **options: Any) -> SystemOptions:
@@ -47,7 +47,7 @@ class SystemOptions:
         ``log_level`` to ``$DOVECOTE_LOG_LEVEL``, else WARNING."""
         count = (os.cpu_count() or 1) if workers is None else workers
         level = log_level or os.environ.get("DOVECOTE_LOG_LEVEL", "WARNING")
-        return cls(count, log_level=level, **options)
+        return cls(count, log_level=level, **options).check()
 
     @property
     def heartbeat_interval(self) -> float:
@@ -66,8 +66,7 @@ def _whole(name: str, value: object) -> None:
         raise ValueError(f"{name}={value!r} must be a whole number")
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessArgs:
+class ProcessArgs(NamedTuple):
     """What one of the runtime's processes starts with: the system's options, where
     its sockets live, and for a worker, its place (slot, incarnation) and the
     actors it must hold messages for until they are started again."""
@@ -82,7 +81,7 @@ class ProcessArgs:
     epochs: tuple[tuple[int, int], ...] = ()  # (slot, epoch) of every worker, as started
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return json.dumps({**self._asdict(), "options": self.options._asdict()})
 
     @classmethod
     def from_json(cls, text: str) -> ProcessArgs:
@@ -95,8 +94,7 @@ class ProcessArgs:
     def for_worker(
         self, slot: int, epochs: dict[int, int], expect: list[int], parent: int
     ) -> ProcessArgs:
-        return dataclasses.replace(
-            self,
+        return self._replace(
             slot=slot,
             epoch=epochs[slot],
             parent=parent,
@@ -105,4 +103,4 @@ class ProcessArgs:
         )
 
 
-DEFAULTS = SystemOptions(workers=1)  # the one place the defaults are written
+DEFAULTS = SystemOptions(workers=1).check()  # the one place the defaults are written

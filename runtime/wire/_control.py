@@ -12,7 +12,6 @@ that reads it: a message that does not fit raises ProtocolError.
 from __future__ import annotations
 
 import json
-import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -200,7 +199,8 @@ CONTROL_OPS: tuple[type, ...] = (
 
 def op_name(cls: type) -> str:
     """``SpawnGroup`` -> ``"spawn_group"``: the op as it is written on the wire."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    name = cls.__name__
+    return name[0].lower() + "".join(f"_{c.lower()}" if c.isupper() else c for c in name[1:])
 
 
 # -- decoding: one checker per annotation ------------------------------------------
