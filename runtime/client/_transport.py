@@ -40,8 +40,6 @@ __all__ = ["Transport", "settle"]
 
 log = logging.getLogger("dovecote")
 
-Handler = Callable[[Any], None]
-
 
 class Transport:
     """Outgoing calls of one process and the futures waiting on their replies."""
