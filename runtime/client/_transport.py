@@ -226,9 +226,25 @@ class Transport:
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
             return
+        if len(entries) == 1:  # the common case of a lone call: no lists, no zip
+            kind, msg_id, _, _, blob, _ = entries[0]
+            self.resolve(kind, msg_id, blob, buffers)
+            return
+        self._resolve_batch(entries, buffers)
+
+    def _resolve_batch(self, entries: list[tuple[Any, ...]], buffers: Any) -> None:
+        """The replies of one batch: their futures taken under one lock, not one each
+        (the threads that send calls want it too)."""
+        pending = self.calls.pending
+        with self._lock:
+            waiting = [pending.pop(e[1], None) if e[0] <= wire.ERR else None for e in entries]
         offset = 0
-        for kind, msg_id, _, _, blob, nbufs in entries:
-            self.resolve(kind, msg_id, blob, buffers[offset : offset + nbufs] if nbufs else ())
+        for (kind, msg_id, _, _, blob, nbufs), call in zip(entries, waiting, strict=True):
+            bufs = buffers[offset : offset + nbufs] if nbufs else ()
+            if call is not None:
+                self._complete(call.future, kind, blob, bufs)
+            elif kind > wire.ERR:
+                self.cancels.on_verdict(kind, msg_id)
             offset += nbufs
 
     def resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
@@ -238,9 +254,10 @@ class Transport:
             return
         with self._lock:
             pending = self.calls.pending.pop(msg_id, None)
-        if pending is None:
-            return  # already failed by a crash notice
-        future = pending.future
+        if pending is not None:  # None: already failed by a crash notice
+            self._complete(pending.future, kind, blob, bufs)
+
+    def _complete(self, future: ActorFuture[Any], kind: int, blob: Any, bufs: Any) -> None:
         if kind == wire.ERR:
             settle(future, exc=wire.decode_error(blob, bufs))
             return
