@@ -13,8 +13,8 @@
 One package per concern; imports go down this list, and the three process
 packages (driver, supervisor, worker) never import each other:
 
-* ``wire``: sans-IO. Frames and header, batch entries (``Entry`` to send,
-  ``Request`` as received), the pickle codec (out-of-band buffers, remote
+* ``wire``: sans-IO. Frames and header, batch entries (plain tuples whose
+  fields ``Entry`` names; ``Request`` as received), the pickle codec (out-of-band buffers, remote
   errors), and one frozen record per control op with its JSON codec.
 * ``core``: sans-IO state and decisions, the time passed in. ``SystemOptions``
   and ``ProcessArgs`` (validated once, in the driver, then JSON), supervision
@@ -41,7 +41,7 @@ packages (driver, supervisor, worker) never import each other:
   thread (heartbeats, limits), the actor's context, the task runner.
 
 One ask, end to end: ``ref.method(...)`` → ``client.Transport.call`` pickles
-the arguments (``wire``), queues an ``Entry`` in ``core.Calls`` and wakes the
+the arguments (``wire``), queues its entry in ``core.Calls`` and wakes the
 I/O owner (``driver.DriverIO``), which flushes one ``BATCH`` on the DEALER to
 worker k (``net``). There ``worker.Inbox`` parses it into ``Request`` records,
 ``worker.Actors`` runs the method, ``worker.Replies`` sends the outcome back

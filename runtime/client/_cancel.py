@@ -23,7 +23,9 @@ class Local(Protocol):
 
     slot: int
 
-    def submit(self, entry: wire.Entry, bufs: list[Any], future: ActorFuture[Any] | None) -> bool:
+    def submit(
+        self, entry: wire.RawEntry, bufs: list[Any], future: ActorFuture[Any] | None
+    ) -> bool:
         """Deliver on the loop; False if the call needs no delivery (a self-stop)."""
 
     def claim(self, msg_id: int) -> bool:
@@ -98,7 +100,7 @@ class Cancels:
         """Ask the worker to drop a call it has not started: behind the call on the
         same connection, so the worker has it by the time it reads this."""
         with self._lock:
-            self.calls.outbox(slot).add(wire.make_entry((wire.CANCEL, msg_id, 0, "", b"", 0)), [])
+            self.calls.outbox(slot).add((wire.CANCEL, msg_id, 0, "", b"", 0), [])
             self._wake()
 
     def on_verdict(self, kind: int, msg_id: int) -> None:

@@ -97,7 +97,7 @@ class Transport:
             what, self._waiter, self._futures_condition, self._canceller
         )
         msg_id = future.call_id = next(self._ids)
-        entry = wire.make_entry((wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs)))
+        entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
         pending = Pending(future, ref.slot)
         for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
             if name == method:
@@ -110,11 +110,11 @@ class Transport:
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         blob, bufs = wire.dumps_call((ref, method), args, kwargs)
-        entry = wire.make_entry((wire.TELL, 0, ref.actor_id, method, blob, len(bufs)))
+        entry = (wire.TELL, 0, ref.actor_id, method, blob, len(bufs))
         self._submit(ref.slot, entry, bufs, None)
 
     def _submit(
-        self, slot: int, entry: wire.Entry, bufs: list[Any], pending: Pending | None
+        self, slot: int, entry: wire.RawEntry, bufs: list[Any], pending: Pending | None
     ) -> None:
         local = self._local
         if local is not None and slot == local.slot:
@@ -127,7 +127,7 @@ class Transport:
         with self._lock:
             self._check_open()
             if pending is not None:
-                calls.pending[entry.msg_id] = pending
+                calls.pending[pending.future.call_id] = pending
             if outbox is None:
                 outbox = calls.outbox(slot)
             outbox.entries.append(entry)
@@ -136,14 +136,14 @@ class Transport:
             self._wake()
 
     def _submit_local(
-        self, local: Local, entry: wire.Entry, bufs: list[Any], pending: Pending | None
+        self, local: Local, entry: wire.RawEntry, bufs: list[Any], pending: Pending | None
     ) -> None:
         self._check_open()
         future = None if pending is None else pending.future
         if not local.submit(entry, bufs, future):
             settle(future, value=None)  # a self-stop: awaiting it must not deadlock
         elif pending is not None:
-            self.calls.pending[entry.msg_id] = Pending(pending.future, local.slot)
+            self.calls.pending[pending.future.call_id] = Pending(pending.future, local.slot)
 
     def _wait_for_room(self, slot: int) -> None:
         """Block until the outbox of ``slot`` has room, or raise MailboxFullError."""
@@ -305,9 +305,9 @@ class Transport:
         futures = []
         for slot in list(self.calls.outboxes):
             future: ActorFuture[Any] = ActorFuture(f"barrier on worker {slot}", self._waiter)
-            msg_id = next(self._ids)
+            msg_id = future.call_id = next(self._ids)
             blob = wire.dumps(((), {}))[0]
-            entry = wire.make_entry((wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", blob, 0))
+            entry = (wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", blob, 0)
             self._submit(slot, entry, [], Pending(future, slot))
             futures.append(future)
         return futures

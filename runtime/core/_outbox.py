@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.wire import CALL, Buffer, Entry
+from runtime.wire import CALL, Buffer, RawEntry
 
 __all__ = ["MAX_BATCH", "Calls", "Outbox", "Pending"]
 
@@ -23,7 +23,7 @@ class Pending:
         self,
         future: Any,
         slot: int,
-        entry: Entry | None = None,
+        entry: RawEntry | None = None,
         bufs: list[Buffer] | None = None,
         retries: int = 0,
     ) -> None:
@@ -40,15 +40,15 @@ class Outbox:
     __slots__ = ("buffers", "entries")
 
     def __init__(self) -> None:
-        self.entries: list[Entry] = []
+        self.entries: list[RawEntry] = []
         self.buffers: list[Buffer] = []
 
-    def add(self, entry: Entry, bufs: list[Buffer]) -> None:
+    def add(self, entry: RawEntry, bufs: list[Buffer]) -> None:
         self.entries.append(entry)
         if bufs:
             self.buffers.extend(bufs)
 
-    def take(self) -> tuple[list[Entry], list[Buffer]]:
+    def take(self) -> tuple[list[RawEntry], list[Buffer]]:
         """Up to MAX_BATCH entries and exactly their buffers."""
         if len(self.entries) <= MAX_BATCH:
             entries, buffers = self.entries, self.buffers
@@ -56,24 +56,24 @@ class Outbox:
             return entries, buffers
         entries = self.entries[:MAX_BATCH]
         del self.entries[:MAX_BATCH]
-        nbufs = sum(e.nbufs for e in entries)
+        nbufs = sum(count for *_, count in entries)
         buffers = self.buffers[:nbufs]
         del self.buffers[:nbufs]
         return entries, buffers
 
-    def put_back(self, entries: list[Entry], buffers: list[Buffer]) -> None:
+    def put_back(self, entries: list[RawEntry], buffers: list[Buffer]) -> None:
         self.entries[:0] = entries
         self.buffers[:0] = buffers
 
     def remove(self, msg_id: int) -> bool:
         """Withdraw the call ``msg_id`` if it has not been sent."""
         offset = 0
-        for index, entry in enumerate(self.entries):
-            if entry.msg_id == msg_id and entry.kind == CALL:
-                del self.buffers[offset : offset + entry.nbufs]
+        for index, (kind, entry_id, _, _, _, nbufs) in enumerate(self.entries):
+            if entry_id == msg_id and kind == CALL:
+                del self.buffers[offset : offset + nbufs]
                 del self.entries[index]
                 return True
-            offset += entry.nbufs
+            offset += nbufs
         return False
 
     def clear(self) -> None:
@@ -121,10 +121,10 @@ class Calls:
         not sent yet stay queued for the new worker. Returns (failed, re-sent)."""
         self.epochs[slot] = epoch
         outbox = self.outboxes.get(slot)
-        unsent = {e.msg_id for e in outbox.entries if e.kind == CALL} if outbox else set()
+        unsent = {m for kind, m, *_ in outbox.entries if kind == CALL} if outbox else set()
         sent = sorted(m for m, p in self.pending.items() if p.slot == slot and m not in unsent)
         failed: list[Any] = []
-        entries: list[Entry] = []
+        entries: list[RawEntry] = []
         buffers: list[Buffer] = []
         for msg_id in sent:
             pending = self.pending[msg_id]

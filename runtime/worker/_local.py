@@ -24,15 +24,17 @@ class LocalCalls:
         self.actors: Actors | None = None  # set once the worker has assembled them
         self._waiting: dict[int, Request] = {}  # calls not yet delivered, by msg id
 
-    def submit(self, entry: wire.Entry, bufs: list[Any], future: ActorFuture[Any] | None) -> bool:
+    def submit(
+        self, entry: wire.RawEntry, bufs: list[Any], future: ActorFuture[Any] | None
+    ) -> bool:
         """Deliver on the loop's next turn; False for a self-stop, which completes now
         (awaiting it must not deadlock)."""
         assert self.actors is not None
-        if entry.method == STOP_METHOD and self.actors.stop_self(entry.actor_id):
+        kind, msg_id, actor_id, method, blob, _ = entry
+        if method == STOP_METHOD and self.actors.stop_self(actor_id):
             return False
         # A local call must not share memory with the caller: copy large buffers.
         copies = [bytes(memoryview(b)) for b in bufs]
-        kind, msg_id, actor_id, method, blob, _ = entry
         request = Request(None, kind, msg_id, actor_id, method, blob, copies)
         if kind == wire.CALL:
             self._waiting[msg_id] = request

@@ -44,7 +44,7 @@ class Replies:
         except BaseException as exc:  # SystemExit from a __reduce__ goes to the caller
             self.reply_error(request, _pickling_error(request, exc))
             return
-        entry = wire.make_entry((wire.OK, request.msg_id, 0, "", blob, len(bufs)))
+        entry = (wire.OK, request.msg_id, 0, "", blob, len(bufs))
         self.queue(request.peer, entry, bufs)
 
     def reply_error(self, request: Request, exc: BaseException) -> None:
@@ -57,18 +57,19 @@ class Replies:
                 exc_info=exc,
             )
             return
-        entry = wire.make_entry((wire.ERR, request.msg_id, 0, "", wire.encode_error(exc), 0))
+        entry = (wire.ERR, request.msg_id, 0, "", wire.encode_error(exc), 0)
         self.queue(request.peer, entry, [])
 
     def verdict(self, peer: bytes, msg_id: int, dropped: bool) -> None:
         """The answer to a cancel: the call will not run, or it has started."""
         kind = wire.CANCELLED if dropped else wire.STARTED
-        self.queue(peer, wire.make_entry((kind, msg_id, 0, "", b"", 0)), [])
+        self.queue(peer, (kind, msg_id, 0, "", b"", 0), [])
 
-    def queue(self, peer: bytes | None, entry: wire.Entry, bufs: list[Any]) -> None:
+    def queue(self, peer: bytes | None, entry: wire.RawEntry, bufs: list[Any]) -> None:
         if peer is None:  # a call from this worker to itself: no memory shared
             copies = [bytes(memoryview(b)) for b in bufs]
-            self.resolve_local(entry.kind, entry.msg_id, entry.blob, copies)
+            kind, msg_id, _, _, blob, _ = entry
+            self.resolve_local(kind, msg_id, blob, copies)
             return
         outbox = self._outboxes.get(peer)
         if outbox is None:
