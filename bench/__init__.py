@@ -1,7 +1,9 @@
 """dovecote benchmarks, each beside raw pyzmq doing the same work in the same run.
 
-Run ``python -m bench`` from the checkout (``--quick`` for a smoke test,
-``--only NAME`` for one metric). Every figure of the first table is measured
+Run ``python -m bench`` from the checkout, with the ``bench`` extra installed
+(``pip install '.[bench]'``: numpy, psutil, and joblib for its peer; without numpy
+it says so and exits with status 2), ``--quick`` for a smoke test, ``--only NAME``
+for one metric. Every figure of the first table is measured
 against a baseline of plain pyzmq between this process (a DEALER) and a server
 process started with the multiprocessing ``spawn`` context (a ROUTER bound on
 ``ipc://``), so that the noise of a shared machine hits both sides alike:

@@ -16,8 +16,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import psutil
+try:
+    import numpy as np
+    import psutil
+except ImportError as missing:  # the bench extra is not installed: say so, no traceback
+    print(
+        f"python -m bench needs the 'bench' extra ({missing.name} is not installed): "
+        "pip install 'dovecote[bench]'",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 import zmq
 
 import bench

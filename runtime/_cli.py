@@ -1,4 +1,4 @@
-"""The ``dovecote`` command."""
+"""The ``dovecote`` command: ``--version`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from actors import Actor
 from runtime.driver import ActorSystem
 
 __all__ = ["main"]
+
+DESCRIPTION = "dovecote, a multiprocess actor runtime for Python with ZeroMQ sockets as mailboxes."
 
 
 class _Counter(Actor):
@@ -32,12 +34,25 @@ def _demo(workers: int) -> None:
         print("lookup('counter').add(0) ->", system.lookup("counter").add(0).result())
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a bad value is a usage error (status 2), not a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dovecote", description=DESCRIPTION)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="start a system, talk to an actor, shut down")
-    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument(
+        "--workers", type=_positive_int, default=2, help="worker processes to start (default: 2)"
+    )
     args = parser.parse_args(argv)
     if args.version:
         print(f"dovecote {metadata.version('dovecote')}")

@@ -20,6 +20,7 @@ import pathlib
 import pytest
 
 import actors
+import dovecote
 import runtime
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -109,7 +110,7 @@ def test_classes_and_functions_stay_small() -> None:
 
 
 def test_public_names_are_listed_and_private_modules_are_private() -> None:
-    for package in (actors, runtime):
+    for package in (actors, runtime, dovecote):  # dovecote: the front door, re-exports only
         for name in package.__all__:
             assert hasattr(package, name)
     folders = [ROOT / "actors", ROOT / "runtime", *(ROOT / "runtime" / p for p in PACKAGES)]
@@ -122,3 +123,4 @@ def test_public_names_are_listed_and_private_modules_are_private() -> None:
 def test_py_typed_is_shipped() -> None:
     assert (ROOT / "actors" / "py.typed").exists()
     assert (ROOT / "runtime" / "py.typed").exists()
+    assert (ROOT / "dovecote" / "py.typed").exists()
