@@ -2,7 +2,8 @@
 
 The front door: this package re-exports the whole public API, the user API of
 ``actors`` (actors, their refs, futures and errors) and the engine's entry
-points from ``runtime`` (``ActorSystem`` and ``Stage``)::
+points from ``runtime`` (``ActorSystem``, its ``DovecoteExecutor`` and
+``AsyncActorSystem``, and ``Stage``)::
 
     from dovecote import Actor, ActorSystem
 
@@ -25,7 +26,7 @@ from actors import (
     SerializationError,
     retryable,
 )
-from runtime import ActorSystem, Stage
+from runtime import ActorSystem, AsyncActorSystem, DovecoteExecutor, Stage
 
 __all__ = [
     "Actor",
@@ -36,7 +37,9 @@ __all__ = [
     "ActorRef",
     "ActorStoppedError",
     "ActorSystem",
+    "AsyncActorSystem",
     "Child",
+    "DovecoteExecutor",
     "MailboxFullError",
     "RemoteError",
     "RemoteTraceback",

@@ -53,9 +53,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runtime.driver import ActorSystem, Stage
+    from runtime.driver import ActorSystem, AsyncActorSystem, DovecoteExecutor, Stage
 
-__all__ = ["ActorSystem", "Stage"]
+__all__ = ["ActorSystem", "AsyncActorSystem", "DovecoteExecutor", "Stage"]
 
 
 def __getattr__(name: str) -> Any:

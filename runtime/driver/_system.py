@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import secrets
 import shutil
@@ -23,9 +24,11 @@ from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
 from runtime import wire
-from runtime.client import Requests, identity
+from runtime.client import Requests, Transport, identity
 from runtime.core import DEFAULTS, ProcessArgs, SystemOptions, exit_cause
 from runtime.driver import _tasks
+from runtime.driver._aio import AsyncActorSystem
+from runtime.driver._executor import DovecoteExecutor
 from runtime.driver._io import DriverIO
 from runtime.driver._pipeline import Stage, run_pipeline
 from runtime.net import Context, Subscription, check_topic, start_watched
@@ -175,7 +178,7 @@ class ActorSystem:
 
         The input is read lazily with a bounded number of chunks in flight, so an
         endless generator works; stopping early (break, close) stops the rest.
-        ``chunksize=None`` picks about four chunks per worker (at most 10,000
+        ``chunksize=None`` picks about four chunks per worker (at most 100,000
         items each; 64 for an input without a length). ``timeout`` bounds the
         wait for each chunk; ``retries`` re-sends after a worker death;
         ``return_exceptions`` yields a raised exception in its item's place;
@@ -278,28 +281,24 @@ class ActorSystem:
             return
         self._closed = True
         atexit.unregister(self.shutdown)
-        deadline = time.monotonic() + timeout
-        try:
-            # What was sent before arrives first, unless a worker is stuck in a method.
-            for sent in self._transport.barrier():
-                sent.result(max(0.0, deadline - timeout * 2 / 3 - time.monotonic()))
-        except (ActorError, TimeoutError):
-            pass
-        try:
-            # The rest of the time is the actors' grace; a second goes to SIGTERM, SIGKILL.
-            grace = max(0.0, deadline - time.monotonic() - 2.5)
-            stop = self._transport.control.request(
-                "shutdown", identity, lambda req_id: wire.Shutdown(req_id, grace)
-            )
-            stop.result(max(0.0, deadline - time.monotonic()))
-        except (ActorError, TimeoutError):
-            pass  # the supervisor is already gone or stuck: it is killed below
+        _drain_and_stop(self._transport, time.monotonic() + timeout, timeout)
         self._transport.fail_all("the actor system was shut down", crashed=False)
         _engine.remove(self.system_id)
         _stop_process(self._proc, timeout)
         self._io.close()
         self._ctx.term()
         shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def executor(self) -> DovecoteExecutor:
+        """A ``concurrent.futures.Executor`` on this system's workers. Shutting it
+        down leaves the system running."""
+        return DovecoteExecutor(system=self)
+
+    @functools.cached_property
+    def aio(self) -> AsyncActorSystem:
+        """This system for asyncio code: ``await system.aio.spawn(...)``,
+        ``async for x in system.aio.map(...)``; the event loop is never blocked."""
+        return AsyncActorSystem(self)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -344,6 +343,25 @@ def _start_supervisor(args: ProcessArgs) -> tuple[subprocess.Popen[bytes], int]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     return start_watched("supervisor", args.to_json(), env=env, cwd=os.getcwd())
+
+
+def _drain_and_stop(transport: Transport, deadline: float, timeout: float) -> None:
+    """What was sent before arrives first (unless a worker is stuck in a method);
+    then the supervisor stops the actors, newest first, and the workers."""
+    try:
+        for sent in transport.barrier():
+            sent.result(max(0.0, deadline - timeout * 2 / 3 - time.monotonic()))
+    except (ActorError, TimeoutError):
+        pass
+    try:
+        # The rest of the time is the actors' grace; a second goes to SIGTERM, SIGKILL.
+        grace = max(0.0, deadline - time.monotonic() - 2.5)
+        stop = transport.control.request(
+            "shutdown", identity, lambda req_id: wire.Shutdown(req_id, grace)
+        )
+        stop.result(max(0.0, deadline - time.monotonic()))
+    except (ActorError, TimeoutError):
+        pass  # the supervisor is already gone or stuck: it is killed below
 
 
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:

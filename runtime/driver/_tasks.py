@@ -101,16 +101,10 @@ class Tasks:
         return_exceptions: bool = False,
         progress: bool | Callable[[int, int | None], None] = False,
     ) -> Iterator[Any]:
-        if not callable(fn):
-            raise TypeError(f"map() takes a callable, not {fn!r}")
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
-        size = chunksize or _auto_chunksize(total, self.workers)
-        if size < 1:
-            raise ValueError(f"chunksize={chunksize!r} must be >= 1")
+        chunks, limit = self.chunks(fn, iterable, chunksize, window)
         report = _progress(progress, total)
-        chunks = _chunked(iter(iterable), size)
         flying: deque[tuple[ActorFuture[Any], int]] = deque()  # (chunk, its length)
-        limit = window or WINDOW_PER_WORKER * self.workers
         sent = done = 0
         try:
             while True:
@@ -126,6 +120,22 @@ class Tasks:
         finally:
             # stopped early: nobody wants these any more (nor waits for a verdict)
             self.transport.cancels.abandon([future for future, _ in flying])
+
+    def chunks(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        window: int | None = None,
+    ) -> tuple[Iterator[list[Any]], int]:
+        """A map's input as chunks, checked, and how many may be in flight at once."""
+        if not callable(fn):
+            raise TypeError(f"map() takes a callable, not {fn!r}")
+        total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+        size = chunksize or _auto_chunksize(total, self.workers)
+        if size < 1:
+            raise ValueError(f"chunksize={chunksize!r} must be >= 1")
+        return _chunked(iter(iterable), size), window or WINDOW_PER_WORKER * self.workers
 
     def _fill(
         self,

@@ -27,6 +27,7 @@ Three edges are closed here:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -62,6 +63,7 @@ RESERVED = "dovecote."  # the runtime's own lifecycle topics
 INPROC = "inproc://dovecote-bus"
 SYNC = "\x01sync/"
 BUS_HWM = 100_000
+ASYNC_TURN = 0.25  # seconds a thread waits for an event for ``async for`` before looking again
 _DONTWAIT = int(zmq.DONTWAIT)
 
 
@@ -259,6 +261,27 @@ class Subscription:
                 yield self.get()
             except StopIteration:
                 return
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> tuple[str, Any]:
+        """``async for topic, obj in sub``: the next event, the loop free meanwhile
+        (a worker thread waits in short turns, so a cancelled wait ends soon)."""
+        while True:
+            event = await asyncio.to_thread(self._get_or_none, ASYNC_TURN)
+            if event is not None:
+                return event
+            if self.closed and not self._queue:
+                raise StopAsyncIteration
+
+    def _get_or_none(self, timeout: float) -> tuple[str, Any] | None:
+        """``get``, with None for a timeout or the end (an executor's future cannot
+        carry StopIteration)."""
+        try:
+            return self.get(timeout)
+        except (TimeoutError, StopIteration):
+            return None
 
     def close(self) -> None:
         if not self.closed:
