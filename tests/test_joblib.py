@@ -11,7 +11,7 @@ import textwrap
 import joblib
 import pytest
 
-import dovecote.joblib  # noqa: F401 - registers the backend
+import dovecote.joblib  # registers the backend
 from runtime import ActorSystem
 
 
