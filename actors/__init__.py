@@ -3,7 +3,7 @@
 The engine that moves messages lives in ``runtime``; see ``runtime.ActorSystem``.
 """
 
-from actors._actor import Actor, ActorContext
+from actors._actor import Actor, ActorContext, concurrent
 from actors._errors import (
     ActorCrashedError,
     ActorError,
@@ -31,5 +31,6 @@ __all__ = [
     "RemoteTraceback",
     "RestartPolicy",
     "SerializationError",
+    "concurrent",
     "retryable",
 ]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from actors._spec import MAX_RESTARTS, PERIOD
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from actors._future import ActorFuture
     from actors._ref import ActorRef
     from actors._spec import Child
 
-__all__ = ["Actor", "ActorContext"]
+__all__ = ["Actor", "ActorContext", "concurrent"]
 
 
 class ActorContext(Protocol):
@@ -57,10 +57,24 @@ class Actor:
     An actor handles one message at a time, in arrival order. A method may be
     ``async def`` and ``await`` other actors; it keeps the actor busy until it
     returns, while other actors in the same worker go on.
+
+    ``max_concurrency = n`` (or the :func:`concurrent` decorator) lets up to n
+    messages be in progress at once: while async methods wait at an ``await``, the
+    next messages start, still in arrival order. A sync method still runs alone,
+    to completion. Stopping the actor cancels the async methods in progress.
     """
+
+    max_concurrency: ClassVar[int] = 1
 
     _ref: ActorRef
     _system: ActorContext
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "max_concurrency" in cls.__dict__:
+            check_concurrency(
+                cls.__dict__["max_concurrency"], f"{cls.__qualname__}.max_concurrency"
+            )
 
     def on_start(self) -> None:
         """Runs in the worker after ``__init__``, before any message."""
@@ -96,3 +110,30 @@ class Actor:
 
 # Names a ref may not call: the hooks and the attributes above.
 RESERVED = frozenset({"on_start", "on_stop", "on_restart", "on_down", "on_event", "ref", "system"})
+
+
+A = TypeVar("A", bound=type[Actor])
+
+
+def concurrent(n: int) -> Callable[[A], A]:
+    """Class decorator: up to ``n`` messages of the actor in progress at once, as
+    ``max_concurrency = n`` (see :class:`Actor`)::
+
+        @concurrent(8)
+        class Fetcher(Actor):
+            async def get(self, url): ...
+    """
+    check_concurrency(n, f"concurrent({n!r})")
+
+    def mark(cls: A) -> A:
+        if not (isinstance(cls, type) and issubclass(cls, Actor)):
+            raise TypeError(f"concurrent({n}) decorates an Actor subclass, not {cls!r}")
+        cls.max_concurrency = n
+        return cls
+
+    return mark
+
+
+def check_concurrency(n: object, where: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{where}: max_concurrency must be a whole number >= 1, not {n!r}")

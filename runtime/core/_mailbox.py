@@ -17,32 +17,83 @@ __all__ = ["Cell", "Mailbox"]
 class Cell:
     """An actor and its queue of messages not yet handled.
 
-    While its actor is being (re)started the cell holds no actor and stays busy:
-    messages wait in its queue for the new incarnation.
+    The cell is busy while it may start no message: its actor runs as many async
+    methods as its ``max_concurrency`` allows (one by default), or the newest of
+    them has not begun yet (so that messages begin in arrival order), or, while
+    the actor is being (re)started, the cell holds none and its messages wait in
+    its queue for the new incarnation.
     """
 
-    __slots__ = ("actor", "busy", "methods", "queue", "stop_after", "task", "task_since")
+    __slots__ = ("actor", "busy", "fresh", "limit", "methods", "queue", "stop_after", "tasks")
 
     def __init__(self, actor: Any | None) -> None:
         self.actor = actor
         self.queue: deque[Request] = deque()
+        self.limit = _limit(actor)
         self.busy = actor is None
-        self.task: Any = None  # the asyncio task of an async method that runs now
-        self.task_since = 0.0
+        # The asyncio tasks of the async methods that run now, each with when it
+        # started (0.0 once the hang check has reported it).
+        self.tasks: dict[Any, float] = {}
+        self.fresh: Any = None  # a task of a concurrent actor that has not begun
         self.methods: dict[str, Callable[..., Any]] = {}
-        self.stop_after = False  # the actor stopped itself: stop once this message ends
+        # The actor stopped itself: True while the sync method that asked runs, then
+        # the task of the message that asked; the actor stops once that one ends.
+        self.stop_after: Any = False
 
     def place(self, actor: Any) -> None:
         self.actor = actor
+        self.limit = _limit(actor)
         self.methods.clear()
-        self.busy = False
+        self.busy = len(self.tasks) >= self.limit
         self.stop_after = False  # a stop asked by the incarnation before this one
 
     def vacate(self) -> None:
         """The actor is stopped for a restart; its queue waits for the next one."""
         self.actor = None
-        self.task = None
+        self.take_tasks()
         self.busy = True
+
+    def start(self, task: Any, now: float) -> None:
+        """An async method runs on, as ``task``. The cell is busy: at its limit, or
+        until ``begun(task)`` if it may run more than one."""
+        self.tasks[task] = now
+        self.busy = True
+        if self.limit > 1:
+            self.fresh = task
+        if self.stop_after is True:  # the method that returned it stopped its actor
+            self.stop_after = task
+
+    def begun(self, task: Any) -> bool:
+        """``task`` has run up to its first wait: True if the next message may start."""
+        if self.fresh is not task:
+            return False  # its actor was stopped or suspended meanwhile
+        self.fresh = None
+        self.busy = self.actor is None or len(self.tasks) >= self.limit
+        return not self.busy
+
+    def end(self, task: Any) -> bool:
+        """``task`` completed: False if it no longer counts (its actor was stopped or
+        suspended meanwhile)."""
+        if self.tasks.pop(task, None) is None:
+            return False
+        if self.fresh is task:
+            self.fresh = None
+        self.busy = self.actor is None or self.fresh is not None
+        return True
+
+    def take_tasks(self) -> list[Any]:
+        """The tasks that run now, for the caller to cancel; they no longer count."""
+        tasks = list(self.tasks)
+        self.tasks.clear()
+        self.fresh = None
+        return tasks
+
+
+def _limit(actor: Any | None) -> int:
+    """How many messages the actor may have in progress at once: its class's
+    ``max_concurrency`` (validated where it is set), 1 by default."""
+    limit = getattr(type(actor), "max_concurrency", 1)
+    return limit if type(limit) is int and limit >= 1 else 1
 
 
 class Mailbox:

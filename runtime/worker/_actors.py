@@ -1,7 +1,9 @@
-"""The actors of one worker: each cell runs its messages one at a time, in arrival
-order. A method that returns an awaitable keeps its actor busy until it
-completes while the loop serves the other actors; a method that returns another
-call's future has that call's outcome forwarded as its reply."""
+"""The actors of one worker: each cell starts its messages in arrival order, one
+at a time. A method that returns an awaitable keeps its actor busy until it
+completes while the loop serves the other actors, unless the actor's class
+declares ``max_concurrency = n``: then up to n such awaitables run at once, and
+the next message starts once the newest is at its first wait. A method that
+returns another call's future has that call's outcome forwarded as its reply."""
 
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ class Actors:
             elif request.kind == _CALL:
                 self.replies.reply(request, result)
         self._count()
-        if cell.stop_after and not cell.busy:
+        if cell.stop_after is True:  # it stopped its actor, and left no task to wait for
             self.stop_actor(request.actor_id, None)
 
     def _outcome(self, cell: Cell, request: Request, result: Any) -> None:
@@ -122,12 +124,19 @@ class Actors:
             forward = functools.partial(self._forward, request)
             result.add_done_callback(lambda future: self.loop.call_soon(forward, future))
         elif _awaitable(result):
-            cell.busy = True
-            cell.task = task = asyncio.ensure_future(_contained(result))
-            cell.task_since = time.monotonic()
+            task = asyncio.ensure_future(_contained(result))
+            cell.start(task, time.monotonic())
             task.add_done_callback(functools.partial(self._finish, cell, request))
+            if cell.limit > 1:  # the next message starts once this one is at its await
+                self.loop.call_soon(self._begun, cell, task)  # after the task's first step
         else:
             self.replies.reply(request, result)
+
+    def _begun(self, cell: Cell, task: asyncio.Future[Any]) -> None:
+        leave_if_forked()
+        if cell.begun(task):
+            self.process(cell)
+            self.replies.schedule()
 
     def _forward(self, request: Request, future: ActorFuture[Any]) -> None:
         if future.cancelled():
@@ -140,17 +149,15 @@ class Actors:
 
     def _finish(self, cell: Cell, request: Request, task: asyncio.Future[Any]) -> None:
         leave_if_forked()
-        if cell.task is not task:  # the actor was stopped or suspended meanwhile
+        if not cell.end(task):  # the actor was stopped or suspended meanwhile
             if not self.inbox.recycling:
                 err = ActorStoppedError(f"{request.method}() was interrupted: its actor stopped")
                 self.replies.reply_error(request, err)
                 self.replies.schedule()
             return
-        cell.busy = cell.actor is None
-        cell.task = None
         self._settle(cell, request, task)
         self.replies.schedule()
-        if cell.stop_after and cell.actor is not None:
+        if cell.stop_after is task and cell.actor is not None:
             self.stop_actor(request.actor_id, None)
         elif request.actor_id in self.cells:
             self.process(cell)
@@ -176,15 +183,18 @@ class Actors:
     # -- stopping --------------------------------------------------------------------
     def stop_self(self, actor_id: int) -> bool:
         """``self.ref.stop()`` from the actor's own running code: True, and the actor
-        stops once the current message ends. Anyone else's stop queues as usual."""
+        stops once the current message ends (the first to ask, of an actor that runs
+        several). Anyone else's stop queues as usual."""
         cell = self.cells.get(actor_id)
         if cell is None or cell.actor is None:
             return False
-        sync_now = self.busy.what is not None and self.busy.actor_id == actor_id
-        task = cell.task
-        if not sync_now and (task is None or task is not asyncio.current_task(self.loop)):
-            return False
-        cell.stop_after = True
+        asker: Any = True  # a sync method of the actor runs now
+        if self.busy.what is None or self.busy.actor_id != actor_id:
+            asker = asyncio.current_task(self.loop)
+            if asker is None or asker not in cell.tasks:
+                return False
+        if cell.stop_after is False:
+            cell.stop_after = asker
         return True
 
     def stop_actor(self, actor_id: int, request: Request | None) -> None:
@@ -198,10 +208,10 @@ class Actors:
         or leave its calls unanswered when ``why`` is None (see shutdown). Further
         stop() calls in the queue are no-ops that complete."""
         cell = self.mailbox.remove(actor_id)
-        task, cell.task = cell.task, None
+        tasks = cell.take_tasks()  # each fails as interrupted (see _finish)
         if cell.actor is not None:
             call_hook(cell.actor.on_stop, None, self.slot)
-        if task is not None:
+        for task in tasks:
             task.cancel()
         self.inbox.resume()
         while cell.queue:
@@ -223,8 +233,8 @@ class Actors:
         if cell is not None and cell.actor is not None:
             call_hook(cell.actor.on_restart, cause, self.slot)
             call_hook(cell.actor.on_stop, None, self.slot)
-            if cell.task is not None:
-                cell.task.cancel()
+            for task in cell.take_tasks():
+                task.cancel()
             cell.vacate()
 
     def _dead_letter(self, request: Request) -> None:

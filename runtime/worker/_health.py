@@ -130,9 +130,12 @@ def log_async_hangs(cells: Iterable[Cell], threshold: float, slot: int) -> None:
     """Log the stack of an async method that has held its actor too long, once."""
     now = time.monotonic()
     for cell in cells:
-        task, since = cell.task, cell.task_since
-        if task is not None and since and now - since >= threshold:
-            cell.task_since = 0.0  # once per message
+        if not cell.tasks:
+            continue
+        for task, since in list(cell.tasks.items()):  # those of a concurrent actor: each
+            if not since or now - since < threshold:
+                continue
+            cell.tasks[task] = 0.0  # once per message
             stack = io.StringIO()
             task.print_stack(limit=20, file=stack)  # where the coroutine waits now
             log.warning(
