@@ -14,6 +14,7 @@ from actors._errors import (
     SerializationError,
 )
 from actors._future import ActorFuture
+from actors._pool import ActorPool
 from actors._ref import ActorRef
 from actors._spec import Child, RestartPolicy, retryable
 
@@ -23,6 +24,7 @@ __all__ = [
     "ActorCrashedError",
     "ActorError",
     "ActorFuture",
+    "ActorPool",
     "ActorRef",
     "ActorStoppedError",
     "Child",
