@@ -16,6 +16,7 @@ from actors import (
     ActorCrashedError,
     ActorError,
     ActorFuture,
+    ActorPool,
     ActorRef,
     ActorStoppedError,
     Child,
@@ -24,6 +25,7 @@ from actors import (
     RemoteTraceback,
     RestartPolicy,
     SerializationError,
+    concurrent,
     retryable,
 )
 from runtime import ActorSystem, AsyncActorSystem, DovecoteExecutor, Stage
@@ -34,6 +36,7 @@ __all__ = [
     "ActorCrashedError",
     "ActorError",
     "ActorFuture",
+    "ActorPool",
     "ActorRef",
     "ActorStoppedError",
     "ActorSystem",
@@ -46,5 +49,6 @@ __all__ = [
     "RestartPolicy",
     "SerializationError",
     "Stage",
+    "concurrent",
     "retryable",
 ]

@@ -2,7 +2,8 @@
 
 The worker is assembled from parts, each in its own module: the ``Inbox`` reads
 the mailbox (through the stash, answering cancels at once), ``Actors`` runs
-each actor's messages one at a time in arrival order, ``Replies`` sends the
+each actor's messages in arrival order, one at a time unless the actor declares
+concurrency (``@concurrent(n)``), ``Replies`` sends the
 outcomes back through the ROUTER once per loop turn, the ``Keeper`` thread
 answers for the worker while an actor's code holds the loop, the health thread
 sends heartbeats and watches the limits, and the shared ``client.Transport``
