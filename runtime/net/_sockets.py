@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import zmq
 
@@ -23,8 +23,12 @@ __all__ = [
     "worker_endpoint",
 ]
 
-Socket = zmq.Socket[bytes]  # the sockets of the runtime: frames of bytes
-Context = zmq.Context[Socket]
+if TYPE_CHECKING:  # subscripted only for the type checker: older pyzmq are not generic
+    Socket: TypeAlias = zmq.Socket[bytes]  # the sockets of the runtime: frames of bytes
+    Context: TypeAlias = zmq.Context[Socket]
+else:
+    Socket = zmq.Socket
+    Context = zmq.Context
 
 COPY_MIN = 64 * 1024  # frames at least this large are sent without a copy
 
