@@ -70,7 +70,6 @@ class Transport:
         self._dealers: dict[int, Socket] = {}
         self.control = Control(ctx, run_dir, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
-        self.closed: str | None = None
         self.cancels = Cancels(self.calls, lock, self._wake, self._wait, clock, local)
         self._canceller = self.cancels.cancel  # bound once: every call's future holds it
 
@@ -149,7 +148,7 @@ class Transport:
         """Block until the outbox of ``slot`` has room, or raise MailboxFullError."""
 
         def room() -> bool:
-            return self.calls.queued(slot) < self.outbox_limit or self.closed is not None
+            return self.calls.queued(slot) < self.outbox_limit or self.control.closed is not None
 
         self._wait(room, self._clock() + self.send_timeout)
         if not room():
@@ -159,8 +158,9 @@ class Transport:
             )
 
     def _check_open(self) -> None:
-        if self.closed is not None:
-            raise ActorStoppedError(self.closed)
+        closed = self.control.closed  # one state for the process: calls and requests alike
+        if closed is not None:
+            raise ActorStoppedError(closed)
 
     # -- sockets, by whoever owns them now -------------------------------------
     def _dealer(self, slot: int) -> Socket:
@@ -292,7 +292,7 @@ class Transport:
     def fail_all(self, reason: str, crashed: bool) -> None:
         """The system is gone: fail everything still pending."""
         with self._lock:
-            self.closed = self.control.closed = reason
+            self.control.closed = reason
             dead = self.calls.fail_all() + self.control.forget()
         for future in dead:
             label = f"{future.label}: {reason}"

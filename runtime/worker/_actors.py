@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors._actor import RESERVED, Actor
-from actors._errors import ActorStoppedError, SerializationError
+from actors._errors import ActorStoppedError
 from actors._future import ActorFuture
 from actors._ref import STOP_METHOD
 from runtime import wire
@@ -26,7 +26,7 @@ from runtime.wire import Request
 from runtime.worker._health import Busy
 from runtime.worker._inbox import Inbox
 from runtime.worker._loop import leave_if_forked
-from runtime.worker._replies import Replies, what
+from runtime.worker._replies import Replies, unpickling_error
 from runtime.worker._tasks import run_task
 
 __all__ = ["DOWN_METHOD", "EVENT_METHOD", "Actors", "call_hook"]
@@ -266,11 +266,6 @@ async def _contained(awaitable: Awaitable[Any]) -> Any:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as exc:
         return _Raised(exc)
-
-
-def unpickling_error(request: Request, exc: BaseException) -> SerializationError:
-    """A request's arguments do not unpickle (even SystemExit from a __setstate__)."""
-    return SerializationError(f"{what(request)}: cannot unpickle its arguments: {exc!r}")
 
 
 def _describe(actor: Actor | None, actor_id: int) -> str:

@@ -17,7 +17,7 @@ from runtime.core import Outbox
 from runtime.net import Socket
 from runtime.wire import Request
 
-__all__ = ["Replies", "what"]
+__all__ = ["Replies", "unpickling_error", "what"]
 
 log = logging.getLogger("dovecote")
 
@@ -119,6 +119,11 @@ class Replies:
 def what(request: Request) -> str:
     """A request as errors name it."""
     return "the task" if request.actor_id == wire.TASK_ACTOR else f"{request.method}()"
+
+
+def unpickling_error(request: Request, exc: BaseException) -> SerializationError:
+    """A request's arguments do not unpickle (even SystemExit from a __setstate__)."""
+    return SerializationError(f"{what(request)}: cannot unpickle its arguments: {exc!r}")
 
 
 def _pickling_error(request: Request, exc: BaseException) -> BaseException:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from actors._errors import SerializationError
 from runtime import wire
 from runtime.wire import Request
-from runtime.worker._replies import Replies, what
+from runtime.worker._replies import Replies, unpickling_error
 
 __all__ = ["run_chunk", "run_task"]
 
@@ -22,9 +21,7 @@ def run_task(request: Request, call_user: CallUser, replies: Replies) -> None:
         try:
             (fn, *rest), _ = wire.loads(request.blob, request.bufs)
         except BaseException as exc:
-            raise SerializationError(
-                f"{what(request)}: cannot unpickle its arguments: {exc!r}"
-            ) from exc
+            raise unpickling_error(request, exc) from exc
         if request.method == "chunk":
             result = call_user(run_chunk, (fn, *rest), {})
         else:
