@@ -5,17 +5,21 @@ from __future__ import annotations
 import pytest
 
 from runtime.core import ProcessArgs, SystemOptions
+from runtime.wire import Addresses
 
 
 def test_process_args_survive_a_json_round_trip() -> None:
     options = SystemOptions(3, mailbox_size=7, max_memory=1 << 30, log_level="INFO")
-    args = ProcessArgs("abcd", "/tmp/run", options)
+    addresses = Addresses("tcp://h:7470", "tcp://h:7471", "tcp://h:7472", "/tmp/run", "h1", "/k")
+    args = ProcessArgs("abcd", addresses, options)
     worker = args.for_worker(2, {0: 0, 1: 4, 2: 1}, [11, 12], parent=4711)
+    worker = worker._replace(listen="tcp://10.0.0.2:7481")
     for original in (args, worker):
         assert ProcessArgs.from_json(original.to_json()) == original
     assert (worker.slot, worker.epoch, worker.parent) == (2, 1, 4711)
     assert worker.expect == (11, 12) and worker.epochs == ((0, 0), (1, 4), (2, 1))
     assert worker.options is options
+    assert ProcessArgs.from_json(worker.to_json()).addresses == addresses
 
 
 @pytest.mark.parametrize(

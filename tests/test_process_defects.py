@@ -57,7 +57,7 @@ HOSTILE_CONTROL = [
 
 def test_no_control_message_kills_the_supervisor(capfd: pytest.CaptureFixture[str]) -> None:
     with ActorSystem(workers=1) as system:
-        with _connected(_sockets.control_endpoint(system._run_dir)) as sock:
+        with _connected(system._addresses.control) as sock:
             for message in HOSTILE_CONTROL:
                 sock.send_multipart(message)
             sock.send_multipart(proto.encode_control(proto.Lookup(99, "nobody")))  # a good one

@@ -30,14 +30,14 @@ class Control:
     def __init__(
         self,
         ctx: Context,
-        run_dir: str,
+        addresses: wire.Addresses,
         identity: bytes,
         lock: threading.Lock,
         wake: Callable[[], None],
         waiter: Waiter,
         ids: itertools.count[int],
     ) -> None:
-        self.sock = net.dealer(ctx, net.control_endpoint(run_dir), identity, hwm=10_000)
+        self.sock = net.dealer(ctx, addresses.control, identity, hwm=10_000)
         self._lock = lock
         self._wake = wake
         self._waiter = waiter

@@ -47,7 +47,7 @@ class Transport:
     def __init__(
         self,
         ctx: Context,
-        run_dir: str,
+        addresses: wire.Addresses,
         identity: bytes,
         options: tuple[int, float],
         hooks: tuple[Callable[[], None], Callable[[Callable[[], bool], float], None], Waiter],
@@ -57,7 +57,8 @@ class Transport:
         local: Local | None = None,
     ) -> None:
         self.ctx = ctx
-        self.run_dir = run_dir
+        self.addresses = addresses
+        self.places: dict[int, wire.Place] = {}  # in a cluster: where each slot lives
         self.outbox_limit, self.send_timeout = options
         self._wake, self._wait, self._waiter = hooks
         self._on_socket = on_socket
@@ -68,8 +69,9 @@ class Transport:
         self._futures_condition = threading.Condition()
         self.calls = Calls()
         self._dealers: dict[int, Socket] = {}
-        self.control = Control(ctx, run_dir, identity, lock, self._wake, self._waiter, self._ids)
+        self.control = Control(ctx, addresses, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
+        self.control.handlers[wire.Placed] = self.on_placed
         self.cancels = Cancels(self.calls, lock, self._wake, self._wait, clock, local)
         self._canceller = self.cancels.cancel  # bound once: every call's future holds it
 
@@ -166,10 +168,28 @@ class Transport:
     def _dealer(self, slot: int) -> Socket:
         sock = self._dealers.get(slot)
         if sock is None:
-            endpoint = net.worker_endpoint(self.run_dir, slot)
+            endpoint = self._endpoint(slot)
             sock = self._dealers[slot] = net.dealer(self.ctx, endpoint)
             self._on_socket(sock, True)
         return sock
+
+    def _endpoint(self, slot: int) -> str:
+        """A slot's mailbox: ipc on this host (or in a one-host system), else tcp."""
+        place = self.places.get(slot)
+        if place is None:
+            return net.worker_endpoint(self.addresses.run_dir, slot)
+        if place.tcp is None or place.host == self.addresses.host:
+            return place.ipc
+        return place.tcp
+
+    def on_placed(self, message: wire.Placed) -> None:
+        """Workers started somewhere (the head's replica, kept in order on the control
+        channel): a slot that moved is reached on a new connection."""
+        for place in message.places:
+            old = self.places.get(place.slot)
+            self.places[place.slot] = place
+            if old is not None and (old.ipc, old.tcp) != (place.ipc, place.tcp):
+                self._reset_dealer(place.slot)
 
     def _reset_dealer(self, slot: int) -> None:
         """After a worker's death, talk to its successor on a new connection: a

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any, NamedTuple
 
+from runtime.wire import Addresses
+
 __all__ = ["DEFAULTS", "ProcessArgs", "SystemOptions"]
 
 
@@ -72,21 +74,24 @@ class ProcessArgs(NamedTuple):
     actors it must hold messages for until they are started again."""
 
     system_id: str
-    run_dir: str
+    addresses: Addresses
     options: SystemOptions
     slot: int = -1  # -1: the supervisor
     epoch: int = 0
     parent: int = 0  # the pid of the supervisor that started a worker
     expect: tuple[int, ...] = ()
     epochs: tuple[tuple[int, int], ...] = ()  # (slot, epoch) of every worker, as started
+    listen: str | None = None  # in a cluster: the tcp:// mailbox of a worker
 
     def to_json(self) -> str:
-        return json.dumps({**self._asdict(), "options": self.options._asdict()})
+        fields = {**self._asdict(), "options": self.options._asdict()}
+        return json.dumps({**fields, "addresses": self.addresses._asdict()})
 
     @classmethod
     def from_json(cls, text: str) -> ProcessArgs:
         raw = json.loads(text)
         raw["options"] = SystemOptions(**raw["options"])
+        raw["addresses"] = Addresses(**raw["addresses"])
         raw["expect"] = tuple(raw["expect"])
         raw["epochs"] = tuple((slot, epoch) for slot, epoch in raw["epochs"])
         return cls(**raw)

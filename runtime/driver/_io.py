@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from actors._future import ActorFuture
-from runtime import net
+from runtime import net, wire
 from runtime.client import Transport
 from runtime.net import Bus, Context, Socket, Subscription
 
@@ -65,13 +65,13 @@ class DriverIO:
     def __init__(
         self,
         ctx: Context,
-        run_dir: str,
+        addresses: wire.Addresses,
         identity: bytes,
         limits: tuple[int, float],
         supervisor: tuple[int, Callable[[], str]],
     ) -> None:
         self.ctx = ctx
-        self.run_dir = run_dir
+        self.addresses = addresses
         self._token = _Token(threading.Lock())
         self._lock = self._token.lock
         self._stopping = False
@@ -80,14 +80,14 @@ class DriverIO:
         self._sentinel, self._on_supervisor_exit = supervisor
         self.transport = Transport(
             ctx,
-            run_dir,
+            addresses,
             identity,
             limits,
             (self._kick, self.drive, self._waiter),
             self._on_socket,
             self._lock,
         )
-        self.bus = Bus(ctx, run_dir, identity.decode(), self._on_socket)
+        self.bus = Bus(ctx, addresses, identity.decode(), self._on_socket)
         self._events: list[tuple[str, Any]] = []  # published, not yet handed to the PUB
         self._sub_changes: list[tuple[bool, Subscription]] = []  # (add?, sub) for the owner
         # zmq_poll on a prebuilt list: zmq.Poller's wrapper costs microseconds a call.
@@ -189,7 +189,9 @@ class DriverIO:
     def subscribe(
         self, prefix: str, callback: Callable[[str, Any], None] | None, timeout: float
     ) -> Subscription:
-        sub = Subscription(self.ctx, self.run_dir, prefix, callback, self.drive, self._unsubscribe)
+        sub = Subscription(
+            self.ctx, self.addresses, prefix, callback, self.drive, self._unsubscribe
+        )
         self._change_subs(True, sub)
         self.drive(lambda: sub.synced, time.monotonic() + timeout)
         if not sub.synced:

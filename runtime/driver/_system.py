@@ -23,7 +23,7 @@ from actors._errors import ActorError, ActorStoppedError
 from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
-from runtime import wire
+from runtime import net, wire
 from runtime.client import Requests, Transport, identity
 from runtime.core import DEFAULTS, ProcessArgs, SystemOptions, exit_cause
 from runtime.driver import _tasks
@@ -86,8 +86,9 @@ class ActorSystem:
         self.system_id = secrets.token_hex(4)
         self._closed = False
         self._run_dir = tempfile.mkdtemp(prefix="dovecote-")  # mode 0700
+        self._addresses = net.local_addresses(self._run_dir)
         self._proc, sentinel = _start_supervisor(
-            ProcessArgs(self.system_id, self._run_dir, self.options)
+            ProcessArgs(self.system_id, self._addresses, self.options)
         )
         self._ctx: Context = zmq.Context()
         self._io = _connect(self, sentinel)
@@ -331,7 +332,7 @@ def _connect(system: ActorSystem, sentinel: int) -> DriverIO:
     identity = f"d{os.getpid()}-{system.system_id}".encode()
     limits = (system.options.outbox_limit, system.options.send_timeout)
     return DriverIO(
-        system._ctx, system._run_dir, identity, limits, (sentinel, system._supervisor_exit)
+        system._ctx, system._addresses, identity, limits, (sentinel, system._supervisor_exit)
     )
 
 

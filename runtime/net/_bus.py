@@ -41,7 +41,8 @@ from typing import Any
 import zmq
 
 from runtime import wire
-from runtime.net._sockets import Context, Socket, bus_endpoints
+from runtime.net._security import secure_socket
+from runtime.net._sockets import Context, Socket
 
 __all__ = [
     "INPROC",
@@ -99,14 +100,15 @@ def decode(frame: bytes) -> tuple[str, bytes, int, Any]:
     return frame[:end_topic].decode(), frame[start:end_publisher], seq, obj
 
 
-def run_proxy(ctx: Context, run_dir: str, bound: threading.Event) -> None:
+def run_proxy(ctx: Context, addresses: wire.Addresses, bound: threading.Event) -> None:
     """The supervisor's bus thread: a C-level XSUB/XPUB proxy (the GIL is free)."""
     xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
     try:
         xpub.setsockopt(zmq.SNDHWM, BUS_HWM)
         xsub.setsockopt(zmq.RCVHWM, BUS_HWM)
-        for sock, endpoint in zip((xsub, xpub), bus_endpoints(run_dir), strict=True):
+        for sock, endpoint in ((xsub, addresses.bus_in), (xpub, addresses.bus_out)):
             sock.setsockopt(zmq.LINGER, 0)
+            secure_socket(sock, endpoint, server=True)
             sock.bind(endpoint)
         xsub.bind(INPROC)  # the supervisor's own lifecycle events
         xsub.send(b"\x01")  # every publisher sends everything: the XPUB filters
@@ -141,6 +143,7 @@ class Publisher:
         self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # full: EAGAIN, never a silent drop
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        secure_socket(self.sock, endpoint, server=False)
         self.sock.connect(endpoint)
         self.seqs: dict[str, int] = {}  # per topic: a subscriber sees the topics it wants
         self.ready = False
@@ -187,7 +190,7 @@ class Subscription:
     def __init__(
         self,
         ctx: Context,
-        run_dir: str,
+        addresses: wire.Addresses,
         prefix: str,
         callback: Callable[[str, Any], None] | None,
         wait: Callable[[Callable[[], bool], float | None], None],
@@ -209,7 +212,8 @@ class Subscription:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
         self.sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
         self.sock.setsockopt_string(zmq.SUBSCRIBE, self.sync_topic)
-        self.sock.connect(bus_endpoints(run_dir)[1])
+        secure_socket(self.sock, addresses.bus_out, server=False)
+        self.sock.connect(addresses.bus_out)
 
     def deliver(self, frame: bytes) -> None:
         """From the engine's I/O: one message from the proxy."""
@@ -306,12 +310,12 @@ class Bus:
     def __init__(
         self,
         ctx: Context,
-        run_dir: str,
+        addresses: wire.Addresses,
         name: str,
         on_socket: Callable[[Socket, bool], None],
     ) -> None:
         self.ctx = ctx
-        self.run_dir = run_dir
+        self.addresses = addresses
         self.name = name
         self._on_socket = on_socket
         self._publisher: Publisher | None = None
@@ -323,8 +327,7 @@ class Bus:
     @property
     def publisher(self) -> Publisher:
         if self._publisher is None:
-            endpoint = bus_endpoints(self.run_dir)[0]
-            self._publisher = Publisher(self.ctx, endpoint, self.name)
+            self._publisher = Publisher(self.ctx, self.addresses.bus_in, self.name)
         return self._publisher
 
     def add(self, sub: Subscription, on_synced: Callable[[], None] | None = None) -> None:
@@ -357,7 +360,7 @@ class Bus:
                 publisher.ready = True  # our PUB's events reach the proxy
             elif not self.subs:  # only publishes: prove the path
                 self._hello = Subscription(
-                    self.ctx, self.run_dir, SYNC, None, _no_wait, self.remove
+                    self.ctx, self.addresses, SYNC, None, _no_wait, self.remove
                 )
                 self.add(self._hello)
         if publisher.ready and self._hello is not None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import zmq
+
+from runtime.net._security import secure_socket
+from runtime.wire import Addresses
 
 __all__ = [
     "COPY_MIN",
@@ -13,13 +17,15 @@ __all__ = [
     "POLLIN",
     "Context",
     "Socket",
-    "bus_endpoints",
-    "control_endpoint",
+    "cluster_addresses",
     "dealer",
+    "host_id",
+    "local_addresses",
     "readable",
     "recv",
     "router",
     "send",
+    "split_address",
     "worker_endpoint",
 ]
 
@@ -44,13 +50,46 @@ def worker_endpoint(run_dir: str, slot: int) -> str:
     return f"ipc://{run_dir}/w{slot}"
 
 
-def control_endpoint(run_dir: str) -> str:
-    return f"ipc://{run_dir}/sup"
+def host_id() -> str:
+    """This host, as far as ipc:// reaches: processes with the same id share a
+    filesystem and a network namespace. ``$DOVECOTE_HOST_ID`` overrides it (tests
+    that play several hosts on one machine)."""
+    override = os.environ.get("DOVECOTE_HOST_ID")
+    if override:
+        return override
+    try:
+        netns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        netns = 0
+    return f"{socket.gethostname()}/{netns}"
 
 
-def bus_endpoints(run_dir: str) -> tuple[str, str]:
-    """The proxy's XSUB (publishers connect) and XPUB (subscribers connect)."""
-    return f"ipc://{run_dir}/bus-in", f"ipc://{run_dir}/bus-out"
+def local_addresses(run_dir: str) -> Addresses:
+    """A one-host system: the supervisor's control ROUTER and the bus proxy's XSUB
+    (publishers connect) and XPUB (subscribers connect), all ipc in ``run_dir``."""
+    return Addresses(
+        f"ipc://{run_dir}/sup", f"ipc://{run_dir}/bus-in", f"ipc://{run_dir}/bus-out",
+        run_dir, host_id(),
+    )  # fmt: skip
+
+
+def cluster_addresses(head: str, run_dir: str, keys: str | None) -> Addresses:
+    """A cluster's: the head's control ROUTER at ``tcp://HOST:PORT``, its bus at the
+    next two ports."""
+    host, port = split_address(head)
+    return Addresses(
+        f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}", f"tcp://{host}:{port + 2}",
+        run_dir, host_id(), keys,
+    )  # fmt: skip
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` or ``HOST:PORT`` -> (HOST, PORT); ValueError otherwise."""
+    rest = address.removeprefix("tcp://")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65534:
+        raise ValueError(f"{address!r} is not an address of the form tcp://HOST:PORT")
+    return host, int(port)
 
 
 def _fresh_ipc_path(endpoint: str) -> None:
@@ -68,12 +107,16 @@ def router(ctx: Context, endpoint: str, hwm: int = DATA_HWM) -> Socket:
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.LINGER, 1000)
-    _fresh_ipc_path(endpoint)
     try:
+        _fresh_ipc_path(endpoint)
+        secure_socket(sock, endpoint, server=True)
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close(0)
         raise zmq.ZMQError(exc.errno, f"cannot bind {endpoint}: {exc}") from exc
+    except BaseException:
+        sock.close(0)
+        raise
     return sock
 
 
@@ -91,6 +134,7 @@ def dealer(
     # path that is not bound yet costs one failed connect().
     sock.setsockopt(zmq.RECONNECT_IVL, 10)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 0)
+    secure_socket(sock, endpoint, server=False)
     sock.connect(endpoint)
     return sock
 

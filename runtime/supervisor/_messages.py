@@ -56,8 +56,8 @@ class Control:
         self.socket.close(linger=100)
 
 
-def open_control(ctx: Context, run_dir: str) -> Control:
-    socket = net.router(ctx, net.control_endpoint(run_dir), CONTROL_HWM)
+def open_control(ctx: Context, addresses: wire.Addresses) -> Control:
+    socket = net.router(ctx, addresses.control, CONTROL_HWM)
     socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     return Control(socket)
 
@@ -78,10 +78,10 @@ class Events:
         self.socket.close()
 
 
-def open_events(ctx: Context, run_dir: str) -> Events:
+def open_events(ctx: Context, addresses: wire.Addresses) -> Events:
     """Start the bus proxy's thread, then connect to it."""
     bound = threading.Event()
-    proxy = threading.Thread(target=net.run_proxy, args=(ctx, run_dir, bound), daemon=True)
+    proxy = threading.Thread(target=net.run_proxy, args=(ctx, addresses, bound), daemon=True)
     proxy.start()
     bound.wait(BUS_START_TIMEOUT)
     return Events(net.lifecycle_publisher(ctx), proxy)

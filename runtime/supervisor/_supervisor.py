@@ -77,8 +77,8 @@ class Supervisor:
     def __init__(self, args: ProcessArgs) -> None:
         self.args = args
         self.ctx: Context = zmq.Context()
-        self.control = open_control(self.ctx, args.run_dir)
-        self.events = open_events(self.ctx, args.run_dir)
+        self.control = open_control(self.ctx, args.addresses)
+        self.events = open_events(self.ctx, args.addresses)
         self.poller = _poller(self.control.socket, sys.stdin.fileno())
         self.workers = Workers(args, self.poller, self.control)
         self.directory = Directory()
@@ -154,7 +154,7 @@ class Supervisor:
         self.events.close()
         self.control.close()
         self.ctx.term()
-        shutil.rmtree(self.args.run_dir, ignore_errors=True)
+        shutil.rmtree(self.args.addresses.run_dir, ignore_errors=True)
 
     # -- a worker's exit ------------------------------------------------------------
     def on_worker_exit(self, worker: WorkerProc) -> None:

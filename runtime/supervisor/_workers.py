@@ -63,7 +63,7 @@ class Workers:
     def start(self, slot: int, expect: Sequence[int] = ()) -> None:
         """Start a worker in ``slot``; it holds the messages of the actors in ``expect``
         until they are started again."""
-        path = net.worker_endpoint(self.args.run_dir, slot).removeprefix("ipc://")
+        path = net.worker_endpoint(self.args.addresses.run_dir, slot).removeprefix("ipc://")
         if os.path.exists(path):
             os.unlink(path)  # left by a dead worker of this slot; nobody else owns it
         self.epochs[slot] = self.epochs.get(slot, -1) + 1

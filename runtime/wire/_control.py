@@ -17,6 +17,17 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from runtime.wire._cluster import (
+    ClientBeat,
+    Exited,
+    Goodbye,
+    Join,
+    Joined,
+    Launch,
+    NodeBeat,
+    Placed,
+    Signal,
+)
 from runtime.wire._frames import CONTROL, Buffer, ProtocolError, pack
 
 __all__ = [
@@ -64,6 +75,8 @@ class ActorSpec(NamedTuple):
     max_restarts: int
     period: float
     retry: list[list[Any]]  # [method, times] for each retryable method
+    node: str | None = None  # in a cluster: the node it must live on
+    owner: str | None = None  # in a cluster: the driver whose departure stops it
 
 
 class GroupSpec(NamedTuple):
@@ -194,6 +207,7 @@ CONTROL_OPS: tuple[type, ...] = (
     Ready, Heartbeat, Recycle, Created, Suspended, Stopped,
     Reply, WorkerDied, Down,
     Create, Suspend, Abandon, StopActor, Epochs, Exit,
+    Join, NodeBeat, Exited, Joined, Launch, Signal, Placed, ClientBeat, Goodbye,
 )  # fmt: skip
 
 

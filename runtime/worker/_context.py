@@ -38,7 +38,7 @@ class ActorBus:
         """Completes once every later event on ``prefix`` reaches ``on_event``."""
         future: ActorFuture[None] = ActorFuture(f"subscribe({prefix!r})", _no_block)
         sub = Subscription(
-            self.bus.ctx, self.bus.run_dir, prefix, on_event, _no_wait, self.bus.remove
+            self.bus.ctx, self.bus.addresses, prefix, on_event, _no_wait, self.bus.remove
         )
         self.bus.add(sub, functools.partial(_synced, future))
         self._schedule()

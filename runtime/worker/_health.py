@@ -57,7 +57,8 @@ class HealthThread(threading.Thread):
     def __init__(
         self,
         ctx: Context,
-        run_dir: str,
+        addresses: wire.Addresses,
+        name: str,
         slot: int,
         interval: float,
         busy: Busy,
@@ -74,7 +75,7 @@ class HealthThread(threading.Thread):
         self.on_memory_limit = on_memory_limit
         self.loop_thread = threading.get_ident()
         self.stopping = threading.Event()
-        self.sock = net.dealer(ctx, net.control_endpoint(run_dir), b"h%d" % slot, 100)
+        self.sock = net.dealer(ctx, addresses.control, b"h" + name.encode(), 100)
         self.process = psutil.Process()
         self.limit_reported = False
 

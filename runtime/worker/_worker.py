@@ -68,7 +68,7 @@ class Worker:
         self.requests = Requests(self.transport, args.system_id, args.options.workers)
         self.replies, self.inbox, self.actors = self._actors()
         self.local.actors = self.actors
-        self.bus = ActorBus(self.loop, functools.partial(Bus, self.ctx, args.run_dir, self._name))
+        self.bus = ActorBus(self.loop, functools.partial(Bus, self.ctx, args.addresses, self._name))
         self.keeper = Keeper(self.inbox, self.busy)
         self.health = self._health()
 
@@ -80,7 +80,7 @@ class Worker:
         options = self.args.options
         transport = Transport(
             self.ctx,
-            self.args.run_dir,
+            self.args.addresses,
             self._name.encode(),
             (options.outbox_limit, options.send_timeout),
             (self._wake, _no_wait, self._waiter),
@@ -94,7 +94,7 @@ class Worker:
         return transport
 
     def _actors(self) -> tuple[Replies, Inbox, Actors]:
-        sock = net.router(self.ctx, net.worker_endpoint(self.args.run_dir, self.slot))
+        sock = net.router(self.ctx, net.worker_endpoint(self.args.addresses.run_dir, self.slot))
         replies = Replies(self.loop, sock, self.slot, self.transport.resolve)
         inbox = Inbox(sock, (self.slot, self.args.epoch), self.mailbox, replies)
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
@@ -108,7 +108,8 @@ class Worker:
         options = self.args.options
         return HealthThread(
             self.ctx,
-            self.args.run_dir,
+            self.args.addresses,
+            self._name,
             self.slot,
             options.heartbeat_interval,
             self.busy,
