@@ -24,6 +24,7 @@ import os
 import pickle
 import secrets
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -226,31 +227,48 @@ def _scenario_kill(cfg: dict[str, Any]) -> None:
         )
 
 
+def _watch(ref: ActorRef, seconds: float) -> list[dict[str, Any]]:
+    """Every answer of ``ref.where()`` (or its error), called each 0.1 s for ``seconds``."""
+    answers: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            answers.append(ref.where().result(timeout=5))
+        except Exception as exc:
+            answers.append({"error": f"{type(exc).__name__}: {exc}"})
+        time.sleep(0.1)
+    return answers
+
+
 def _scenario_link(cfg: dict[str, Any]) -> None:
-    """Link down (``flap`` false) or down then up again (``flap`` true) under an actor."""
+    """An actor whose host the test cuts off, then maybe restores (``watch`` > 0)."""
     with _connect(cfg) as system:
         _wait_nodes(system, cfg["nodes"])
         ref = system.spawn(Where)
         before = ref.where().result(timeout=20)
         napping = ref.nap(120)
         _emit("placed", where=before)
-        _command()  # the link is down
+        _command()  # the host is cut off
         here, errors = _call_until_moved(ref, before["token"], 60)
         _emit("moved", where=here, at=time.time())
         crashed = _outcome(napping, 60)
-        answers: list[dict[str, Any]] = []
-        if cfg["flap"]:
-            _command()  # the link is up again
-            deadline = time.monotonic() + cfg["watch"]
-            while time.monotonic() < deadline:
-                try:
-                    answers.append(ref.where().result(timeout=5))
-                except Exception as exc:
-                    answers.append({"error": f"{type(exc).__name__}: {exc}"})
-                time.sleep(0.1)
+        answers = []
+        if cfg["watch"]:
+            _command()  # the host is back
+            answers = _watch(ref, cfg["watch"])
         _emit("answers", before=before, after=here, errors=errors, napping=crashed, answers=answers)
         _command()  # the test has looked at the node process
         _emit("result", nodes=_nodes(system))
+
+
+def _scenario_blip(cfg: dict[str, Any]) -> None:
+    with _connect(cfg) as system:
+        _wait_nodes(system, cfg["nodes"])
+        ref = system.spawn(Where)
+        _emit("placed", where=ref.where().result(timeout=20))
+        _command()  # the link was down for a moment
+        answers = _watch(ref, cfg["watch"])
+        _emit("result", answers=answers, nodes=_nodes(system))
 
 
 def _scenario_rogue_victims(cfg: dict[str, Any]) -> None:
@@ -547,29 +565,44 @@ def test_node_killed_mid_map_loses_no_result_and_its_actor_answers_elsewhere(
           f"{result['moved_at'] - killed_at:.2f} s")  # fmt: skip
 
 
-def _link_scenario(world: World, flap: bool) -> tuple[dict[str, Any], str, Driver]:
-    drv = world.drive("link", flap=flap, watch=5)
+def _cut(world: World, host: str, how: str) -> None:
+    if how == "freeze":  # every process of the host stopped: a node that hangs, not a link
+        world.lab.kill_all(host, signal.SIGSTOP)
+    else:
+        world.lab.link_down(host)
+
+
+def _restore(world: World, host: str, how: str) -> None:
+    if how == "freeze":
+        world.lab.kill_all(host, signal.SIGCONT)
+    else:
+        world.lab.link_up(host)
+
+
+def _lose_node(world: World, how: str) -> tuple[dict[str, Any], str, Driver]:
+    """An actor's host cut off (``down``), cut off and back (``flap``), or frozen and
+    thawed (``freeze``) once the actor answers from the other node."""
+    drv = world.drive("link", watch=0 if how == "down" else 5)
     placed = drv.expect("placed", 90)
     victim = world.host(placed["where"])
     assert victim in ("b", "c"), placed
-    world.lab.link_down(victim)
-    down_at = time.time()
-    drv.send({"down": True})
+    _cut(world, victim, how)
+    cut_at = time.time()
+    drv.send({"cut": how})
     moved = drv.expect("moved", 90)
     survivor = "c" if victim == "b" else "b"
     assert world.host(moved["where"]) == survivor, world.why(drv)
-    print(f"link of {victim} down: actor answered from {survivor} after "
-          f"{moved['at'] - down_at:.2f} s")  # fmt: skip
-    if flap:
-        world.lab.link_up(victim)
-        drv.send({"up": True})
+    print(f"{how} {victim}: actor answered from {survivor} after {moved['at'] - cut_at:.2f} s")
+    if how != "down":
+        _restore(world, victim, how)
+        drv.send({"restored": how})
     answers = drv.expect("answers", 90)
     return {**answers, "moved": moved}, victim, drv
 
 
 @pytest.mark.timeout(180)
 def test_link_down_restarts_actors_elsewhere_and_the_node_exits(world: World) -> None:
-    answers, victim, drv = _link_scenario(world, flap=False)
+    answers, victim, drv = _lose_node(world, "down")
     assert answers["napping"].get("type") == "ActorCrashedError", answers["napping"]
     assert victim in answers["napping"]["message"], answers["napping"]
     node = world.cluster.nodes[victim]
@@ -584,16 +617,20 @@ def test_link_down_restarts_actors_elsewhere_and_the_node_exits(world: World) ->
 
 
 @pytest.mark.timeout(180)
-def test_link_flap_is_fenced_by_epoch(world: World) -> None:
-    answers, victim, drv = _link_scenario(world, flap=True)
+@pytest.mark.parametrize("how", ["flap", "freeze"])
+def test_a_node_back_after_being_lost_is_fenced_by_epoch(world: World, how: str) -> None:
+    """Once a node is declared lost and its actor restarted elsewhere, nothing of its old
+    incarnation is taken as current when it comes back: its link back up (``flap``),
+    or its processes resumed after a freeze (``freeze``, the zombie case)."""
+    answers, victim, drv = _lose_node(world, how)
     old, new = answers["before"]["token"], answers["after"]["token"]
     tokens = [a.get("token") for a in answers["answers"]]
     assert tokens, answers
-    assert old not in tokens, f"the old incarnation answered after the flap: {answers}"
+    assert old not in tokens, f"the old incarnation answered after the {how}: {answers}"
     assert all(t == new for t in tokens), answers
     node = world.cluster.nodes[victim]
-    # The flapped node either finds itself lost and exits, or is refused: then it must
-    # not be listed as alive.
+    # The node back either finds itself lost and exits, or is refused: then it must not
+    # be listed as alive.
     exited = True
     try:
         wait_until(lambda: node.poll() is not None, 20, f"node {victim} exits")
@@ -605,8 +642,28 @@ def test_link_flap_is_fenced_by_epoch(world: World) -> None:
     listed_alive = [n for n in result["nodes"] if n["name"] == victim and n["alive"]]
     assert exited or not listed_alive, (result["nodes"], world.why(drv))
     if exited:
-        assert node.returncode != 0
+        assert node.returncode != 0, world.why(drv)
         wait_until(lambda: not world.lab.pids(victim), 15, f"node {victim}'s workers exit too")
+    print(f"{how}: node {victim} {'exited' if exited else 'is refused (not listed alive)'}")
+
+
+@pytest.mark.timeout(120)
+def test_a_short_link_blip_is_not_a_node_loss(world: World) -> None:
+    """Half a second without a link is well under 3 missed 1 s heartbeats: the node
+    stays, and its actor answers from the same incarnation."""
+    drv = world.drive("blip", watch=5)
+    placed = drv.expect("placed", 90)
+    victim = world.host(placed["where"])
+    world.lab.link_down(victim)
+    time.sleep(0.5)  # the length of the outage under test, not a wait for a condition
+    world.lab.link_up(victim)
+    drv.send({"blipped": True})
+    result = drv.expect("result", 90)
+    assert drv.wait(30) == 0, world.why(drv)
+    tokens = {a.get("token") or a.get("error") for a in result["answers"]}
+    assert tokens == {placed["where"]["token"]}, (result, world.why())
+    assert world.cluster.nodes[victim].poll() is None, world.why()
+    assert [n["alive"] for n in result["nodes"] if n["name"] == victim] == [True], result
 
 
 @pytest.mark.timeout(150)
