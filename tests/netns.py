@@ -406,7 +406,15 @@ class Driver:
     goes to a file.
     """
 
-    def __init__(self, lab: NetLab, host: int | str, argv: Sequence[str], stderr_path: str) -> None:
+    def __init__(
+        self,
+        lab: NetLab,
+        host: int | str,
+        argv: Sequence[str],
+        stderr_path: str,
+        context: Callable[[], str] | None = None,
+    ) -> None:
+        self._context = context  # more to show when it fails: the cluster's logs
         self._stderr = open(stderr_path, "w")  # noqa: SIM115 - closed in close()
         self.stderr_path = stderr_path
         self.proc = lab.run(
@@ -475,7 +483,8 @@ class Driver:
         self._stderr.flush()
         with open(self.stderr_path) as err:
             tail = err.read()[-4000:]
-        return f"events: {self.events}\nother output: {self.noise[-20:]}\nstderr:\n{tail}"
+        more = f"\n{self._context()}" if self._context else ""
+        return f"events: {self.events}\nother output: {self.noise[-20:]}\nstderr:\n{tail}{more}"
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -608,7 +617,7 @@ class Cluster:
     def driver(self, host: int | str, argv: Sequence[str]) -> Driver:
         """Runs ``python ARGV`` in ``host`` as a JSON-lines ``Driver``."""
         path = os.path.join(self.workdir, f"driver-{len(self._drivers)}.err")
-        drv = Driver(self.lab, host, [PYTHON, *argv], path)
+        drv = Driver(self.lab, host, [PYTHON, *argv], path, self.all_logs)
         self._drivers.append(drv)
         return drv
 

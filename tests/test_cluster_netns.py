@@ -421,7 +421,7 @@ class World:
         return self.host_of.get(where["net"], f"unknown {where['net']}")
 
     def why(self, drv: Driver | None = None) -> str:
-        return (drv.diagnostics() + "\n" if drv else "") + self.cluster.all_logs()
+        return drv.diagnostics() if drv else self.cluster.all_logs()
 
 
 @pytest.fixture
