@@ -1,12 +1,15 @@
-"""The ``dovecote`` command: ``--version`` and ``demo``."""
+"""The ``dovecote`` command: ``--version``, ``demo``, and a cluster's ``head``, ``node``
+and ``keys``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from importlib import metadata
 
 from actors import Actor
+from runtime import _cluster
 from runtime.driver import ActorSystem
 
 __all__ = ["main"]
@@ -45,7 +48,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dovecote`` command line: every subcommand and its options."""
     parser = argparse.ArgumentParser(prog="dovecote", description=DESCRIPTION)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
@@ -53,11 +57,19 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument(
         "--workers", type=_positive_int, default=2, help="worker processes to start (default: 2)"
     )
+    _cluster.add_commands(sub, _positive_int)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
         print(f"dovecote {metadata.version('dovecote')}")
     elif args.command == "demo":
         _demo(args.workers)
+    elif args.command in _cluster.COMMANDS:
+        sys.exit(_cluster.run(parser, args))
     else:
         parser.print_help()
 

@@ -24,7 +24,7 @@ KILLS = [0, 1, 0, 1, 0] + [random.Random(7).randrange(2) for _ in range(7)]
 
 def _worker_pids(system: ActorSystem) -> dict[int, int]:
     pids = {}
-    for child in psutil.Process(system._proc.pid).children():
+    for child in psutil.Process(system._link.proc.pid).children():
         try:
             pids[json.loads(child.cmdline()[-1])["slot"]] = child.pid
         except (psutil.NoSuchProcess, ValueError, KeyError, IndexError):

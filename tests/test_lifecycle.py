@@ -39,7 +39,7 @@ DRIVER = textwrap.dedent(
 
     system = ActorSystem(workers=2)
     refs = [system.spawn(Where, worker=i) for i in range(2)]
-    pids = [system._proc.pid] + [r.pid().result(timeout=10) for r in refs]
+    pids = [system._link.proc.pid] + [r.pid().result(timeout=10) for r in refs]
     print(" ".join(map(str, pids)), flush=True)
     print(refs[0].cwd().result(timeout=10), flush=True)
     print(refs[1].apply(lambda x: x * 2, 21).result(timeout=10), flush=True)
@@ -137,7 +137,7 @@ def test_workers_exit_when_the_supervisor_is_killed() -> None:
     with ActorSystem(workers=2) as system:
         counter = system.spawn(Counter)
         counter.add(1).result(timeout=5)
-        supervisor = psutil.Process(system._proc.pid)
+        supervisor = psutil.Process(system._link.proc.pid)
         workers = supervisor.children()
         assert len(workers) == 2
         supervisor.kill()

@@ -70,7 +70,7 @@ def test_no_control_message_kills_the_supervisor(capfd: pytest.CaptureFixture[st
                 99,
                 False,
             )
-        assert system._proc.poll() is None
+        assert system._link.proc.poll() is None
         assert system.spawn(Probe).add(2).result(timeout=10) == 2
     err = capfd.readouterr().err
     assert err.count("supervisor dropped a malformed message") == len(HOSTILE_CONTROL)
@@ -199,7 +199,7 @@ STUCK_DRIVER = textwrap.dedent(
     refs = [system.spawn(Stuck, worker=i) for i in range(2)]
     for i, ref in enumerate(refs):
         ref.sleep.tell(sys.argv[1] + str(i))
-    print(system._proc.pid, flush=True)
+    print(system._link.proc.pid, flush=True)
     sys.stdin.read()
     """
 )

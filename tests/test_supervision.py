@@ -299,7 +299,7 @@ def test_dead_workers_are_replaced_to_keep_the_count(system, tmp_path) -> None:
     for _ in range(3):
         _kill(ref)
         _after_crash(ref.incarnation)
-    supervisor = psutil.Process(system._proc.pid)
+    supervisor = psutil.Process(system._link.proc.pid)
     assert len(supervisor.children()) == 2
 
 

@@ -73,7 +73,7 @@ def test_map_of_100k_items_while_workers_are_killed_is_exactly_once_in_order(
             total += i
         return x * x + total - total
 
-    supervisor = psutil.Process(system._proc.pid)
+    supervisor = psutil.Process(system._link.proc.pid)
     results = []
     kills_at = {10_000, 40_000, 70_000}
     for index, value in enumerate(

@@ -16,15 +16,17 @@ from runtime.client._transport import Transport
 __all__ = ["Requests", "identity"]
 
 
-def check_spawn(cls: Any, name: str | None, worker: int | None, workers: int) -> None:
+def check_spawn(cls: Any, name: str | None, worker: int | None, workers: int | None) -> None:
     """Reject bad spawn options in the caller's process, naming the value."""
     if not (isinstance(cls, type) and issubclass(cls, Actor)):
         raise TypeError(f"spawn() takes an Actor subclass, not {cls!r}")
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"actor name must be a non-empty string, not {name!r}")
-    if worker is not None and (
-        isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < workers
-    ):
+    if worker is None:
+        return
+    if isinstance(worker, bool) or not isinstance(worker, int) or worker < 0:
+        raise ValueError(f"worker={worker!r} is not a worker index")
+    if workers is not None and worker >= workers:  # a cluster's are checked by its head
         raise ValueError(f"worker={worker!r} is not an index from 0 to {workers - 1}")
 
 
@@ -35,7 +37,8 @@ def _spec(
     name: str | None,
     worker: int | None,
     policy: RestartPolicy,
-    workers: int,
+    workers: int | None,
+    place: tuple[str | None, str | None] = (None, None),
 ) -> wire.ActorSpec:
     """A checked, pickled spawn spec: all the supervisor needs to (re)start it."""
     check_spawn(cls, name, worker, workers)
@@ -48,6 +51,8 @@ def _spec(
         max_restarts=policy.max_restarts,
         period=policy.period,
         retry=[list(pair) for pair in retry_table(cls)],
+        node=place[0],
+        owner=place[1],
     )
 
 
@@ -55,10 +60,13 @@ class Requests:
     """Requests to the supervisor's directory from one process: the driver's, or
     a worker's for its actors. Each returns a future of the supervisor's answer."""
 
-    def __init__(self, transport: Transport, system_id: str, workers: int) -> None:
+    def __init__(
+        self, transport: Transport, system_id: str, workers: int | None, owner: str | None = None
+    ) -> None:
         self.transport = transport
         self.system_id = system_id
-        self.workers = workers
+        self.workers = workers  # None: a cluster's, which its head checks
+        self.owner = owner  # a cluster's driver: the actors it spawns stop when it leaves
         self._decode = _ref_decoder(system_id)
 
     def spawn(
@@ -69,8 +77,15 @@ class Requests:
         name: str | None,
         worker: int | None,
         policy: RestartPolicy,
+        node: str | None = None,
+        lifetime: str | None = None,
     ) -> ActorFuture[ActorRef]:
-        spec = _spec(cls, args, kwargs, name, worker, policy, self.workers)
+        if lifetime not in (None, "detached"):
+            raise ValueError(f"lifetime={lifetime!r}: None or 'detached'")
+        if node is not None and (not isinstance(node, str) or not node):
+            raise ValueError(f"node={node!r} is not a node name")
+        owner = None if lifetime == "detached" else self.owner
+        spec = _spec(cls, args, kwargs, name, worker, policy, self.workers, (node, owner))
         return self.transport.control.request(
             f"spawn({cls.__name__})", self._decode, lambda req_id: wire.Spawn(req_id, spec)
         )
@@ -83,7 +98,16 @@ class Requests:
         if not children or not all(isinstance(c, Child) for c in children):
             raise ValueError(f"spawn_group() takes a non-empty list of Child, not {children!r}")
         specs = [
-            _spec(c.cls, c.args, c.kwargs, c.name, c.worker, RestartPolicy(c.restart), self.workers)
+            _spec(
+                c.cls,
+                c.args,
+                c.kwargs,
+                c.name,
+                c.worker,
+                RestartPolicy(c.restart),
+                self.workers,
+                (None, self.owner),
+            )
             for c in children
         ]
         group = wire.GroupSpec(strategy, max_restarts, period)

@@ -72,6 +72,7 @@ class Transport:
         self.control = Control(ctx, addresses, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
         self.control.handlers[wire.Placed] = self.on_placed
+        self.control.handlers[wire.Epochs] = lambda message: self.set_epochs(message.epochs)
         self.cancels = Cancels(self.calls, lock, self._wake, self._wait, clock, local)
         self._canceller = self.cancels.cancel  # bound once: every call's future holds it
 
@@ -181,6 +182,10 @@ class Transport:
         if place.tcp is None or place.host == self.addresses.host:
             return place.ipc
         return place.tcp
+
+    def slots(self) -> list[int]:
+        """In a cluster, the slots placed on a node (empty on one host: ``range``)."""
+        return sorted(slot for slot, place in self.places.items() if place.ipc)
 
     def on_placed(self, message: wire.Placed) -> None:
         """Workers started somewhere (the head's replica, kept in order on the control

@@ -6,10 +6,6 @@ import atexit
 import functools
 import os
 import secrets
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
@@ -19,19 +15,20 @@ import zmq
 
 from actors import _engine
 from actors._actor import Actor
-from actors._errors import ActorError, ActorStoppedError
+from actors._errors import ActorStoppedError
 from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
-from runtime import net, wire
-from runtime.client import Requests, Transport, identity
-from runtime.core import DEFAULTS, ProcessArgs, SystemOptions, exit_cause
+from runtime import wire
+from runtime.client import Requests, identity
+from runtime.core import DEFAULTS, SystemOptions
 from runtime.driver import _tasks
 from runtime.driver._aio import AsyncActorSystem
 from runtime.driver._executor import DovecoteExecutor
 from runtime.driver._io import DriverIO
+from runtime.driver._link import HeadLink, Link, LocalLink
 from runtime.driver._pipeline import Stage, run_pipeline
-from runtime.net import Context, Subscription, check_topic, start_watched
+from runtime.net import Context, Subscription, check_topic
 
 __all__ = ["ActorSystem"]
 
@@ -69,6 +66,8 @@ class ActorSystem:
         max_memory: int | None = DEFAULTS.max_memory,
         max_messages: int | None = DEFAULTS.max_messages,
         log_level: str | None = None,
+        address: str | None = None,
+        keys: str | None = None,
     ) -> None:
         self.options = SystemOptions.build(
             workers,
@@ -82,32 +81,53 @@ class ActorSystem:
             max_memory=max_memory,
             max_messages=max_messages,
         )
-        self.workers = self.options.workers
         self.system_id = secrets.token_hex(4)
         self._closed = False
-        self._run_dir = tempfile.mkdtemp(prefix="dovecote-")  # mode 0700
-        self._addresses = net.local_addresses(self._run_dir)
-        self._proc, sentinel = _start_supervisor(
-            ProcessArgs(self.system_id, self._addresses, self.options)
-        )
         self._ctx: Context = zmq.Context()
-        self._io = _connect(self, sentinel)
+        name = f"d{os.getpid()}-{self.system_id}".encode()
+        address = address or os.environ.get("DOVECOTE_ADDRESS") or None
+        keys = keys or os.environ.get("DOVECOTE_KEYS") or None
+        self._link: Link = (
+            LocalLink(self.system_id, self.options)
+            if address is None
+            else HeadLink(address, keys, self._ctx, name)
+        )
+        self._addresses, self._run_dir = self._link.addresses, self._link.run_dir
+        limits = (self.options.outbox_limit, self.options.send_timeout)
+        self._io = DriverIO(
+            self._ctx, self._addresses, name, limits, (self._link.sentinel, self._link.lost)
+        )
         self._transport = self._io.transport
-        self._requests = Requests(self._transport, self.system_id, self.workers)
-        self._tasks = _tasks.Tasks(self._transport, self.system_id, self.workers, self._io.wait_any)
         self._start()
+        workers = None if address is not None else self.options.workers
+        self._requests = Requests(self._transport, self.system_id, workers, self._link.owner)
+        self._tasks = _tasks.Tasks(self._transport, self.system_id, self._slots, self._io.wait_any)
 
     def _start(self) -> None:
-        """Install the engine, then wait for every worker to be up; on any failure,
-        leave nothing behind."""
-        _engine.install(self.system_id, self._transport)
+        """Wait for every worker to be up (a cluster: for one), then install the
+        engine under the system's id; on any failure, leave nothing behind."""
         atexit.register(self.shutdown)
         try:
             hello = self._transport.control.request("start", identity, wire.Hello)
-            hello.result(self.options.start_timeout)
+            self.system_id = hello.result(self.options.start_timeout)["system"]
         except BaseException:
             self.shutdown()
             raise
+        _engine.install(self.system_id, self._transport)
+
+    @property
+    def workers(self) -> int:
+        """How many workers the system has now (in a cluster: on every node)."""
+        return len(self._slots())
+
+    def _slots(self) -> Sequence[int]:
+        return self._transport.slots() or range(self.options.workers)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The hosts of the system: name, address, workers, slots, alive, pid."""
+        self._check_open()
+        nodes = self._transport.control.request("nodes", identity, wire.ListNodes)
+        return list(nodes.result(self.options.start_timeout))
 
     def spawn(
         self,
@@ -118,6 +138,8 @@ class ActorSystem:
         restart: str = "permanent",
         max_restarts: int = MAX_RESTARTS,
         period: float = PERIOD,
+        node: str | None = None,
+        lifetime: str | None = None,
         **kwargs: Any,
     ) -> ActorRef:
         """Start ``cls(*args, **kwargs)`` in a worker and return its ref.
@@ -130,10 +152,15 @@ class ActorSystem:
         runs again with these arguments; the ref stays valid), per ``restart``:
         ``"permanent"`` (the default, as in OTP), ``"transient"`` or
         ``"temporary"``, at most ``max_restarts`` times within ``period`` seconds.
+
+        In a cluster, ``node`` pins it to a node by name, and the actor stops when
+        this driver leaves unless ``lifetime="detached"`` (as Ray's): a named
+        detached actor serves other drivers after this one is gone.
         """
         self._check_open()
         policy = RestartPolicy(restart, max_restarts, period)
-        return self._requests.spawn(cls, args, kwargs, name, worker, policy).result()
+        spawn = self._requests.spawn(cls, args, kwargs, name, worker, policy, node, lifetime)
+        return spawn.result()
 
     def spawn_group(
         self,
@@ -282,13 +309,12 @@ class ActorSystem:
             return
         self._closed = True
         atexit.unregister(self.shutdown)
-        _drain_and_stop(self._transport, time.monotonic() + timeout, timeout)
+        self._link.leave(self._transport, time.monotonic() + timeout, timeout)
         self._transport.fail_all("the actor system was shut down", crashed=False)
         _engine.remove(self.system_id)
-        _stop_process(self._proc, timeout)
+        self._link.close(timeout)
         self._io.close()
         self._ctx.term()
-        shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def executor(self) -> DovecoteExecutor:
         """A ``concurrent.futures.Executor`` on this system's workers. Shutting it
@@ -305,13 +331,6 @@ class ActorSystem:
         if self._closed:
             raise ActorStoppedError(f"{self!r}: no call can be made after shutdown()")
 
-    def _supervisor_exit(self) -> str:
-        try:
-            code = self._proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            code = None
-        return f"the supervisor (pid {self._proc.pid}) {exit_cause(code)}"
-
     def __enter__(self) -> ActorSystem:
         return self
 
@@ -326,50 +345,3 @@ class ActorSystem:
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
         return f"<ActorSystem {self.system_id} workers={self.workers} {state}>"
-
-
-def _connect(system: ActorSystem, sentinel: int) -> DriverIO:
-    identity = f"d{os.getpid()}-{system.system_id}".encode()
-    limits = (system.options.outbox_limit, system.options.send_timeout)
-    return DriverIO(
-        system._ctx, system._addresses, identity, limits, (sentinel, system._supervisor_exit)
-    )
-
-
-def _start_supervisor(args: ProcessArgs) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the supervisor from a clean interpreter that sees what the driver sees.
-
-    Returns the process and an fd that becomes readable when it exits.
-    """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-    return start_watched("supervisor", args.to_json(), env=env, cwd=os.getcwd())
-
-
-def _drain_and_stop(transport: Transport, deadline: float, timeout: float) -> None:
-    """What was sent before arrives first (unless a worker is stuck in a method);
-    then the supervisor stops the actors, newest first, and the workers."""
-    try:
-        for sent in transport.barrier():
-            sent.result(max(0.0, deadline - timeout * 2 / 3 - time.monotonic()))
-    except (ActorError, TimeoutError):
-        pass
-    try:
-        # The rest of the time is the actors' grace; a second goes to SIGTERM, SIGKILL.
-        grace = max(0.0, deadline - time.monotonic() - 2.5)
-        stop = transport.control.request(
-            "shutdown", identity, lambda req_id: wire.Shutdown(req_id, grace)
-        )
-        stop.result(max(0.0, deadline - time.monotonic()))
-    except (ActorError, TimeoutError):
-        pass  # the supervisor is already gone or stuck: it is killed below
-
-
-def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.stdin is not None:
-        proc.stdin.close()  # EOF: the supervisor shuts down if it has not yet
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

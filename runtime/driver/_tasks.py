@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from actors._errors import SerializationError
@@ -42,13 +42,17 @@ class Tasks:
     """The task API of one driver. Internal: ActorSystem exposes it."""
 
     def __init__(
-        self, transport: Transport, system_id: str, workers: int, wait_any: WaitAny
+        self,
+        transport: Transport,
+        system_id: str,
+        slots: Callable[[], Sequence[int]],
+        wait_any: WaitAny,
     ) -> None:
         self.transport = transport
         self.system_id = system_id
         self.wait_any = wait_any
-        self.workers = workers
-        self.inflight = [0] * workers
+        self.slots = slots  # the workers now: a cluster's change as nodes come and go
+        self.inflight: dict[int, int] = {}
         self._refs: dict[tuple[int, int], ActorRef] = {}
 
     def _ref(self, slot: int, retries: int) -> ActorRef:
@@ -63,9 +67,10 @@ class Tasks:
     def _send(
         self, method: str, args: tuple[Any, ...], retries: int, what: tuple[str, Any]
     ) -> ActorFuture[Any]:
-        slot = min(range(self.workers), key=self.inflight.__getitem__)  # least loaded
+        inflight = self.inflight
+        slot = min(self.slots(), key=lambda s: inflight.get(s, 0))  # the least loaded
         future = self.transport.call(self._ref(slot, retries), method, args, {}, what)
-        self.inflight[slot] += 1
+        inflight[slot] = inflight.get(slot, 0) + 1
         concurrent.futures.Future.add_done_callback(future, lambda _: self._done(slot))
         return future
 
@@ -132,10 +137,11 @@ class Tasks:
         if not callable(fn):
             raise TypeError(f"map() takes a callable, not {fn!r}")
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
-        size = chunksize or _auto_chunksize(total, self.workers)
+        workers = len(self.slots())
+        size = chunksize or _auto_chunksize(total, workers)
         if size < 1:
             raise ValueError(f"chunksize={chunksize!r} must be >= 1")
-        return _chunked(iter(iterable), size), window or WINDOW_PER_WORKER * self.workers
+        return _chunked(iter(iterable), size), window or WINDOW_PER_WORKER * workers
 
     def _fill(
         self,

@@ -104,7 +104,7 @@ def secure(ctx: Context, keys: Keys, serve: bool) -> ThreadAuthenticator | None:
         return None
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_curve(domain="*", location=keys.authorized)
+    auth.configure_curve(domain=ZAP_DOMAIN.decode(), location=keys.authorized)
     return auth
 
 

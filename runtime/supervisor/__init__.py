@@ -3,6 +3,6 @@ The design is told in ``_supervisor``; ``main`` is what ``runtime._main`` runs."
 
 from __future__ import annotations
 
-from runtime.supervisor._supervisor import main
+from runtime.supervisor._supervisor import head_main, main
 
-__all__ = ["main"]
+__all__ = ["head_main", "main"]

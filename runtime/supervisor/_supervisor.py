@@ -28,11 +28,15 @@ names and groups are the ``core.Directory``; what is sent is ``_messages``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,9 +45,11 @@ import zmq
 
 from actors._errors import ActorCrashedError, ActorStoppedError
 from runtime import net, wire
-from runtime.core import ActorRecord, Directory, Group, ProcessArgs
+from runtime.core import ActorRecord, Directory, Group, ProcessArgs, SystemOptions
 from runtime.net import Context, Socket
+from runtime.supervisor._head import Head
 from runtime.supervisor._messages import Watchers, open_control, open_events
+from runtime.supervisor._nodes import NODE_BEAT, Nodes, RemoteProcess
 from runtime.supervisor._procedures import Procedure, Procedures, logged
 from runtime.supervisor._restarts import Restarts
 from runtime.supervisor._workers import STOP_GRACE, WorkerProc, Workers
@@ -56,10 +62,12 @@ Handler = Callable[[bytes, Any], None]
 READ_SIZE = 4096
 
 
-def _poller(control: Socket, stdin: int) -> zmq.Poller:
+def _poller(control: Socket, stdin: int | None) -> zmq.Poller:
+    """The control socket, and the driver's end of our stdin (none for a head)."""
     poller = zmq.Poller()
     poller.register(control, zmq.POLLIN)
-    poller.register(stdin, zmq.POLLIN)
+    if stdin is not None:
+        poller.register(stdin, zmq.POLLIN)
     return poller
 
 
@@ -74,13 +82,15 @@ def _crash_blob(cause: str) -> bytes:
 class Supervisor:
     """The loop, and the handlers of control messages, dispatched by record type."""
 
-    def __init__(self, args: ProcessArgs) -> None:
+    def __init__(self, args: ProcessArgs, ctx: Context | None = None, head: bool = False) -> None:
         self.args = args
-        self.ctx: Context = zmq.Context()
+        self.ctx: Context = ctx or zmq.Context()
         self.control = open_control(self.ctx, args.addresses)
         self.events = open_events(self.ctx, args.addresses)
-        self.poller = _poller(self.control.socket, sys.stdin.fileno())
-        self.workers = Workers(args, self.poller, self.control)
+        self.poller = _poller(self.control.socket, None if head else sys.stdin.fileno())
+        self.head = Head(self, Nodes(self.control)) if head else None
+        nodes = None if self.head is None else self.head.nodes
+        self.workers = Workers(args, self.poller, self.control, nodes)
         self.directory = Directory()
         self.watchers = Watchers(self.control, self.events)
         self.procedures = Procedures()
@@ -93,7 +103,8 @@ class Supervisor:
         self.waiting_hello: list[tuple[bytes, int]] = []
 
     def _handlers(self) -> dict[type, Handler]:
-        return {
+        extra = {} if self.head is None else self.head.handlers()
+        return extra | {
             wire.Hello: self.on_hello,
             wire.Ready: self.on_ready,
             wire.Heartbeat: self.on_heartbeat,
@@ -107,11 +118,12 @@ class Supervisor:
             wire.ActorGone: self.on_actor_gone,
             wire.Watch: self.on_watch,
             wire.Shutdown: self.on_shutdown,
+            wire.ListNodes: self.on_list_nodes,
         }
 
     # -- main loop ----------------------------------------------------------------
     def run(self) -> None:
-        for slot in range(self.args.options.workers):
+        for slot in range(0 if self.head else self.args.options.workers):
             self.workers.start(slot)
         while self.workers.stop_deadline is None or self.workers.procs:
             self.step(self.next_timeout())
@@ -125,19 +137,22 @@ class Supervisor:
             while net.readable(control):
                 logged(self.on_control, net.recv(control, net.DONTWAIT))
         stdin = sys.stdin.fileno()
-        if stdin in events and not os.read(stdin, READ_SIZE):
+        if self.head is None and stdin in events and not os.read(stdin, READ_SIZE):
             log.info("supervisor: the driver is gone; shutting down")
             self.poller.unregister(stdin)
             self.orphaned()
         for worker in self.workers.exited(events):
             logged(self.on_worker_exit, worker)
-        self.workers.check_heartbeats(time.monotonic(), self.args.options.heartbeat_timeout)
+        now = time.monotonic()
+        self.workers.check_heartbeats(now, self.args.options.heartbeat_timeout)
+        if self.head is not None:
+            logged(self.head.check, now)
         logged(self.procedures.run_timers)
         self.workers.escalate()
 
     def next_timeout(self) -> float:
         """Milliseconds until the next timer, heartbeat check or escalation."""
-        soon = time.monotonic() + self.args.options.heartbeat_timeout / 4
+        soon = time.monotonic() + min(self.args.options.heartbeat_timeout / 4, NODE_BEAT / 2)
         due = self.procedures.next_due()
         if due is not None:
             soon = min(soon, due)
@@ -151,6 +166,8 @@ class Supervisor:
         self.workers.orphan()
 
     def close(self) -> None:
+        if self.head is not None:
+            self.head.nodes.close()
         self.events.close()
         self.control.close()
         self.ctx.term()
@@ -210,6 +227,8 @@ class Supervisor:
 
     def on_hello(self, peer: bytes, message: wire.Hello) -> None:
         self.control.clients.add(peer)
+        if self.head is not None:
+            self.head.hello(peer)
         self.waiting_hello.append((peer, message.req_id))
         self.announce()
 
@@ -217,20 +236,24 @@ class Supervisor:
         if not self.workers.current(peer):
             return
         self.control.clients.add(peer)
-        self.workers.ready(self.workers.procs[message.slot], time.monotonic())
+        worker = self.workers.procs[message.slot]
+        if isinstance(worker.proc, RemoteProcess):
+            worker.proc.pid = message.pid
+        self.workers.ready(worker, time.monotonic())
         self.events.publish("dovecote.worker.started", slot=message.slot, pid=message.pid)
         self.announce()
 
     def announce(self) -> None:
-        """Answer the drivers' hellos once every worker is ready."""
-        if self.workers.all_ready():
+        """Answer the drivers' hellos once every worker is ready (a head: and one is)."""
+        if self.workers.all_ready() and (self.head is None or self.workers.ready_slots()):
             for peer, req_id in self.waiting_hello:
-                self.control.reply(peer, req_id, True, len(self.workers.procs))
+                hello = {"system": self.args.system_id, "workers": len(self.workers.procs)}
+                self.control.reply(peer, req_id, True, hello)
             self.waiting_hello.clear()
 
     def on_heartbeat(self, peer: bytes, message: wire.Heartbeat) -> None:
         worker = self.workers.procs.get(message.slot)
-        if worker is not None:
+        if worker is not None and peer == b"h" + worker.identity:  # not a predecessor's
             worker.liveness.beat(time.monotonic())
 
     def on_recycle(self, peer: bytes, message: wire.Recycle) -> None:
@@ -263,6 +286,10 @@ class Supervisor:
         if name is not None and name in self.directory.names:
             self.control.fail(peer, req_id, ValueError(f"an actor named {name!r} already exists"))
             return
+        error = self.unplaceable([message.spec])
+        if error is not None:
+            self.control.fail(peer, req_id, error)
+            return
         actor = self.record(message.spec, None)
         self.procedures.start(self.spawn_one(peer, req_id, actor))
 
@@ -283,6 +310,10 @@ class Supervisor:
             taken = [n for n in names if n in self.directory.names]
             why = f"actor names must be unique; taken or repeated: {taken or names}"
             self.control.fail(peer, message.req_id, ValueError(why))
+            return
+        error = self.unplaceable(message.specs)
+        if error is not None:
+            self.control.fail(peer, message.req_id, error)
             return
         group = self.directory.add_group(message.group)
         children = [self.record(spec, group.group_id) for spec in message.specs]
@@ -305,8 +336,21 @@ class Supervisor:
             group.children.append(child.actor_id)
         self.control.reply(peer, req_id, True, [child.address() for child in children])
 
+    def unplaceable(self, specs: list[wire.ActorSpec]) -> Exception | None:
+        """Why one of these actors has nowhere to run, if so."""
+        for spec in specs:
+            if spec.node is not None and not self.workers.on_node(spec.node):
+                return LookupError(f"no node named {spec.node!r} runs a worker")
+            if spec.worker is not None and spec.worker not in self.workers.procs:
+                return ValueError(f"worker={spec.worker} is not a worker of this system")
+        if not self.workers.procs:
+            return LookupError("no worker is running: no node has joined")
+        return None
+
     def record(self, spec: wire.ActorSpec, group: int | None) -> ActorRecord:
-        slots = self.workers.procs
+        slots = list(self.workers.procs)
+        if spec.node is not None:
+            slots = [s for s in slots if s in self.workers.on_node(spec.node)]
         slot = self.directory.pick_slot(spec.worker, slots, self.workers.ready_slots())
         return self.directory.add(spec, slot, group)
 
@@ -322,12 +366,16 @@ class Supervisor:
         """An actor was stopped by a call to stop(): never restarted, name freed."""
         actor = self.directory.actors.get(message.actor_id)
         if actor is not None:
-            groups = self.directory.groups
-            if actor.group is not None and actor.group in groups:
-                groups[actor.group].children.remove(message.actor_id)
-            self.watchers.down(actor, "stopped", final=True)
-            self.directory.forget(actor)
+            self.forget(actor, "stopped")
         self.control.reply(peer, message.req_id, True, None)
+
+    def forget(self, actor: ActorRecord, reason: str) -> None:
+        """An actor is gone for good: out of its group and the directory, watchers told."""
+        group = self.directory.groups.get(actor.group) if actor.group is not None else None
+        if group is not None and actor.actor_id in group.children:
+            group.children.remove(actor.actor_id)
+        self.watchers.down(actor, reason, final=True)
+        self.directory.forget(actor)
 
     def on_watch(self, peer: bytes, message: wire.Watch) -> None:
         actor_id, watch_id = message.actor_id, message.watch_id
@@ -336,6 +384,17 @@ class Supervisor:
         else:
             self.control.send(peer, wire.Down(watch_id, actor_id, "not running", True))
         self.control.reply(peer, message.req_id, True, None)
+
+    def on_list_nodes(self, peer: bytes, message: wire.ListNodes) -> None:
+        if self.head is not None:
+            nodes = self.head.describe()
+        else:
+            slots = sorted(self.workers.procs)
+            here = {"name": socket.gethostname(), "host": self.args.addresses.host,
+                    "address": "127.0.0.1", "workers": len(slots), "slots": slots,
+                    "alive": True, "pid": os.getpid()}  # fmt: skip
+            nodes = [here]
+        self.control.reply(peer, message.req_id, True, nodes)
 
     def on_shutdown(self, peer: bytes, message: wire.Shutdown) -> None:
         self.stop_waiters.append((peer, message.req_id))
@@ -351,6 +410,52 @@ class Supervisor:
                 self.workers.send(actor.slot, wire.StopActor(actor.actor_id))
                 yield ("stopped", actor.actor_id, deadline)
         self.workers.stop(max(0.0, deadline - time.monotonic()))
+
+
+def head_main(listen: str, keys: str | None, advertise: str | None, address_file: str | None,
+              log_level: str) -> None:  # fmt: skip
+    """``dovecote head``: a supervisor on tcp:// that starts no worker itself; nodes
+    join it. Runs until SIGTERM or SIGINT; then every node ends its workers."""
+    logging.basicConfig(level=log_level, format="%(asctime)s head %(levelname)s %(message)s")
+    host, port = net.split_address(listen)
+    loaded = net.load_keys(keys) if keys is not None else None
+    net.check_bind(f"tcp://{host}:{port}", loaded)
+    run_dir = tempfile.mkdtemp(prefix="dovecote-head-")
+    options = SystemOptions(1, log_level=log_level).check()
+    args = ProcessArgs(secrets.token_hex(4), net.cluster_addresses(listen, run_dir, keys), options)
+    ctx: Context = zmq.Context()
+    auth = net.secure(ctx, loaded, serve=True) if loaded is not None else None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    head = Supervisor(args, ctx, head=True)
+    if address_file is not None:
+        write_address(address_file, f"tcp://{advertise or _advertised(host)}:{port}")
+    log.warning("head listening on %s (bus %s, %s)", listen, port + 1, port + 2)
+    try:
+        head.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        head.workers.kill_all()
+        if auth is not None:
+            auth.stop()
+        head.close()
+        if address_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address_file)
+
+
+def _advertised(host: str) -> str:
+    if host not in ("0.0.0.0", "*", ""):
+        return host
+    return socket.gethostbyname(socket.gethostname())
+
+
+def write_address(path: str, address: str) -> None:
+    """Atomically: a reader sees the whole address or no file."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as file:
+        file.write(address + "\n")
+    os.replace(temporary, path)
 
 
 def main(options: str) -> None:

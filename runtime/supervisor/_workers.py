@@ -21,6 +21,7 @@ import zmq
 from runtime import net, wire
 from runtime.core import Liveness, ProcessArgs
 from runtime.supervisor._messages import Control
+from runtime.supervisor._nodes import Node, Nodes, RemoteProcess
 
 __all__ = ["ORPHAN_GRACE", "STOP_GRACE", "WorkerProc", "Workers"]
 
@@ -31,18 +32,49 @@ ORPHAN_GRACE = 2.0  # the same once the driver is gone, then SIGKILL: nobody wai
 ESCALATION_STEP = 1.0  # seconds between SIGTERM and SIGKILL, and between later SIGKILLs
 
 
+class LocalProcess:
+    """A worker process this supervisor started; its exit is seen through ``sentinel``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sentinel: int, poller: zmq.Poller) -> None:
+        self.proc = proc
+        self.sentinel: int | None = sentinel
+        self.poller = poller
+        poller.register(sentinel, zmq.POLLIN)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def reap(self) -> int | None:
+        assert self.sentinel is not None
+        self.poller.unregister(self.sentinel)
+        os.close(self.sentinel)
+        self.sentinel = None
+        returncode = self.proc.wait()
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        return returncode
+
+
+Process = LocalProcess | RemoteProcess
+
+
 class WorkerProc:
     """One worker slot and the process now in it."""
 
-    __slots__ = ("backlog", "identity", "liveness", "proc", "sentinel", "slot")
+    __slots__ = ("backlog", "epoch", "identity", "liveness", "proc", "slot")
 
-    def __init__(
-        self, slot: int, epoch: int, proc: subprocess.Popen[bytes], sentinel: int, now: float
-    ) -> None:
+    def __init__(self, slot: int, epoch: int, proc: Process, now: float) -> None:
         self.slot = slot
+        self.epoch = epoch
         self.identity = b"w%d.%d" % (slot, epoch)  # as the worker names itself
         self.proc = proc
-        self.sentinel = sentinel
         self.liveness = Liveness(now)
         self.backlog: list[object] = []  # control records for it once it is ready
 
@@ -50,55 +82,90 @@ class WorkerProc:
 class Workers:
     """The worker in each slot, the incarnation of each slot, and the end of them all."""
 
-    def __init__(self, args: ProcessArgs, poller: zmq.Poller, control: Control) -> None:
+    def __init__(
+        self, args: ProcessArgs, poller: zmq.Poller, control: Control, nodes: Nodes | None
+    ) -> None:
         self.args = args
         self.poller = poller
         self.control = control
+        self.nodes = nodes  # a head's: workers start on them; else here
+        self.homes: dict[int, Node] = {}  # a head's: the node each slot was last on
         self.procs: dict[int, WorkerProc] = {}
         self.epochs: dict[int, int] = {}  # slot -> incarnation of the worker in it
         self.stop_deadline: float | None = None  # set once workers are told to exit
         self.escalations = [signal.SIGTERM, signal.SIGKILL]
+        self.homeless: dict[int, tuple[int, ...]] = {}  # a head's slots with no node: expect
 
     # -- starting and ending ------------------------------------------------------
-    def start(self, slot: int, expect: Sequence[int] = ()) -> None:
+    def start(self, slot: int, expect: Sequence[int] = (), node: str | None = None) -> None:
         """Start a worker in ``slot``; it holds the messages of the actors in ``expect``
         until they are started again."""
-        path = net.worker_endpoint(self.args.addresses.run_dir, slot).removeprefix("ipc://")
-        if os.path.exists(path):
-            os.unlink(path)  # left by a dead worker of this slot; nobody else owns it
         self.epochs[slot] = self.epochs.get(slot, -1) + 1
         args = self.args.for_worker(slot, self.epochs, list(expect), os.getpid())
+        proc = self._start_local(args) if self.nodes is None else self._launch(args, node)
+        if proc is None:
+            return
+        log.debug("worker %d (epoch %d) starting; expects %s", slot, args.epoch, list(expect))
+        self.procs[slot] = WorkerProc(slot, args.epoch, proc, time.monotonic())
+
+    def _start_local(self, args: ProcessArgs) -> LocalProcess:
+        path = net.worker_endpoint(args.addresses.run_dir, args.slot).removeprefix("ipc://")
+        if os.path.exists(path):
+            os.unlink(path)  # left by a dead worker of this slot; nobody else owns it
         proc, sentinel = net.start_watched("worker", args.to_json())
-        log.debug(
-            "worker %d (epoch %d, pid %d) starting; expects %s",
-            slot,
-            self.epochs[slot],
-            proc.pid,
-            list(expect),
-        )
-        self.procs[slot] = WorkerProc(slot, self.epochs[slot], proc, sentinel, time.monotonic())
-        self.poller.register(sentinel, zmq.POLLIN)
+        return LocalProcess(proc, sentinel, self.poller)
+
+    def _launch(self, args: ProcessArgs, pinned: str | None = None) -> RemoteProcess | None:
+        """On a node: the slot's own if it is alive, else the one with most room. With
+        no node alive the slot waits, placed nowhere, and clients hold its messages."""
+        assert self.nodes is not None
+        node = self.nodes.pick(self.homes.get(args.slot), pinned)
+        if node is None:
+            log.warning("worker %d: no node to run on; it waits for one to join", args.slot)
+            self.homeless[args.slot] = args.expect
+            self.placed([wire.Place(args.slot, args.epoch, "", "", "", None)])
+            return None
+        self.homes[args.slot] = node
+        proc = self.nodes.launch(node, args)
+        self.placed([proc.place])
+        return proc
+
+    def placed(self, places: list[wire.Place]) -> None:
+        """Tell every client where slots now live, before anything else about them."""
+        for client in list(self.control.clients):
+            self.control.send(client, wire.Placed(places))
+
+    def places(self) -> list[wire.Place]:
+        return [w.proc.place for w in self.procs.values() if isinstance(w.proc, RemoteProcess)]
+
+    def on_node(self, name: str) -> list[int]:
+        return [slot for slot, node in self.homes.items() if node.name == name]
+
+    def find(self, slot: int, epoch: int) -> WorkerProc | None:
+        worker = self.procs.get(slot)
+        return worker if worker is not None and worker.epoch == epoch else None
 
     def exited(self, events: dict[Any, int]) -> list[WorkerProc]:
         """The workers whose sentinel the poll found readable: their process ended."""
-        return [w for w in list(self.procs.values()) if w.sentinel in events]
+        return [
+            w
+            for w in list(self.procs.values())
+            if isinstance(w.proc, LocalProcess) and w.proc.sentinel in events
+        ]
 
     def reap(self, worker: WorkerProc) -> tuple[str, bool, bool]:
         """Collect an ended worker and free its slot: (cause, abnormal, counted)."""
-        self.poller.unregister(worker.sentinel)
-        os.close(worker.sentinel)
-        returncode = worker.proc.wait()
-        if worker.proc.stdin:
-            worker.proc.stdin.close()
+        returncode = worker.proc.reap()
         del self.procs[worker.slot]
         cause, abnormal, counted = worker.liveness.exited(returncode)
         return f"worker {worker.slot} (pid {worker.proc.pid}) {cause}", abnormal, counted
 
     def kill_all(self) -> None:
         """The supervisor is leaving: no worker outlives it."""
-        for worker in self.procs.values():
+        for worker in list(self.procs.values()):
             worker.proc.kill()
-            worker.proc.wait()
+            if isinstance(worker.proc, LocalProcess):
+                worker.proc.reap()
 
     # -- talking to them ------------------------------------------------------------
     def current(self, peer: bytes) -> bool:
@@ -119,6 +186,9 @@ class Workers:
         """It says it is ready: what it missed while starting, then its backlog."""
         worker.liveness.ready = True
         worker.liveness.beat(now)
+        places = self.places()
+        if places:
+            self.control.send(worker.identity, wire.Placed(places))
         epochs = [[slot, epoch] for slot, epoch in self.epochs.items()]
         self.control.send(worker.identity, wire.Epochs(epochs))  # deaths it missed
         for message in worker.backlog:

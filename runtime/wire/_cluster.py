@@ -18,6 +18,7 @@ __all__ = [
     "Join",
     "Joined",
     "Launch",
+    "ListNodes",
     "NodeBeat",
     "Place",
     "Placed",
@@ -116,6 +117,12 @@ class ClientBeat(NamedTuple):
     """A driver of a cluster is alive; the actors it owns live while it does."""
 
     owner: str
+
+
+class ListNodes(NamedTuple):
+    """A client asks for the nodes: the answer is a list of JSON objects."""
+
+    req_id: int
 
 
 class Goodbye(NamedTuple):

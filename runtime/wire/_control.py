@@ -24,6 +24,7 @@ from runtime.wire._cluster import (
     Join,
     Joined,
     Launch,
+    ListNodes,
     NodeBeat,
     Placed,
     Signal,
@@ -208,6 +209,7 @@ CONTROL_OPS: tuple[type, ...] = (
     Reply, WorkerDied, Down,
     Create, Suspend, Abandon, StopActor, Epochs, Exit,
     Join, NodeBeat, Exited, Joined, Launch, Signal, Placed, ClientBeat, Goodbye,
+    ListNodes,
 )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from runtime.core import Mailbox
 from runtime.net import Socket
 from runtime.wire import Request
 from runtime.worker._loop import BUDGET, Reader, leave_if_forked
-from runtime.worker._replies import Replies
+from runtime.worker._replies import REMOTE, Replies
 
 __all__ = ["Inbox"]
 
@@ -50,6 +50,7 @@ class Inbox:
         self.deliver: Callable[[Request], None] = lambda request: None  # to the actors
         self.keeper: Napper | None = None  # woken when actor code runs, if it naps
         self.reader: Reader | None = None
+        self.remote: Reader | None = None  # in a cluster: the tcp mailbox's reader
         self.recycling: str | None = None  # past a limit: read nothing more
         # The loop thread holds the I/O lock (the mailbox socket, the replies, the
         # cells' queues) except while an actor's or a task's code runs.
@@ -66,8 +67,9 @@ class Inbox:
         return self.reader is None or self.reader.paused
 
     def pause(self) -> None:
-        if self.reader is not None:
-            self.reader.paused = True  # the senders' pipes fill: backpressure
+        for reader in (self.reader, self.remote):
+            if reader is not None:
+                reader.paused = True  # the senders' pipes fill: backpressure
 
     def resume(self) -> None:
         """Read the mailbox again once the backlog has halved (not while recycling)."""
@@ -75,8 +77,21 @@ class Inbox:
         if reader is None or not reader.paused or self.recycling:
             return
         if self.mailbox.may_resume():
-            reader.paused = False
-            reader.loop.call_soon(reader.run)
+            for each in (reader, self.remote):
+                if each is not None:
+                    each.paused = False
+                    each.loop.call_soon(each.run)
+
+    def on_remote(self, frames: list[Any]) -> None:
+        """A batch from the tcp mailbox: its sender is marked, for the reply's way back."""
+        frames[0] = REMOTE + bytes(frames[0])
+        self.on_frames(frames)
+
+    def check(self) -> None:
+        """After a send: a socket's wake-up edge may have been taken."""
+        for reader in (self.reader, self.remote):
+            if reader is not None:
+                reader.check()
 
     # -- reading -------------------------------------------------------------------
     def on_frames(self, frames: list[Any]) -> None:

@@ -17,9 +17,11 @@ from runtime.core import Outbox
 from runtime.net import Socket
 from runtime.wire import Request
 
-__all__ = ["Replies", "unpickling_error", "what"]
+__all__ = ["REMOTE", "Replies", "unpickling_error", "what"]
 
 log = logging.getLogger("dovecote")
+
+REMOTE = b"T"  # the mark of a peer of the tcp mailbox (ROUTER ids start with 0x00)
 
 Resolve = Callable[[int, int, Any, Any], None]
 
@@ -30,6 +32,7 @@ class Replies:
     ) -> None:
         self.loop = loop
         self.sock = sock
+        self.remote: Socket | None = None  # in a cluster: the tcp mailbox
         self.slot = slot
         self.resolve_local = resolve_local  # a call from this worker to itself
         self.after_flush: Callable[[], None] = lambda: None  # look at the inbox again
@@ -98,10 +101,13 @@ class Replies:
 
     def _send_to(self, peer: bytes) -> bool:
         outbox = self._outboxes[peer]
+        sock, route = self.sock, peer
+        if peer[:1] == REMOTE and self.remote is not None:
+            sock, route = self.remote, peer[1:]
         while outbox.entries:
             entries, buffers = outbox.take()
             try:
-                net.send(self.sock, [peer, *wire.encode_batch(entries, buffers)], net.DONTWAIT)
+                net.send(sock, [route, *wire.encode_batch(entries, buffers)], net.DONTWAIT)
             except zmq.Again:
                 outbox.put_back(entries, buffers)
                 return False  # the caller is not reading yet: keep the replies

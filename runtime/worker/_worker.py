@@ -58,6 +58,7 @@ class Worker:
         self.args = args
         self.slot = args.slot
         self.ctx: net.Context = zmq.Context()
+        self.auth = _secure(self.ctx, args)
         self.loop = asyncio.new_event_loop()
         self.busy = Busy()
         self._flush_scheduled = False
@@ -65,7 +66,8 @@ class Worker:
         self.mailbox = Mailbox(args.options.mailbox_size, args.expect)
         self.local = LocalCalls(self.slot, self.loop, self.mailbox)
         self.transport = self._transport()
-        self.requests = Requests(self.transport, args.system_id, args.options.workers)
+        workers = None if args.listen is not None else args.options.workers  # a cluster's vary
+        self.requests = Requests(self.transport, args.system_id, workers)
         self.replies, self.inbox, self.actors = self._actors()
         self.local.actors = self.actors
         self.bus = ActorBus(self.loop, functools.partial(Bus, self.ctx, args.addresses, self._name))
@@ -135,7 +137,8 @@ class Worker:
         os.register_at_fork(after_in_child=forked)
         inbox = Reader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
         self.inbox.start(inbox)
-        self.replies.after_flush = inbox.check  # a send may take the socket's wake-up edge
+        self._listen()
+        self.replies.after_flush = self.inbox.check  # a send may take a socket's wake-up edge
         self.inbox.keeper = self.keeper
         self._on_dealer(self.transport.control.sock, True)
         self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
@@ -148,6 +151,15 @@ class Worker:
             self.loop.run_until_complete(self._done)
         finally:
             self._close()
+
+    def _listen(self) -> None:
+        """In a cluster, a second mailbox on tcp:// (CURVE) for callers on other hosts:
+        a socket's security mechanism covers all its endpoints, so ipc keeps its own."""
+        if self.args.listen is None:
+            return
+        sock = net.router(self.ctx, self.args.listen)
+        self.replies.remote = sock
+        self.inbox.remote = Reader(self.loop, sock, self.inbox.on_remote, self.replies.flush)
 
     def _check_async_hangs(self) -> None:
         threshold = self.args.options.hang_threshold
@@ -192,12 +204,15 @@ class Worker:
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
         self.loop.run_until_complete(asyncio.sleep(0))
-        if self.inbox.reader is not None:
-            self.inbox.reader.close()
+        for reader in (self.inbox.reader, self.inbox.remote):
+            if reader is not None:
+                reader.close()
         for sock in list(self._readers):
             self.loop.remove_reader(sock.FD)
         self.transport.close_sockets()
         self.loop.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
     # -- the transport's hooks ---------------------------------------------------------
@@ -312,6 +327,14 @@ class Worker:
             self.replies.schedule()
         self.transport.control.notify(wire.Stopped(message.actor_id))
         self.flush()
+
+
+def _secure(ctx: net.Context, args: ProcessArgs) -> Any:
+    """In a cluster: the keys for every tcp socket, and the ZAP handler if we listen."""
+    keys = args.addresses.keys
+    if keys is None:
+        return None
+    return net.secure(ctx, net.load_keys(keys), serve=args.listen is not None)
 
 
 def _no_wait(done: object, deadline: float) -> None:
