@@ -189,7 +189,7 @@ def _scenario_join(cfg: dict[str, Any]) -> None:
             squares_ok=[(x, y) for x, y, _ in squares] == [(x, x * x) for x in range(2000)],
             squares_nets=sorted({net for *_, net in squares}),
             spread_nets=sorted({net for _, net, _ in spread}),
-            event=[topic, obj],
+            bus=[topic, obj],
         )
 
 
@@ -217,7 +217,6 @@ def _scenario_kill(cfg: dict[str, Any]) -> None:
             "result",
             before=before,
             after=here,
-            moved_at=time.time(),
             errors=errors,
             napping=crashed,
             missing=[x for x in range(n) if x not in seen],
@@ -537,7 +536,7 @@ def test_join_remote_calls_map_and_bus_across_hosts(world: World) -> None:
     assert result["squares_ok"], result
     assert {world.host({"net": n}) for n in result["squares_nets"]} <= {"b", "c"}
     assert {world.host({"net": n}) for n in result["spread_nets"]} == {"b", "c"}, result
-    assert result["event"] == ["netns.hello", {"from": "c"}], result
+    assert result["bus"] == ["netns.hello", {"from": "c"}], result
 
 
 @pytest.mark.timeout(180)
@@ -549,7 +548,6 @@ def test_node_killed_mid_map_loses_no_result_and_its_actor_answers_elsewhere(
     victim = world.host(mid["where"])
     assert victim in ("b", "c"), mid
     node = world.cluster.nodes[victim]
-    killed_at = time.time()
     killed = _kill_host(world.lab, victim)
     assert node.pid in killed, (node.pid, killed)
     drv.send({"killed": True})
@@ -561,8 +559,8 @@ def test_node_killed_mid_map_loses_no_result_and_its_actor_answers_elsewhere(
     assert world.host(result["after"]) == survivor, result
     assert result["napping"].get("type") == "ActorCrashedError", result["napping"]
     assert victim in result["napping"]["message"], result["napping"]  # names the node
-    print(f"killed node {victim}: its actor answered from {survivor} after "
-          f"{result['moved_at'] - killed_at:.2f} s")  # fmt: skip
+    print(f"killed node {victim} after {mid['done']} results: no result lost or doubled; "
+          f"its actor answers from {survivor}; errors on the way: {result['errors']}")  # fmt: skip
 
 
 def _cut(world: World, host: str, how: str) -> None:
@@ -701,6 +699,7 @@ def test_a_key_not_on_the_allow_list_reaches_no_unpickling(world: World, tmp_pat
         assert what["replies"] == 0, (target, what)
         assert "HANDSHAKE_SUCCEEDED" not in what["events"], (target, what)
     assert seen["foreign_events"] == [], seen
+    print("rogue handshakes:", {t: w["events"] for t, w in report["report"].items()})
     assert seen["still"], seen
     # The whole runtime with that key: it must not get to call anything.
     imposter = world.cluster.driver(
@@ -711,8 +710,11 @@ def test_a_key_not_on_the_allow_list_reaches_no_unpickling(world: World, tmp_pat
     except TimeoutError:
         outcome = {"called": False, "error": "no answer within 60 s"}
     assert not outcome["called"], outcome
+    # With an allowed key the same frames reach the parsers, which log each one as
+    # malformed: here nothing may have got that far.
     logs = world.cluster.all_logs(limit=1_000_000).lower()
-    assert "unpickl" not in logs and "poison" not in logs, world.cluster.all_logs()
+    for word in ("unpickl", "poison", "malformed"):
+        assert word not in logs, world.cluster.all_logs()
     assert not marker.exists()
 
 
