@@ -29,7 +29,7 @@ def add_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     keys_help = "the cluster's CURVE keys (default: $DOVECOTE_KEYS)"
     head = sub.add_parser("head", help="run a cluster's head: directory, event bus, join endpoint")
     head.add_argument("--listen", default=f"127.0.0.1:{HEAD_PORT}", help="HOST:PORT to bind")
-    head.add_argument("--keys", default=os.environ.get("DOVECOTE_KEYS"), help=keys_help)
+    head.add_argument("--keys", default=os.environ.get("DOVECOTE_KEYS") or None, help=keys_help)
     head.add_argument("--advertise", help="the address written to --address-file")
     head.add_argument("--address-file", help="write tcp://ADVERTISE:PORT here once listening")
     head.add_argument("--log-level", default="INFO")
@@ -40,7 +40,7 @@ def add_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     node.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
     node.add_argument("--advertise", help="the IP other hosts reach this one on")
     node.add_argument("--port-base", type=positive_int, default=NODE_PORT_BASE)
-    node.add_argument("--keys", default=os.environ.get("DOVECOTE_KEYS"), help=keys_help)
+    node.add_argument("--keys", default=os.environ.get("DOVECOTE_KEYS") or None, help=keys_help)
     node.add_argument("--name", help="the node's name (default: HOSTNAME-PID)")
     node.add_argument("--join-timeout", type=float, default=60.0)
     node.add_argument("--log-level", default="INFO")

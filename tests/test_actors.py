@@ -194,7 +194,8 @@ def test_timeout_raises_timeout_error(system: ActorSystem, tmp_path) -> None:
     pending = waiter.wait_for_file(str(flag))
     with pytest.raises(TimeoutError, match="wait_for_file"):
         pending.result(timeout=0.2)
-    flag.write_text("late")
+    (tmp_path / "written").write_text("late")
+    (tmp_path / "written").rename(flag)  # whole: the actor may look at any moment
     assert pending.result(timeout=5) == "late"  # the call itself went on
 
 

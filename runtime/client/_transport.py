@@ -183,8 +183,7 @@ class Transport:
             return place.ipc
         return place.tcp
 
-    def slots(self) -> list[int]:
-        """In a cluster, the slots placed on a node (empty on one host: ``range``)."""
+    def slots(self) -> list[int]:  # a cluster's, placed on a node (one host's: none)
         return sorted(slot for slot, place in self.places.items() if place.ipc)
 
     def on_placed(self, message: wire.Placed) -> None:

@@ -84,19 +84,9 @@ class ActorSystem:
         self.system_id = secrets.token_hex(4)
         self._closed = False
         self._ctx: Context = zmq.Context()
-        name = f"d{os.getpid()}-{self.system_id}".encode()
         address = address or os.environ.get("DOVECOTE_ADDRESS") or None
-        keys = keys or os.environ.get("DOVECOTE_KEYS") or None
-        self._link: Link = (
-            LocalLink(self.system_id, self.options)
-            if address is None
-            else HeadLink(address, keys, self._ctx, name)
-        )
+        self._link, self._io = _connect(self._ctx, self.system_id, self.options, address, keys)
         self._addresses, self._run_dir = self._link.addresses, self._link.run_dir
-        limits = (self.options.outbox_limit, self.options.send_timeout)
-        self._io = DriverIO(
-            self._ctx, self._addresses, name, limits, (self._link.sentinel, self._link.lost)
-        )
         self._transport = self._io.transport
         self._start()
         workers = None if address is not None else self.options.workers
@@ -345,3 +335,16 @@ class ActorSystem:
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
         return f"<ActorSystem {self.system_id} workers={self.workers} {state}>"
+
+
+def _connect(
+    ctx: Context, system_id: str, options: SystemOptions, address: str | None, keys: str | None
+) -> tuple[Link, DriverIO]:
+    """A supervisor of our own, or a cluster's head (``address``), and the sockets."""
+    name = f"d{os.getpid()}-{system_id}".encode()
+    keys = keys or os.environ.get("DOVECOTE_KEYS") or None
+    link: Link = (
+        LocalLink(system_id, options) if address is None else HeadLink(address, keys, ctx, name)
+    )
+    limits = (options.outbox_limit, options.send_timeout)
+    return link, DriverIO(ctx, link.addresses, name, limits, (link.sentinel, link.lost))

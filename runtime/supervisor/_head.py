@@ -77,7 +77,7 @@ class Head:
         for worker in list(self.sup.workers.procs.values()):
             proc = worker.proc
             if isinstance(proc, RemoteProcess) and proc.node is node:
-                worker.liveness.cause = worker.liveness.cause or cause
+                worker.liveness.cause = cause  # the root cause, even of a lost heartbeat
                 self.sup.on_worker_exit(worker)
 
     def check(self, now: float) -> None:

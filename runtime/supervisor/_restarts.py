@@ -59,6 +59,24 @@ class Restarts:
         self.watchers = watchers
         self.events = events
 
+    def start_group(
+        self, group: Group, children: list[ActorRecord]
+    ) -> Generator[Wait, Any, tuple[bool, Any]]:
+        """Start a new group's children in order, each once the previous is up; if one
+        fails, stop those started, in reverse order: (ok, their addresses or the error)."""
+        for index, child in enumerate(children):
+            ok, payload, _ = yield from self.create(child)
+            if not ok:
+                for started in reversed(children[:index]):
+                    self.workers.send(started.slot, wire.StopActor(started.actor_id))
+                    yield ("stopped", started.actor_id)
+                for record in children:
+                    self.directory.forget(record)
+                del self.directory.groups[group.group_id]
+                return False, payload
+            group.children.append(child.actor_id)
+        return True, [child.address() for child in children]
+
     def create(self, actor: ActorRecord) -> Generator[Wait, Any, Outcome]:
         """Start (or restart) an actor in its slot; resumes with (ok, error, its text)."""
         log.debug("creating actor #%d in worker %d", actor.actor_id, actor.slot)

@@ -144,9 +144,9 @@ class Supervisor:
         for worker in self.workers.exited(events):
             logged(self.on_worker_exit, worker)
         now = time.monotonic()
-        self.workers.check_heartbeats(now, self.args.options.heartbeat_timeout)
-        if self.head is not None:
+        if self.head is not None:  # first: a lost node's workers are lost with it
             logged(self.head.check, now)
+        self.workers.check_heartbeats(now, self.args.options.heartbeat_timeout)
         logged(self.procedures.run_timers)
         self.workers.escalate()
 
@@ -179,7 +179,10 @@ class Supervisor:
         victims = self.directory.on_slot(worker.slot)
         if not self.closing:
             log.warning("%s", cause)
-            self.replace(worker.slot, cause, victims)
+            comeback = [
+                a.actor_id for a in victims if a.state != "starting" and a.restart != "temporary"
+            ]
+            self.workers.replace(worker.slot, cause, comeback)
         for actor in victims:  # procedures waiting on them learn of the crash
             self.procedures.resume(("created", actor.actor_id), (False, _crash_blob(cause), cause))
             self.procedures.resume(("suspended", actor.actor_id), False)
@@ -191,15 +194,6 @@ class Supervisor:
         )
         for actor in victims:
             self.restarts.actor_exited(actor, cause, abnormal, counted)
-
-    def replace(self, slot: int, cause: str, victims: list[ActorRecord]) -> None:
-        """Start a worker in a dead one's slot and tell every client of the death."""
-        comeback = [
-            a.actor_id for a in victims if a.state != "starting" and a.restart != "temporary"
-        ]
-        self.workers.start(slot, comeback)  # holds their messages until restarted
-        for client in list(self.control.clients):
-            self.control.send(client, wire.WorkerDied(slot, cause, self.workers.epochs[slot]))
 
     # -- control messages -------------------------------------------------------------
     def on_control(self, frames: list[Any]) -> None:
@@ -264,10 +258,12 @@ class Supervisor:
         self.procedures.at(time.monotonic() + STOP_GRACE, worker.proc.kill)  # stuck in on_stop
 
     def on_created(self, peer: bytes, message: wire.Created) -> None:
-        actor_id, ok, text = message.actor_id, message.ok, message.text
-        log.debug("actor #%d created by %r: %s %s", actor_id, peer, ok, text)
+        log.debug(
+            "actor #%d created by %r: %s %s", message.actor_id, peer, message.ok, message.text
+        )
         if self.workers.current(peer):
-            self.procedures.resume(("created", actor_id), (ok, message.error, text))
+            outcome = (message.ok, message.error, message.text)
+            self.procedures.resume(("created", message.actor_id), outcome)
 
     def on_suspended(self, peer: bytes, message: wire.Suspended) -> None:
         if self.workers.current(peer):
@@ -286,7 +282,7 @@ class Supervisor:
         if name is not None and name in self.directory.names:
             self.control.fail(peer, req_id, ValueError(f"an actor named {name!r} already exists"))
             return
-        error = self.unplaceable([message.spec])
+        error = unplaceable(self.workers, [message.spec])
         if error is not None:
             self.control.fail(peer, req_id, error)
             return
@@ -311,7 +307,7 @@ class Supervisor:
             why = f"actor names must be unique; taken or repeated: {taken or names}"
             self.control.fail(peer, message.req_id, ValueError(why))
             return
-        error = self.unplaceable(message.specs)
+        error = unplaceable(self.workers, message.specs)
         if error is not None:
             self.control.fail(peer, message.req_id, error)
             return
@@ -322,30 +318,8 @@ class Supervisor:
     def spawn_group(
         self, peer: bytes, req_id: int, group: Group, children: list[ActorRecord]
     ) -> Procedure:
-        for index, child in enumerate(children):  # in order, each once the previous is up
-            ok, payload, _ = yield from self.restarts.create(child)
-            if not ok:
-                for started in reversed(children[:index]):  # undo, in reverse order
-                    self.workers.send(started.slot, wire.StopActor(started.actor_id))
-                    yield ("stopped", started.actor_id)
-                for record in children:
-                    self.directory.forget(record)
-                del self.directory.groups[group.group_id]
-                self.control.reply(peer, req_id, False, payload)
-                return
-            group.children.append(child.actor_id)
-        self.control.reply(peer, req_id, True, [child.address() for child in children])
-
-    def unplaceable(self, specs: list[wire.ActorSpec]) -> Exception | None:
-        """Why one of these actors has nowhere to run, if so."""
-        for spec in specs:
-            if spec.node is not None and not self.workers.on_node(spec.node):
-                return LookupError(f"no node named {spec.node!r} runs a worker")
-            if spec.worker is not None and spec.worker not in self.workers.procs:
-                return ValueError(f"worker={spec.worker} is not a worker of this system")
-        if not self.workers.procs:
-            return LookupError("no worker is running: no node has joined")
-        return None
+        ok, payload = yield from self.restarts.start_group(group, children)
+        self.control.reply(peer, req_id, ok, payload)
 
     def record(self, spec: wire.ActorSpec, group: int | None) -> ActorRecord:
         slots = list(self.workers.procs)
@@ -356,11 +330,10 @@ class Supervisor:
 
     def on_lookup(self, peer: bytes, message: wire.Lookup) -> None:
         actor = self.directory.named(message.name)
-        if actor is None:
-            error = LookupError(f"no actor named {message.name!r}")
-            self.control.fail(peer, message.req_id, error)
-            return
-        self.control.reply(peer, message.req_id, True, actor.address())
+        if actor is not None:
+            self.control.reply(peer, message.req_id, True, actor.address())
+        else:
+            self.control.fail(peer, message.req_id, LookupError(f"no actor named {message.name!r}"))
 
     def on_actor_gone(self, peer: bytes, message: wire.ActorGone) -> None:
         """An actor was stopped by a call to stop(): never restarted, name freed."""
@@ -386,14 +359,7 @@ class Supervisor:
         self.control.reply(peer, message.req_id, True, None)
 
     def on_list_nodes(self, peer: bytes, message: wire.ListNodes) -> None:
-        if self.head is not None:
-            nodes = self.head.describe()
-        else:
-            slots = sorted(self.workers.procs)
-            here = {"name": socket.gethostname(), "host": self.args.addresses.host,
-                    "address": "127.0.0.1", "workers": len(slots), "slots": slots,
-                    "alive": True, "pid": os.getpid()}  # fmt: skip
-            nodes = [here]
+        nodes = self.head.describe() if self.head else [_this_host(self.args, self.workers)]
         self.control.reply(peer, message.req_id, True, nodes)
 
     def on_shutdown(self, peer: bytes, message: wire.Shutdown) -> None:
@@ -410,6 +376,25 @@ class Supervisor:
                 self.workers.send(actor.slot, wire.StopActor(actor.actor_id))
                 yield ("stopped", actor.actor_id, deadline)
         self.workers.stop(max(0.0, deadline - time.monotonic()))
+
+
+def unplaceable(workers: Workers, specs: list[wire.ActorSpec]) -> Exception | None:
+    """Why one of these actors has nowhere to run, if so."""
+    for spec in specs:
+        if spec.node is not None and not workers.on_node(spec.node):
+            return LookupError(f"no node named {spec.node!r} runs a worker")
+        if spec.worker is not None and spec.worker not in workers.procs:
+            return ValueError(f"worker={spec.worker} is not a worker of this system")
+    if not workers.procs:
+        return LookupError("no worker is running: no node has joined")
+    return None
+
+
+def _this_host(args: ProcessArgs, workers: Workers) -> dict[str, object]:
+    """A one-host system's only node, as ``system.nodes()`` shows it."""
+    slots = sorted(workers.procs)
+    return {"name": socket.gethostname(), "host": args.addresses.host, "address": "127.0.0.1",
+            "workers": len(slots), "slots": slots, "alive": True, "pid": os.getpid()}  # fmt: skip
 
 
 def head_main(listen: str, keys: str | None, advertise: str | None, address_file: str | None,

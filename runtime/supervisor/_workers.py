@@ -108,6 +108,13 @@ class Workers:
         log.debug("worker %d (epoch %d) starting; expects %s", slot, args.epoch, list(expect))
         self.procs[slot] = WorkerProc(slot, args.epoch, proc, time.monotonic())
 
+    def replace(self, slot: int, cause: str, comeback: list[int]) -> None:
+        """Start a worker in a dead one's slot, holding the messages of the actors in
+        ``comeback`` until they are restarted, and tell every client of the death."""
+        self.start(slot, comeback)
+        for client in list(self.control.clients):
+            self.control.send(client, wire.WorkerDied(slot, cause, self.epochs[slot]))
+
     def _start_local(self, args: ProcessArgs) -> LocalProcess:
         path = net.worker_endpoint(args.addresses.run_dir, args.slot).removeprefix("ipc://")
         if os.path.exists(path):
