@@ -29,6 +29,15 @@ class Control:
         self.socket = socket
         self.clients: set[bytes] = set()
 
+    def reachable(self, peer: bytes, message: object) -> bool:
+        """Send, and say whether ``peer`` is still connected: a ROUTER forgets a peer
+        whose connection closed (its process died, or ZMTP heartbeats timed out)."""
+        try:
+            net.send(self.socket, [peer, *wire.encode_control(message)], net.DONTWAIT)
+        except zmq.ZMQError as exc:
+            return exc.errno != zmq.EHOSTUNREACH
+        return True
+
     def send(self, peer: bytes, message: object) -> None:
         op = wire.op_name(type(message))
         try:

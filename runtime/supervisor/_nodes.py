@@ -22,12 +22,13 @@ from runtime import wire
 from runtime.core import Liveness, ProcessArgs
 from runtime.supervisor._messages import Control
 
-__all__ = ["NODE_BEAT", "NODE_LIVES", "Node", "Nodes", "RemoteProcess"]
+__all__ = ["NODE_BEAT", "NODE_LIVES", "PROBE", "Node", "Nodes", "RemoteProcess"]
 
 log = logging.getLogger("dovecote")
 
 NODE_BEAT = 1.0  # seconds between a node's heartbeats
 NODE_LIVES = 3  # beats missed before a node is lost
+PROBE = NODE_BEAT / 4  # seconds between the head's looks at its nodes' connections
 
 
 class Node:
@@ -102,6 +103,7 @@ class Nodes:
         self.control = control
         self.nodes: dict[str, Node] = {}
         self._incarnations = itertools.count(1)
+        self._probed = 0.0
         self.on_lost: Callable[[Node, str], None] = lambda node, why: None
 
     def join(self, peer: bytes, message: wire.Join, now: float) -> Node:
@@ -126,7 +128,17 @@ class Nodes:
         self.control.send(peer, wire.Joined(message.name, message.incarnation, not current))
 
     def check(self, now: float) -> None:
+        """Lose the nodes whose connection closed (a killed process: at once) or whose
+        heartbeats stopped (a cut link: three beats)."""
+        probe = now - self._probed >= PROBE
+        if probe:
+            self._probed = now
         for node in [n for n in self.nodes.values() if n.alive]:
+            if probe and not self.control.reachable(
+                node.peer, wire.Joined(node.name, node.incarnation, False)
+            ):
+                self.lose(node, "its connection closed")
+                continue
             cause = node.liveness.silent(now, NODE_BEAT * NODE_LIVES)
             if cause is not None:
                 self.lose(node, f"its heartbeat stopped ({cause.removeprefix('lost its ')})")

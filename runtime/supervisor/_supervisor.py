@@ -49,7 +49,7 @@ from runtime.core import ActorRecord, Directory, Group, ProcessArgs, SystemOptio
 from runtime.net import Context, Socket
 from runtime.supervisor._head import Head
 from runtime.supervisor._messages import Watchers, open_control, open_events
-from runtime.supervisor._nodes import NODE_BEAT, Nodes, RemoteProcess
+from runtime.supervisor._nodes import PROBE, Nodes, RemoteProcess
 from runtime.supervisor._procedures import Procedure, Procedures, logged
 from runtime.supervisor._restarts import Restarts
 from runtime.supervisor._workers import STOP_GRACE, WorkerProc, Workers
@@ -152,7 +152,7 @@ class Supervisor:
 
     def next_timeout(self) -> float:
         """Milliseconds until the next timer, heartbeat check or escalation."""
-        soon = time.monotonic() + min(self.args.options.heartbeat_timeout / 4, NODE_BEAT / 2)
+        soon = time.monotonic() + min(self.args.options.heartbeat_timeout / 4, PROBE)
         due = self.procedures.next_due()
         if due is not None:
             soon = min(soon, due)
