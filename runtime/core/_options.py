@@ -24,6 +24,8 @@ class SystemOptions(NamedTuple):
     max_memory: int | None = None
     max_messages: int | None = None
     log_level: str = "WARNING"
+    log_to_driver: bool = True  # workers' output printed by the driver (always kept in files)
+    log_levels: dict[str, int] | None = None  # the driver's logger levels, for the workers'
 
     def check(self) -> SystemOptions:
         """These options, or ValueError naming the first bad one."""
@@ -39,6 +41,9 @@ class SystemOptions(NamedTuple):
             _positive(name, getattr(self, name))
         if not isinstance(self.log_level, str):
             raise ValueError(f"log_level={self.log_level!r} must be a level name")
+        if not isinstance(self.log_to_driver, bool):
+            raise ValueError(f"log_to_driver={self.log_to_driver!r} must be True or False")
+        _levels(self.log_levels)
         return self
 
     @classmethod
@@ -58,6 +63,15 @@ class SystemOptions(NamedTuple):
 def _positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"{name}={value!r} must be a number > 0")
+
+
+def _levels(levels: object) -> None:
+    if levels is None:
+        return
+    if not isinstance(levels, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in levels.items()
+    ):
+        raise ValueError(f"log_levels={levels!r} must map logger names to int levels")
 
 
 def _whole(name: str, value: object) -> None:

@@ -23,10 +23,10 @@ from actors._errors import ActorError, ActorStoppedError
 from actors._future import ActorFuture
 from actors._ref import ActorRef
 from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
-from runtime import wire
+from runtime import observe, wire
 from runtime.client import Requests, Transport, identity
 from runtime.core import DEFAULTS, ProcessArgs, SystemOptions, exit_cause
-from runtime.driver import _tasks
+from runtime.driver import _observe, _tasks
 from runtime.driver._aio import AsyncActorSystem
 from runtime.driver._executor import DovecoteExecutor
 from runtime.driver._io import DriverIO
@@ -53,7 +53,9 @@ class ActorSystem:
     for hung, killed and replaced; ``hang_threshold``, seconds one message may
     hold an actor before its stack is logged; ``max_memory`` (bytes resident) and
     ``max_messages``, limits past which a worker is recycled; ``log_level`` for
-    the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``, else WARNING).
+    the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``, else WARNING);
+    ``log_to_driver=False`` keeps the workers' output in their log files only,
+    instead of printing it here too (see :mod:`runtime.observe`).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class ActorSystem:
         max_memory: int | None = DEFAULTS.max_memory,
         max_messages: int | None = DEFAULTS.max_messages,
         log_level: str | None = None,
+        log_to_driver: bool = True,
     ) -> None:
         self.options = SystemOptions.build(
             workers,
@@ -81,14 +84,13 @@ class ActorSystem:
             hang_threshold=hang_threshold,
             max_memory=max_memory,
             max_messages=max_messages,
+            log_to_driver=log_to_driver,
         )
         self.workers = self.options.workers
         self.system_id = secrets.token_hex(4)
         self._closed = False
         self._run_dir = tempfile.mkdtemp(prefix="dovecote-")  # mode 0700
-        self._proc, sentinel = _start_supervisor(
-            ProcessArgs(self.system_id, self._run_dir, self.options)
-        )
+        self._proc, sentinel = _start_supervisor(self.system_id, self._run_dir, self.options)
         self._ctx: Context = zmq.Context()
         self._io = _connect(self, sentinel)
         self._transport = self._io.transport
@@ -101,9 +103,11 @@ class ActorSystem:
         leave nothing behind."""
         _engine.install(self.system_id, self._transport)
         atexit.register(self.shutdown)
+        self._printer = _observe.start_printer(self)
         try:
             hello = self._transport.control.request("start", identity, wire.Hello)
             hello.result(self.options.start_timeout)
+            _observe.wait_printer(self._printer, self.options.start_timeout)
         except BaseException:
             self.shutdown()
             raise
@@ -204,6 +208,7 @@ class ActorSystem:
         timeout: float | None = None,
         retries: int = _tasks.DEFAULT_RETRIES,
         return_exceptions: bool = False,
+        progress: bool | Callable[[int, int | None], None] = False,
     ) -> Iterator[Any]:
         """As :meth:`map`, but results come as they complete."""
         self._check_open()
@@ -215,6 +220,7 @@ class ActorSystem:
             timeout=timeout,
             retries=retries,
             return_exceptions=return_exceptions,
+            progress=progress,
         )
 
     def as_completed(
@@ -282,12 +288,18 @@ class ActorSystem:
         self._closed = True
         atexit.unregister(self.shutdown)
         _drain_and_stop(self._transport, time.monotonic() + timeout, timeout)
+        _observe.close_printer(self._printer, self._proc.poll() is None)
         self._transport.fail_all("the actor system was shut down", crashed=False)
         _engine.remove(self.system_id)
         _stop_process(self._proc, timeout)
         self._io.close()
         self._ctx.term()
         shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def status(self, timeout: float | None = 10.0) -> observe.SystemStatus:
+        """The workers and actors now, as a frozen record (``observe.SystemStatus``)."""
+        self._check_open()
+        return _observe.status(self._transport, timeout)
 
     def executor(self) -> DovecoteExecutor:
         """A ``concurrent.futures.Executor`` on this system's workers. Shutting it
@@ -335,11 +347,16 @@ def _connect(system: ActorSystem, sentinel: int) -> DriverIO:
     )
 
 
-def _start_supervisor(args: ProcessArgs) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the supervisor from a clean interpreter that sees what the driver sees.
+def _start_supervisor(
+    system_id: str, run_dir: str, options: SystemOptions
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the supervisor from a clean interpreter that sees what the driver sees
+    (its environment, its sys.path, its loggers' levels).
 
     Returns the process and an fd that becomes readable when it exits.
     """
+    options = options._replace(log_levels=observe.driver_levels())
+    args = ProcessArgs(system_id, run_dir, options)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     return start_watched("supervisor", args.to_json(), env=env, cwd=os.getcwd())

@@ -40,10 +40,11 @@ from typing import Any
 import zmq
 
 from actors._errors import ActorCrashedError, ActorStoppedError
-from runtime import net, wire
+from runtime import net, observe, wire
 from runtime.core import ActorRecord, Directory, Group, ProcessArgs
 from runtime.net import Context, Socket
 from runtime.supervisor._messages import Watchers, open_control, open_events
+from runtime.supervisor._observe import Observer
 from runtime.supervisor._procedures import Procedure, Procedures, logged
 from runtime.supervisor._restarts import Restarts
 from runtime.supervisor._workers import STOP_GRACE, WorkerProc, Workers
@@ -80,7 +81,9 @@ class Supervisor:
         self.control = open_control(self.ctx, args.run_dir)
         self.events = open_events(self.ctx, args.run_dir)
         self.poller = _poller(self.control.socket, sys.stdin.fileno())
-        self.workers = Workers(args, self.poller, self.control)
+        self.observer = Observer(args, self.events, self.poller)
+        self.output = self.observer.output
+        self.workers = Workers(args, self.poller, self.control, self.output)
         self.directory = Directory()
         self.watchers = Watchers(self.control, self.events)
         self.procedures = Procedures()
@@ -107,14 +110,17 @@ class Supervisor:
             wire.ActorGone: self.on_actor_gone,
             wire.Watch: self.on_watch,
             wire.Shutdown: self.on_shutdown,
+            wire.Status: self.on_status,
         }
 
     # -- main loop ----------------------------------------------------------------
     def run(self) -> None:
         for slot in range(self.args.options.workers):
             self.workers.start(slot)
+        self.observer.advertise()
         while self.workers.stop_deadline is None or self.workers.procs:
             self.step(self.next_timeout())
+        self.observer.end_output()
         for peer, req_id in self.stop_waiters:
             self.control.reply(peer, req_id, True, None)
 
@@ -124,6 +130,7 @@ class Supervisor:
         if control in events:
             while net.readable(control):
                 logged(self.on_control, net.recv(control, net.DONTWAIT))
+        self.output.handle(events)  # before exits: a dead worker's lines come first
         stdin = sys.stdin.fileno()
         if stdin in events and not os.read(stdin, READ_SIZE):
             log.info("supervisor: the driver is gone; shutting down")
@@ -150,7 +157,12 @@ class Supervisor:
         self.closing = True
         self.workers.orphan()
 
+    def on_status(self, peer: bytes, message: wire.Status) -> None:
+        status = self.observer.status(self.workers, self.directory)
+        self.control.reply(peer, message.req_id, True, status)
+
     def close(self) -> None:
+        self.observer.withdraw()
         self.events.close()
         self.control.close()
         self.ctx.term()
@@ -231,7 +243,9 @@ class Supervisor:
     def on_heartbeat(self, peer: bytes, message: wire.Heartbeat) -> None:
         worker = self.workers.procs.get(message.slot)
         if worker is not None:
-            worker.liveness.beat(time.monotonic())
+            now = time.monotonic()
+            worker.liveness.beat(now)
+            self.observer.beat(message.slot, worker.proc.pid, message.stats, now)
 
     def on_recycle(self, peer: bytes, message: wire.Recycle) -> None:
         worker = self.workers.procs.get(message.slot)
@@ -355,6 +369,7 @@ class Supervisor:
 
 def main(options: str) -> None:
     args = ProcessArgs.from_json(options)
+    observe.set_title(f"dovecote supervisor (system {args.system_id})")
     logging.basicConfig(
         level=args.options.log_level,
         format="%(asctime)s supervisor %(levelname)s %(message)s",

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from runtime import net, wire
+from runtime import net, observe, wire
 from runtime.core import Liveness, ProcessArgs
 from runtime.supervisor._messages import Control
 
@@ -50,10 +50,13 @@ class WorkerProc:
 class Workers:
     """The worker in each slot, the incarnation of each slot, and the end of them all."""
 
-    def __init__(self, args: ProcessArgs, poller: zmq.Poller, control: Control) -> None:
+    def __init__(
+        self, args: ProcessArgs, poller: zmq.Poller, control: Control, output: observe.OutputPipes
+    ) -> None:
         self.args = args
         self.poller = poller
         self.control = control
+        self.output = output  # their stdout and stderr
         self.procs: dict[int, WorkerProc] = {}
         self.epochs: dict[int, int] = {}  # slot -> incarnation of the worker in it
         self.stop_deadline: float | None = None  # set once workers are told to exit
@@ -68,7 +71,8 @@ class Workers:
             os.unlink(path)  # left by a dead worker of this slot; nobody else owns it
         self.epochs[slot] = self.epochs.get(slot, -1) + 1
         args = self.args.for_worker(slot, self.epochs, list(expect), os.getpid())
-        proc, sentinel = net.start_watched("worker", args.to_json())
+        proc, sentinel = net.start_watched("worker", args.to_json(), **self.output.popen())
+        self.output.add(slot, proc)
         log.debug(
             "worker %d (epoch %d, pid %d) starting; expects %s",
             slot,
@@ -88,6 +92,7 @@ class Workers:
         self.poller.unregister(worker.sentinel)
         os.close(worker.sentinel)
         returncode = worker.proc.wait()
+        self.output.remove(worker.proc)  # its last lines, written before it died
         if worker.proc.stdin:
             worker.proc.stdin.close()
         del self.procs[worker.slot]
