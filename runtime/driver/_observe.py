@@ -14,7 +14,7 @@ __all__ = ["END_WAIT", "close_printer", "start_printer", "status", "wait_printer
 
 log = logging.getLogger("dovecote")
 
-END_WAIT = 2.0  # seconds shutdown waits for the workers' last lines once they have exited
+END_WAIT = 0.5  # seconds shutdown waits for the supervisor's last lines once it has exited
 
 
 def start_printer(system: Any) -> observe.Printer | None:
@@ -32,9 +32,11 @@ def wait_printer(printer: observe.Printer | None, timeout: float) -> None:
         log.warning("dovecote: worker output is not forwarded (no bus within %.0f s)", timeout)
 
 
-def close_printer(printer: observe.Printer | None, supervisor_alive: bool) -> None:
+def close_printer(printer: observe.Printer | None) -> None:
+    """The supervisor has exited: its last lines (published before it replied to the
+    shutdown) are in this process's socket, or lost with a supervisor that crashed."""
     if printer is not None:
-        printer.close(END_WAIT if supervisor_alive else 0.0)
+        printer.close(END_WAIT)
 
 
 def status(transport: Transport, timeout: float | None) -> observe.SystemStatus:

@@ -288,10 +288,10 @@ class ActorSystem:
         self._closed = True
         atexit.unregister(self.shutdown)
         _drain_and_stop(self._transport, time.monotonic() + timeout, timeout)
-        _observe.close_printer(self._printer, self._proc.poll() is None)
         self._transport.fail_all("the actor system was shut down", crashed=False)
         _engine.remove(self.system_id)
         _stop_process(self._proc, timeout)
+        _observe.close_printer(self._printer)
         self._io.close()
         self._ctx.term()
         shutil.rmtree(self._run_dir, ignore_errors=True)

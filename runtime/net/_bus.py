@@ -63,6 +63,7 @@ RESERVED = "dovecote."  # the runtime's own lifecycle topics
 INPROC = "inproc://dovecote-bus"
 SYNC = "\x01sync/"
 BUS_HWM = 100_000
+PROXY_LINGER_MS = 500  # what the proxy still sends once the supervisor ends its context
 ASYNC_TURN = 0.25  # seconds a thread waits for an event for ``async for`` before looking again
 _DONTWAIT = int(zmq.DONTWAIT)
 
@@ -108,6 +109,7 @@ def run_proxy(ctx: Context, run_dir: str, bound: threading.Event) -> None:
         for sock, endpoint in zip((xsub, xpub), bus_endpoints(run_dir), strict=True):
             sock.setsockopt(zmq.LINGER, 0)
             sock.bind(endpoint)
+        xpub.setsockopt(zmq.LINGER, PROXY_LINGER_MS)  # the last events out at shutdown
         xsub.bind(INPROC)  # the supervisor's own lifecycle events
         xsub.send(b"\x01")  # every publisher sends everything: the XPUB filters
         bound.set()

@@ -119,7 +119,7 @@ def read_entry(path: str) -> dict[str, Any]:
     for name, kind in _FIELDS.items():
         value = entry.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise DiscoveryError(f"{path}: {name} is missing or not a {kind.__name__}")
+            raise DiscoveryError(f"{path}: {name} is missing or not of type {kind.__name__}")
     return entry
 
 

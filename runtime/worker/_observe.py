@@ -18,8 +18,12 @@ def counters(actors: Actors, mailbox: Mailbox) -> tuple[int, int, int, list[list
     """Messages handled, tasks among them, messages waiting, and the queue of each
     actor that has one."""
     cells = list(mailbox.cells.items())  # one copy: the loop may add a cell meanwhile
-    queues = [[actor_id, len(cell.queue)] for actor_id, cell in cells if cell.queue]
-    return actors.handled, actors.tasks, mailbox.backlog + len(mailbox.stash), queues
+    depth = {actor_id: len(cell.queue) for actor_id, cell in cells if cell.queue}
+    stash = list(mailbox.stash)  # read by the keeper while the loop was held
+    for request in stash:
+        depth[request.actor_id] = depth.get(request.actor_id, 0) + 1
+    queues = [[actor_id, n] for actor_id, n in depth.items()]
+    return actors.handled, actors.tasks, mailbox.backlog + len(stash), queues
 
 
 class Tagger:
