@@ -1,4 +1,5 @@
-"""The ``dovecote`` command: ``--version`` and ``demo``."""
+"""The ``dovecote`` command: ``--version``, ``demo``, and the operators' commands
+(``status``, ``top``, ``inspect``, ``logs``, ``metrics``: ``runtime.observe``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from importlib import metadata
 
 from actors import Actor
 from runtime.driver import ActorSystem
+from runtime.observe import commands
 
 __all__ = ["main"]
 
@@ -53,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument(
         "--workers", type=_positive_int, default=2, help="worker processes to start (default: 2)"
     )
+    commands.register(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        raise SystemExit(commands.run(args.handler, args))
     if args.version:
         print(f"dovecote {metadata.version('dovecote')}")
     elif args.command == "demo":

@@ -26,6 +26,7 @@ class SystemOptions(NamedTuple):
     log_level: str = "WARNING"
     log_to_driver: bool = True  # workers' output printed by the driver (always kept in files)
     log_levels: dict[str, int] | None = None  # the driver's logger levels, for the workers'
+    metrics_port: int | None = None  # the driver serves Prometheus metrics on 127.0.0.1
 
     def check(self) -> SystemOptions:
         """These options, or ValueError naming the first bad one."""
@@ -44,6 +45,9 @@ class SystemOptions(NamedTuple):
         if not isinstance(self.log_to_driver, bool):
             raise ValueError(f"log_to_driver={self.log_to_driver!r} must be True or False")
         _levels(self.log_levels)
+        port = self.metrics_port
+        if port is not None and (type(port) is not int or not 0 <= port < 65536):
+            raise ValueError(f"metrics_port={port!r} must be a port number (0 picks one)")
         return self
 
     @classmethod

@@ -38,7 +38,7 @@ __all__ = ["ActorSystem"]
 A = TypeVar("A", bound=Actor)
 
 
-class ActorSystem:
+class ActorSystem(_observe.Observed):
     """A supervisor process and ``workers`` worker processes, gone on exit.
 
     Use it as a context manager, or call :meth:`shutdown` (idempotent). If the
@@ -54,9 +54,12 @@ class ActorSystem:
     hold an actor before its stack is logged; ``max_memory`` (bytes resident) and
     ``max_messages``, limits past which a worker is recycled; ``log_level`` for
     the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``, else WARNING);
-    ``log_to_driver=False`` keeps the workers' output in their log files only,
-    instead of printing it here too (see :mod:`runtime.observe`).
+    ``log_to_driver=False`` keeps the workers' output in their log files only, and
+    ``metrics_port`` serves Prometheus metrics on 127.0.0.1 (README: Operating it).
     """
+
+    _closed = False
+    _observing: _observe.Observing | None = None
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class ActorSystem:
         max_messages: int | None = DEFAULTS.max_messages,
         log_level: str | None = None,
         log_to_driver: bool = True,
+        metrics_port: int | None = None,
     ) -> None:
         self.options = SystemOptions.build(
             workers,
@@ -85,10 +89,10 @@ class ActorSystem:
             max_memory=max_memory,
             max_messages=max_messages,
             log_to_driver=log_to_driver,
+            metrics_port=metrics_port,
         )
         self.workers = self.options.workers
         self.system_id = secrets.token_hex(4)
-        self._closed = False
         self._run_dir = tempfile.mkdtemp(prefix="dovecote-")  # mode 0700
         self._proc, sentinel = _start_supervisor(self.system_id, self._run_dir, self.options)
         self._ctx: Context = zmq.Context()
@@ -103,11 +107,11 @@ class ActorSystem:
         leave nothing behind."""
         _engine.install(self.system_id, self._transport)
         atexit.register(self.shutdown)
-        self._printer = _observe.start_printer(self)
         try:
+            self._observing = _observe.Observing(self)
             hello = self._transport.control.request("start", identity, wire.Hello)
             hello.result(self.options.start_timeout)
-            _observe.wait_printer(self._printer, self.options.start_timeout)
+            self._observing.started(self)
         except BaseException:
             self.shutdown()
             raise
@@ -291,15 +295,10 @@ class ActorSystem:
         self._transport.fail_all("the actor system was shut down", crashed=False)
         _engine.remove(self.system_id)
         _stop_process(self._proc, timeout)
-        _observe.close_printer(self._printer)
+        _observe.close(self._observing)
         self._io.close()
         self._ctx.term()
         shutil.rmtree(self._run_dir, ignore_errors=True)
-
-    def status(self, timeout: float | None = 10.0) -> observe.SystemStatus:
-        """The workers and actors now, as a frozen record (``observe.SystemStatus``)."""
-        self._check_open()
-        return _observe.status(self._transport, timeout)
 
     def executor(self) -> DovecoteExecutor:
         """A ``concurrent.futures.Executor`` on this system's workers. Shutting it

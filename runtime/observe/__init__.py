@@ -19,6 +19,7 @@ and ``net``, and imports none of the process packages.
 
 from __future__ import annotations
 
+from runtime.observe import _commands as commands
 from runtime.observe._capture import (
     JsonLogHandler,
     TaggedStream,
@@ -47,6 +48,7 @@ from runtime.observe._lines import (
     prefix,
     tag_line,
 )
+from runtime.observe._metrics import MetricsServer, check_listen, families
 from runtime.observe._pipes import OUTPUT_TOPIC, OutputPipes, log_dir, log_file
 from runtime.observe._printer import Printer, fold_window, rebuild_record, use_colour
 from runtime.observe._progress import Bar, Progress, bars_paused, progress_for
@@ -68,6 +70,7 @@ __all__ = [
     "Folder",
     "JsonLogHandler",
     "Line",
+    "MetricsServer",
     "OutputPipes",
     "Printer",
     "Progress",
@@ -78,11 +81,14 @@ __all__ = [
     "apply_levels",
     "bars_paused",
     "capture_output",
+    "check_listen",
     "check_private_dir",
     "colour",
+    "commands",
     "crash_kind",
     "discovery_dir",
     "driver_levels",
+    "families",
     "fold_window",
     "list_systems",
     "log_dir",
