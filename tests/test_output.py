@@ -192,7 +192,9 @@ def _run_on_a_terminal(env: dict[str, str], deadline: float) -> str:
         os.close(follower)
         shown = b""
         try:
-            while time.monotonic() < deadline and select.select([leader], [], [], 1.0)[0]:
+            while time.monotonic() < deadline:
+                if not select.select([leader], [], [], 0.5)[0]:
+                    continue  # nothing yet: the system is starting, or working
                 try:
                     chunk = os.read(leader, 4096)
                 except OSError:  # EIO: every process holding the terminal has exited

@@ -20,8 +20,8 @@ __all__ = ["Bar", "Progress", "bars_paused", "progress_for"]
 
 Report = Callable[[int, "int | None"], None]
 
-_LOCK = threading.RLock()
-_BARS: list[Bar] = []  # our own bars on the terminal now
+_LOCK = threading.RLock()  # bars drawn, updated and closed, and lines printed: one at a time
+_BARS: list[Bar | Progress] = []  # our bars on the terminal now
 _WIDTH = 30
 
 
@@ -70,7 +70,8 @@ class Bar:
 
 
 class Progress:
-    """A map's progress: ``update(done)`` with the items done so far, ``close()``."""
+    """A map's progress: ``update(done)`` with the items done so far, ``close()``.
+    A tqdm bar, under our lock: a line printed meanwhile never lands on it."""
 
     def __init__(self, total: int | None, stream: TextIO) -> None:
         self._bar: Any
@@ -80,17 +81,33 @@ class Progress:
             self._bar = Bar(total, stream)
             self._tqdm = False
         else:
-            self._bar = tqdm(total=total, file=stream, unit="item", dynamic_ncols=True)
+            with _LOCK:
+                self._bar = tqdm(total=total, file=stream, unit="item", dynamic_ncols=True)
+                _BARS.append(self)
             self._tqdm = True
 
     def update(self, done: int) -> None:
-        if self._tqdm:
-            self._bar.update(done - self._bar.n)
-        else:
+        if not self._tqdm:
             self._bar.update(done)
+            return
+        with _LOCK:
+            self._bar.update(done - self._bar.n)
+
+    def clear(self) -> None:
+        self._bar.clear()
+        self._bar.fp.flush()  # tqdm leaves the end of its clearing in the buffer
+
+    def draw(self) -> None:
+        self._bar.refresh()
 
     def close(self) -> None:
-        self._bar.close()
+        if not self._tqdm:
+            self._bar.close()
+            return
+        with _LOCK:
+            if self in _BARS:
+                _BARS.remove(self)
+                self._bar.close()
 
 
 class _Callback:
@@ -123,17 +140,25 @@ def progress_for(progress: bool | Report, total: int | None) -> Progress | _Call
     return _Silent()
 
 
+def _flush_terminal() -> None:
+    for stream in (sys.stderr, sys.stdout):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+
+
 @contextlib.contextmanager
 def bars_paused(stream: TextIO) -> Iterator[None]:
     """Clear the bars while ``stream`` is written, then draw them again."""
-    tqdm_module = sys.modules.get("tqdm")
-    with contextlib.ExitStack() as stack:
-        if tqdm_module is not None and getattr(tqdm_module.tqdm, "_instances", None):
-            stack.enter_context(tqdm_module.tqdm.external_write_mode(file=stream))
-        with _LOCK:
-            bars = list(_BARS)
-            for bar in bars:
-                bar.clear()
-            yield
-            for bar in bars:
-                bar.draw()
+    tqdm_class: Any = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    with _LOCK, contextlib.ExitStack() as stack:
+        bars = list(_BARS)
+        others = getattr(tqdm_class, "_instances", None) or ()
+        ours = sum(isinstance(bar, Progress) for bar in bars)
+        if len(others) > ours:  # the program's own tqdm bars: tqdm's way
+            stack.enter_context(tqdm_class.external_write_mode(file=stream))
+            _flush_terminal()  # tqdm leaves the end of its clearing in a buffer
+        for bar in bars:
+            bar.clear()
+        yield
+        for bar in bars:
+            bar.draw()
