@@ -1,5 +1,6 @@
-"""The ``dovecote`` command: ``--version``, ``demo``, and a cluster's ``head``, ``node``
-and ``keys``."""
+"""The ``dovecote`` command: ``--version``, ``demo``, a cluster's ``head``, ``node``
+and ``keys``, and the operators' commands (``status``, ``top``, ``inspect``,
+``logs``, ``metrics``: ``runtime.observe``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from importlib import metadata
 from actors import Actor
 from runtime import _cluster
 from runtime.driver import ActorSystem
+from runtime.observe import commands
 
 __all__ = ["main"]
 
@@ -58,12 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive_int, default=2, help="worker processes to start (default: 2)"
     )
     _cluster.add_commands(sub, _positive_int)
+    commands.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        raise SystemExit(commands.run(args.handler, args))
     if args.version:
         print(f"dovecote {metadata.version('dovecote')}")
     elif args.command == "demo":

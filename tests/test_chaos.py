@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
 import signal
@@ -12,7 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
 
 from actors import ActorCrashedError, ActorStoppedError
@@ -23,13 +21,7 @@ KILLS = [0, 1, 0, 1, 0] + [random.Random(7).randrange(2) for _ in range(7)]
 
 
 def _worker_pids(system: ActorSystem) -> dict[int, int]:
-    pids = {}
-    for child in psutil.Process(system._link.proc.pid).children():
-        try:
-            pids[json.loads(child.cmdline()[-1])["slot"]] = child.pid
-        except (psutil.NoSuchProcess, ValueError, KeyError, IndexError):
-            continue
-    return pids
+    return {worker.slot: worker.pid for worker in system.status().workers}
 
 
 def _replaced(system: ActorSystem, slot: int, pid: int) -> bool:

@@ -19,9 +19,21 @@ EXTRAS = {  # extra -> the distributions it must bring
     "numpy": {"numpy"},
     "progress": {"tqdm"},
     "metrics": {"prometheus_client"},
+    "cli": {"rich"},
+    "titles": {"setproctitle"},
+    "ops": {"tqdm", "prometheus_client", "rich", "setproctitle"},
     "bench": {"numpy", "joblib", "psutil"},
     "joblib": {"joblib"},
-    "test": {"pytest", "pytest-timeout", "numpy", "joblib"},
+    "test": {
+        "pytest",
+        "pytest-timeout",
+        "numpy",
+        "joblib",
+        "tqdm",
+        "prometheus_client",
+        "rich",
+        "setproctitle",
+    },
 }
 NEEDS_TOMLLIB = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="reading pyproject.toml needs tomllib (Python 3.11+)"

@@ -26,6 +26,9 @@ class SystemOptions(NamedTuple):
     max_memory: int | None = None
     max_messages: int | None = None
     log_level: str = "WARNING"
+    log_to_driver: bool = True  # workers' output printed by the driver (always kept in files)
+    log_levels: dict[str, int] | None = None  # the driver's logger levels, for the workers'
+    metrics_port: int | None = None  # the driver serves Prometheus metrics on 127.0.0.1
 
     def check(self) -> SystemOptions:
         """These options, or ValueError naming the first bad one."""
@@ -41,6 +44,12 @@ class SystemOptions(NamedTuple):
             _positive(name, getattr(self, name))
         if not isinstance(self.log_level, str):
             raise ValueError(f"log_level={self.log_level!r} must be a level name")
+        if not isinstance(self.log_to_driver, bool):
+            raise ValueError(f"log_to_driver={self.log_to_driver!r} must be True or False")
+        _levels(self.log_levels)
+        port = self.metrics_port
+        if port is not None and (type(port) is not int or not 0 <= port < 65536):
+            raise ValueError(f"metrics_port={port!r} must be a port number (0 picks one)")
         return self
 
     @classmethod
@@ -60,6 +69,15 @@ class SystemOptions(NamedTuple):
 def _positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"{name}={value!r} must be a number > 0")
+
+
+def _levels(levels: object) -> None:
+    if levels is None:
+        return
+    if not isinstance(levels, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in levels.items()
+    ):
+        raise ValueError(f"log_levels={levels!r} must map logger names to int levels")
 
 
 def _whole(name: str, value: object) -> None:

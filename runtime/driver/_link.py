@@ -14,15 +14,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from actors._errors import ActorError
-from runtime import net, wire
+from runtime import net, observe, wire
 from runtime.client import Transport, identity
 from runtime.core import ProcessArgs, SystemOptions, exit_cause
 from runtime.net import Context
 
-__all__ = ["HeadLink", "Link", "LocalLink"]
+__all__ = ["HeadLink", "Hosts", "Link", "LocalLink"]
 
 log = logging.getLogger("dovecote")
 
@@ -38,6 +39,7 @@ class LocalLink:
     def __init__(self, system_id: str, options: SystemOptions) -> None:
         self.run_dir = tempfile.mkdtemp(prefix="dovecote-")  # mode 0700
         self.addresses = net.local_addresses(self.run_dir)
+        options = options._replace(log_levels=observe.driver_levels())  # as the driver's
         args = ProcessArgs(system_id, self.addresses, options)
         env = dict(os.environ)  # a clean interpreter that sees what the driver sees
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
@@ -127,6 +129,30 @@ class HeadLink:
 
 
 Link = LocalLink | HeadLink
+
+
+class Hosts:
+    """``ActorSystem``'s view of where it runs: its workers and nodes."""
+
+    options: SystemOptions
+    _transport: Transport
+
+    @property
+    def workers(self) -> int:
+        """How many workers the system has now (in a cluster: on every node)."""
+        return len(self._slots())
+
+    def _slots(self) -> Sequence[int]:
+        return self._transport.slots() or range(self.options.workers)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The hosts of the system: name, address, workers, slots, alive, pid."""
+        self._check_open()
+        nodes = self._transport.control.request("nodes", identity, wire.ListNodes)
+        return list(nodes.result(self.options.start_timeout))
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
 
 
 def _barrier(transport: Transport, deadline: float) -> None:

@@ -22,11 +22,11 @@ from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
 from runtime import wire
 from runtime.client import Requests, identity
 from runtime.core import DEFAULTS, SystemOptions
-from runtime.driver import _tasks
+from runtime.driver import _observe, _tasks
 from runtime.driver._aio import AsyncActorSystem
 from runtime.driver._executor import DovecoteExecutor
 from runtime.driver._io import DriverIO
-from runtime.driver._link import HeadLink, Link, LocalLink
+from runtime.driver._link import HeadLink, Hosts, Link, LocalLink
 from runtime.driver._pipeline import Stage, run_pipeline
 from runtime.net import Context, Subscription, check_topic
 
@@ -35,7 +35,7 @@ __all__ = ["ActorSystem"]
 A = TypeVar("A", bound=Actor)
 
 
-class ActorSystem:
+class ActorSystem(_observe.Observed, Hosts):
     """A supervisor process and ``workers`` worker processes, gone on exit.
 
     Use it as a context manager, or call :meth:`shutdown` (idempotent). If the
@@ -50,8 +50,13 @@ class ActorSystem:
     for hung, killed and replaced; ``hang_threshold``, seconds one message may
     hold an actor before its stack is logged; ``max_memory`` (bytes resident) and
     ``max_messages``, limits past which a worker is recycled; ``log_level`` for
-    the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``, else WARNING).
+    the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``, else WARNING);
+    ``log_to_driver=False`` keeps the workers' output in their log files only, and
+    ``metrics_port`` serves Prometheus metrics on 127.0.0.1 (README: Operating it).
     """
+
+    _closed = False
+    _observing: _observe.Observing | None = None
 
     def __init__(
         self,
@@ -68,6 +73,8 @@ class ActorSystem:
         log_level: str | None = None,
         address: str | None = None,
         keys: str | None = None,
+        log_to_driver: bool = True,
+        metrics_port: int | None = None,
     ) -> None:
         self.options = SystemOptions.build(
             workers,
@@ -80,44 +87,33 @@ class ActorSystem:
             hang_threshold=hang_threshold,
             max_memory=max_memory,
             max_messages=max_messages,
+            log_to_driver=log_to_driver,
+            metrics_port=metrics_port,
         )
         self.system_id = secrets.token_hex(4)
-        self._closed = False
         self._ctx: Context = zmq.Context()
         address = address or os.environ.get("DOVECOTE_ADDRESS") or None
         self._link, self._io = _connect(self._ctx, self.system_id, self.options, address, keys)
         self._addresses, self._run_dir = self._link.addresses, self._link.run_dir
         self._transport = self._io.transport
-        self._start()
-        workers = None if address is not None else self.options.workers
-        self._requests = Requests(self._transport, self.system_id, workers, self._link.owner)
-        self._tasks = _tasks.Tasks(self._transport, self.system_id, self._slots, self._io.wait_any)
+        self._start(address is None)
 
-    def _start(self) -> None:
+    def _start(self, local: bool) -> None:
         """Wait for every worker to be up (a cluster: for one), then install the
         engine under the system's id; on any failure, leave nothing behind."""
         atexit.register(self.shutdown)
         try:
+            self._observing = _observe.Observing(self)
             hello = self._transport.control.request("start", identity, wire.Hello)
             self.system_id = hello.result(self.options.start_timeout)["system"]
+            self._observing.started(self)
         except BaseException:
             self.shutdown()
             raise
         _engine.install(self.system_id, self._transport)
-
-    @property
-    def workers(self) -> int:
-        """How many workers the system has now (in a cluster: on every node)."""
-        return len(self._slots())
-
-    def _slots(self) -> Sequence[int]:
-        return self._transport.slots() or range(self.options.workers)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        """The hosts of the system: name, address, workers, slots, alive, pid."""
-        self._check_open()
-        nodes = self._transport.control.request("nodes", identity, wire.ListNodes)
-        return list(nodes.result(self.options.start_timeout))
+        workers = self.options.workers if local else None  # a cluster's vary
+        self._requests = Requests(self._transport, self.system_id, workers, self._link.owner)
+        self._tasks = _tasks.Tasks(self._transport, self.system_id, self._slots, self._io.wait_any)
 
     def spawn(
         self,
@@ -222,6 +218,7 @@ class ActorSystem:
         timeout: float | None = None,
         retries: int = _tasks.DEFAULT_RETRIES,
         return_exceptions: bool = False,
+        progress: bool | Callable[[int, int | None], None] = False,
     ) -> Iterator[Any]:
         """As :meth:`map`, but results come as they complete."""
         self._check_open()
@@ -233,6 +230,7 @@ class ActorSystem:
             timeout=timeout,
             retries=retries,
             return_exceptions=return_exceptions,
+            progress=progress,
         )
 
     def as_completed(
@@ -303,6 +301,7 @@ class ActorSystem:
         self._transport.fail_all("the actor system was shut down", crashed=False)
         _engine.remove(self.system_id)
         self._link.close(timeout)
+        _observe.close(self._observing)
         self._io.close()
         self._ctx.term()
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import math
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 from actors._errors import SerializationError
 from actors._future import ActorFuture, describe
 from actors._ref import ActorRef
-from runtime import wire
+from runtime import observe, wire
 from runtime.client import Transport
 
 __all__ = ["DEFAULT_RETRIES", "Tasks", "as_completed"]
@@ -108,7 +107,7 @@ class Tasks:
     ) -> Iterator[Any]:
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
         chunks, limit = self.chunks(fn, iterable, chunksize, window)
-        report = _progress(progress, total)
+        report = observe.progress_for(progress, total)
         flying: deque[tuple[ActorFuture[Any], int]] = deque()  # (chunk, its length)
         sent = done = 0
         try:
@@ -121,8 +120,9 @@ class Tasks:
                 del future  # what was yielded is the caller's alone, as with the stdlib's map
                 yield from _drain(values)
                 done += length
-                report(done)
+                report.update(done)
         finally:
+            report.close()
             # stopped early: nobody wants these any more (nor waits for a verdict)
             self.transport.cancels.abandon([future for future, _ in flying])
 
@@ -261,24 +261,3 @@ def _auto_chunksize(total: int | None, workers: int) -> int:
     if total is None:
         return 64
     return max(1, min(math.ceil(total / (WINDOW_PER_WORKER * workers)), 100_000))
-
-
-def _progress(
-    progress: bool | Callable[[int, int | None], None], total: int | None
-) -> Callable[[int], None]:
-    if callable(progress):
-        return lambda done: progress(done, total)
-    if progress and sys.stderr.isatty():
-        return lambda done: _bar(done, total)
-    return lambda done: None
-
-
-def _bar(done: int, total: int | None) -> None:
-    if total:
-        filled = 30 * done // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-        if done >= total:
-            sys.stderr.write("\n")
-    else:
-        sys.stderr.write(f"\r{done} done")
-    sys.stderr.flush()

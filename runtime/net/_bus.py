@@ -64,6 +64,7 @@ RESERVED = "dovecote."  # the runtime's own lifecycle topics
 INPROC = "inproc://dovecote-bus"
 SYNC = "\x01sync/"
 BUS_HWM = 100_000
+PROXY_LINGER_MS = 500  # what the proxy still sends once the supervisor ends its context
 ASYNC_TURN = 0.25  # seconds a thread waits for an event for ``async for`` before looking again
 _DONTWAIT = int(zmq.DONTWAIT)
 
@@ -110,6 +111,7 @@ def run_proxy(ctx: Context, addresses: wire.Addresses, bound: threading.Event) -
             sock.setsockopt(zmq.LINGER, 0)
             secure_socket(sock, endpoint, server=True)
             sock.bind(endpoint)
+        xpub.setsockopt(zmq.LINGER, PROXY_LINGER_MS)  # the last events out at shutdown
         xsub.bind(INPROC)  # the supervisor's own lifecycle events
         xsub.send(b"\x01")  # every publisher sends everything: the XPUB filters
         bound.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -78,10 +79,13 @@ class Events:
         self.socket = socket
         self.proxy = proxy
         self.seqs: dict[str, int] = {}  # per topic, as every publisher numbers them
+        self.on_publish: Callable[[str, dict[str, Any]], None] | None = None  # the observer
 
     def publish(self, topic: str, **fields: Any) -> None:
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
         self.socket.send(net.encode(topic, b"supervisor", seq, fields))
+        if self.on_publish is not None:
+            self.on_publish(topic, fields)
 
     def close(self) -> None:
         self.socket.close()

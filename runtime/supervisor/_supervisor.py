@@ -44,12 +44,13 @@ from typing import Any
 import zmq
 
 from actors._errors import ActorCrashedError, ActorStoppedError
-from runtime import net, wire
+from runtime import net, observe, wire
 from runtime.core import ActorRecord, Directory, Group, ProcessArgs, SystemOptions
 from runtime.net import Context, Socket
 from runtime.supervisor._head import Head
 from runtime.supervisor._messages import Watchers, open_control, open_events
 from runtime.supervisor._nodes import PROBE, Nodes, RemoteProcess
+from runtime.supervisor._observe import Observer
 from runtime.supervisor._procedures import Procedure, Procedures, logged
 from runtime.supervisor._restarts import Restarts
 from runtime.supervisor._workers import STOP_GRACE, WorkerProc, Workers
@@ -79,6 +80,25 @@ def _crash_blob(cause: str) -> bytes:
     return wire.encode_error(ActorCrashedError(f"the actor's worker died ({cause})", cause))
 
 
+HANDLERS = {  # the control messages for the supervisor, and their handlers
+    wire.Hello: "on_hello",
+    wire.Ready: "on_ready",
+    wire.Heartbeat: "on_heartbeat",
+    wire.Recycle: "on_recycle",
+    wire.Spawn: "on_spawn",
+    wire.SpawnGroup: "on_spawn_group",
+    wire.Created: "on_created",
+    wire.Suspended: "on_suspended",
+    wire.Stopped: "on_stopped",
+    wire.Lookup: "on_lookup",
+    wire.ActorGone: "on_actor_gone",
+    wire.Watch: "on_watch",
+    wire.Shutdown: "on_shutdown",
+    wire.ListNodes: "on_list_nodes",
+    wire.Status: "on_status",
+}
+
+
 class Supervisor:
     """The loop, and the handlers of control messages, dispatched by record type."""
 
@@ -88,9 +108,11 @@ class Supervisor:
         self.control = open_control(self.ctx, args.addresses)
         self.events = open_events(self.ctx, args.addresses)
         self.poller = _poller(self.control.socket, None if head else sys.stdin.fileno())
+        self.observer = Observer(args, self.events, self.poller)
+        self.output = self.observer.output
         self.head = Head(self, Nodes(self.control)) if head else None
         nodes = None if self.head is None else self.head.nodes
-        self.workers = Workers(args, self.poller, self.control, nodes)
+        self.workers = Workers(args, self.poller, self.control, self.output, nodes)
         self.directory = Directory()
         self.watchers = Watchers(self.control, self.events)
         self.procedures = Procedures()
@@ -104,29 +126,16 @@ class Supervisor:
 
     def _handlers(self) -> dict[type, Handler]:
         extra = {} if self.head is None else self.head.handlers()
-        return extra | {
-            wire.Hello: self.on_hello,
-            wire.Ready: self.on_ready,
-            wire.Heartbeat: self.on_heartbeat,
-            wire.Recycle: self.on_recycle,
-            wire.Spawn: self.on_spawn,
-            wire.SpawnGroup: self.on_spawn_group,
-            wire.Created: self.on_created,
-            wire.Suspended: self.on_suspended,
-            wire.Stopped: self.on_stopped,
-            wire.Lookup: self.on_lookup,
-            wire.ActorGone: self.on_actor_gone,
-            wire.Watch: self.on_watch,
-            wire.Shutdown: self.on_shutdown,
-            wire.ListNodes: self.on_list_nodes,
-        }
+        return extra | {record: getattr(self, name) for record, name in HANDLERS.items()}
 
     # -- main loop ----------------------------------------------------------------
     def run(self) -> None:
         for slot in range(0 if self.head else self.args.options.workers):
             self.workers.start(slot)
+        self.observer.advertise()
         while self.workers.stop_deadline is None or self.workers.procs:
             self.step(self.next_timeout())
+        self.observer.end_output()
         for peer, req_id in self.stop_waiters:
             self.control.reply(peer, req_id, True, None)
 
@@ -136,6 +145,7 @@ class Supervisor:
         if control in events:
             while net.readable(control):
                 logged(self.on_control, net.recv(control, net.DONTWAIT))
+        self.output.handle(events)  # before exits: a dead worker's lines come first
         stdin = sys.stdin.fileno()
         if self.head is None and stdin in events and not os.read(stdin, READ_SIZE):
             log.info("supervisor: the driver is gone; shutting down")
@@ -165,9 +175,14 @@ class Supervisor:
         self.closing = True
         self.workers.orphan()
 
+    def on_status(self, peer: bytes, message: wire.Status) -> None:
+        status = self.observer.status(self.workers, self.directory)
+        self.control.reply(peer, message.req_id, True, status)
+
     def close(self) -> None:
         if self.head is not None:
             self.head.nodes.close()
+        self.observer.withdraw()
         self.events.close()
         self.control.close()
         self.ctx.term()
@@ -248,7 +263,9 @@ class Supervisor:
     def on_heartbeat(self, peer: bytes, message: wire.Heartbeat) -> None:
         worker = self.workers.procs.get(message.slot)
         if worker is not None and peer == b"h" + worker.identity:  # not a predecessor's
-            worker.liveness.beat(time.monotonic())
+            now = time.monotonic()
+            worker.liveness.beat(now)
+            self.observer.beat(message.slot, worker.proc.pid, message.stats, now)
 
     def on_recycle(self, peer: bytes, message: wire.Recycle) -> None:
         worker = self.workers.procs.get(message.slot)
@@ -445,6 +462,7 @@ def write_address(path: str, address: str) -> None:
 
 def main(options: str) -> None:
     args = ProcessArgs.from_json(options)
+    observe.set_title(f"dovecote supervisor (system {args.system_id})")
     logging.basicConfig(
         level=args.options.log_level,
         format="%(asctime)s supervisor %(levelname)s %(message)s",

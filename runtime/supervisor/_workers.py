@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from runtime import net, wire
+from runtime import net, observe, wire
 from runtime.core import Liveness, ProcessArgs
 from runtime.supervisor._messages import Control
 from runtime.supervisor._nodes import Node, Nodes, RemoteProcess
@@ -35,10 +35,17 @@ ESCALATION_STEP = 1.0  # seconds between SIGTERM and SIGKILL, and between later 
 class LocalProcess:
     """A worker process this supervisor started; its exit is seen through ``sentinel``."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], sentinel: int, poller: zmq.Poller) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        sentinel: int,
+        poller: zmq.Poller,
+        output: observe.OutputPipes,
+    ) -> None:
         self.proc = proc
         self.sentinel: int | None = sentinel
         self.poller = poller
+        self.output = output
         poller.register(sentinel, zmq.POLLIN)
 
     @property
@@ -57,6 +64,7 @@ class LocalProcess:
         os.close(self.sentinel)
         self.sentinel = None
         returncode = self.proc.wait()
+        self.output.remove(self.proc)  # its last lines, written before it died
         if self.proc.stdin:
             self.proc.stdin.close()
         return returncode
@@ -83,11 +91,17 @@ class Workers:
     """The worker in each slot, the incarnation of each slot, and the end of them all."""
 
     def __init__(
-        self, args: ProcessArgs, poller: zmq.Poller, control: Control, nodes: Nodes | None
+        self,
+        args: ProcessArgs,
+        poller: zmq.Poller,
+        control: Control,
+        output: observe.OutputPipes,
+        nodes: Nodes | None,
     ) -> None:
         self.args = args
         self.poller = poller
         self.control = control
+        self.output = output  # the stdout and stderr of the workers started here
         self.nodes = nodes  # a head's: workers start on them; else here
         self.homes: dict[int, Node] = {}  # a head's: the node each slot was last on
         self.procs: dict[int, WorkerProc] = {}
@@ -119,8 +133,9 @@ class Workers:
         path = net.worker_endpoint(args.addresses.run_dir, args.slot).removeprefix("ipc://")
         if os.path.exists(path):
             os.unlink(path)  # left by a dead worker of this slot; nobody else owns it
-        proc, sentinel = net.start_watched("worker", args.to_json())
-        return LocalProcess(proc, sentinel, self.poller)
+        proc, sentinel = net.start_watched("worker", args.to_json(), **self.output.popen())
+        self.output.add(args.slot, proc)
+        return LocalProcess(proc, sentinel, self.poller, self.output)
 
     def _launch(self, args: ProcessArgs, pinned: str | None = None) -> RemoteProcess | None:
         """On a node: the slot's own if it is alive, else the one with most room. With

@@ -51,12 +51,14 @@ __all__ = [
     "Shutdown",
     "Spawn",
     "SpawnGroup",
+    "Status",
     "StopActor",
     "Stopped",
     "Suspend",
     "Suspended",
     "Watch",
     "WorkerDied",
+    "WorkerStats",
     "decode_control",
     "encode_control",
     "op_name",
@@ -123,14 +125,38 @@ class Shutdown(NamedTuple):
     grace: float
 
 
+class Status(NamedTuple):
+    """Asks for the system's status; the reply's payload is JSON only (a CLI in
+    another terminal asks too, and must never be handed a pickle)."""
+
+    req_id: int
+
+
 # -- workers -> supervisor ----------------------------------------------------------
 class Ready(NamedTuple):
     slot: int
     pid: int
 
 
+class WorkerStats(NamedTuple):
+    """A worker's numbers, sent with each heartbeat by its health thread (so a
+    worker held by a long method still reports them)."""
+
+    handled: int  # messages handled since it started (tasks included)
+    tasks: int  # tasks and map chunks among them
+    queued: int  # messages read and not yet handled
+    method: str | None  # the method its loop runs now
+    actor_id: int  # whose method that is
+    busy_for: float  # seconds it has run
+    rss: int  # resident bytes
+    cpu: float  # percent of one CPU since the last heartbeat
+    stack: str | None  # the loop's stack, once a method has run STACK_AFTER seconds
+    queues: list[list[int]]  # [actor_id, messages waiting] of each actor with a queue
+
+
 class Heartbeat(NamedTuple):
     slot: int
+    stats: WorkerStats
 
 
 class Recycle(NamedTuple):
@@ -204,7 +230,7 @@ class Exit(NamedTuple):
 
 
 CONTROL_OPS: tuple[type, ...] = (
-    Hello, Spawn, SpawnGroup, Lookup, ActorGone, Watch, Shutdown,
+    Hello, Spawn, SpawnGroup, Lookup, ActorGone, Watch, Shutdown, Status,
     Ready, Heartbeat, Recycle, Created, Suspended, Stopped,
     Reply, WorkerDied, Down,
     Create, Suspend, Abandon, StopActor, Epochs, Exit,

@@ -23,7 +23,7 @@ from actors._ref import STOP_METHOD
 from runtime import wire
 from runtime.core import Cell, Mailbox
 from runtime.wire import Request
-from runtime.worker._health import Busy
+from runtime.worker._health import ASYNC_ACTOR, Busy
 from runtime.worker._inbox import Inbox
 from runtime.worker._loop import leave_if_forked
 from runtime.worker._replies import Replies, unpickling_error
@@ -55,6 +55,7 @@ class Actors:
         self.busy = busy
         self.slot = inbox.slot
         self.handled = 0
+        self.tasks = 0  # tasks and map chunks among the handled
         self.max_messages: int | None = None
         self.on_limit: Callable[[str], None] = lambda cause: None
         self.on_gone: Callable[[int, Request | None], None] = lambda actor_id, request: None
@@ -68,6 +69,7 @@ class Actors:
                 self.busy.start(f"task {request.method}", wire.TASK_ACTOR)
                 run_task(request, self.inbox.call_user, self.replies)
                 self.busy.end()
+                self.tasks += 1
                 self._count()
             elif request.actor_id == wire.BARRIER_ACTOR:
                 self.replies.reply(request, None)  # every earlier message from it is in
@@ -124,7 +126,7 @@ class Actors:
             forward = functools.partial(self._forward, request)
             result.add_done_callback(lambda future: self.loop.call_soon(forward, future))
         elif _awaitable(result):
-            task = asyncio.ensure_future(_contained(result))
+            task = asyncio.ensure_future(_contained(result, request.actor_id))
             cell.start(task, time.monotonic())
             task.add_done_callback(functools.partial(self._finish, cell, request))
             if cell.limit > 1:  # the next message starts once this one is at its await
@@ -259,9 +261,11 @@ class _Raised:
         self.exc = exc
 
 
-async def _contained(awaitable: Awaitable[Any]) -> Any:
+async def _contained(awaitable: Awaitable[Any], actor_id: int) -> Any:
     """Await an actor's coroutine. asyncio lets SystemExit out of the event loop,
-    which would end the worker: it comes back as a value, for the caller."""
+    which would end the worker: it comes back as a value, for the caller. The
+    task knows its actor (``ASYNC_ACTOR``): what it prints is tagged with it."""
+    ASYNC_ACTOR.set(actor_id)
     try:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as exc:

@@ -11,6 +11,7 @@ sends nothing, and the supervisor replaces it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import sys
@@ -26,9 +27,17 @@ from runtime import net, wire
 from runtime.core import Cell
 from runtime.net import Context
 
-__all__ = ["Busy", "HealthThread", "log_async_hangs"]
+__all__ = ["ASYNC_ACTOR", "Busy", "Counters", "HealthThread", "log_async_hangs"]
 
 log = logging.getLogger("dovecote")
+
+STACK_AFTER = 1.0  # seconds a method runs before heartbeats carry the loop's stack
+STACK_LIMIT = 40  # frames of it, the innermost
+# The actor whose async method an asyncio task runs: each task has its own value.
+ASYNC_ACTOR: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "dovecote_actor", default=None
+)
+Counters = Callable[[], tuple[int, int, int, list[list[int]]]]  # handled, tasks, queued, queues
 
 
 class Busy:
@@ -52,6 +61,13 @@ class Busy:
     def end(self) -> None:
         self.what = None
 
+    def current_actor(self) -> int | None:
+        """The actor whose code runs now: a sync method on the loop, else the
+        async method of the running task, else None (the worker itself)."""
+        if self.what is not None:
+            return self.actor_id
+        return ASYNC_ACTOR.get()
+
 
 class HealthThread(threading.Thread):
     def __init__(
@@ -65,6 +81,7 @@ class HealthThread(threading.Thread):
         hang_threshold: float,
         max_memory: int | None,
         on_memory_limit: Callable[[str], object],
+        counters: Counters = lambda: (0, 0, 0, []),
     ) -> None:
         super().__init__(name="dovecote-health", daemon=True)
         self.slot = slot
@@ -73,6 +90,7 @@ class HealthThread(threading.Thread):
         self.hang_threshold = hang_threshold
         self.max_memory = max_memory
         self.on_memory_limit = on_memory_limit
+        self.counters = counters
         self.loop_thread = threading.get_ident()
         self.stopping = threading.Event()
         self.sock = net.dealer(ctx, addresses.control, b"h" + name.encode(), 100)
@@ -89,9 +107,32 @@ class HealthThread(threading.Thread):
     def beat(self) -> None:
         # If the supervisor is not reading, it is its own problem to notice.
         with contextlib.suppress(zmq.Again):
-            net.send(self.sock, wire.encode_control(wire.Heartbeat(self.slot)), net.DONTWAIT)
+            beat = wire.Heartbeat(self.slot, self.stats())
+            net.send(self.sock, wire.encode_control(beat), net.DONTWAIT)
         self.check_memory()
         self.check_hang()
+
+    def stats(self) -> wire.WorkerStats:
+        """The numbers of this worker now: what runs, for how long, its counters."""
+        busy = self.busy
+        what, since, actor_id = busy.what, busy.since, busy.actor_id
+        busy_for = time.monotonic() - since if what is not None else 0.0
+        long = what is not None and busy_for >= STACK_AFTER
+        stack = self.loop_stack(STACK_LIMIT) if long else None
+        handled, tasks, queued, queues = self.counters()
+        try:
+            rss, cpu = self.process.memory_info().rss, self.process.cpu_percent(None)
+        except psutil.Error:
+            rss, cpu = 0, 0.0
+        return wire.WorkerStats(
+            handled, tasks, queued, what, actor_id if what else 0, busy_for, rss, cpu, stack, queues
+        )
+
+    def loop_stack(self, limit: int | None = None) -> str:
+        frame = sys._current_frames().get(self.loop_thread)
+        if frame is None:
+            return "(no stack)"
+        return "".join(traceback.format_stack(frame, limit))
 
     def check_memory(self) -> None:
         if self.max_memory is None or self.limit_reported:
@@ -109,8 +150,7 @@ class HealthThread(threading.Thread):
         if what is None or busy.reported or time.monotonic() - since < self.hang_threshold:
             return
         busy.reported = True
-        frame = sys._current_frames().get(self.loop_thread)
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
+        stack = self.loop_stack()
         log.warning(
             "worker %d: %s() of actor #%d has run for %.1f s (hang_threshold %.1f s); "
             "its stack:\n%s",

@@ -32,7 +32,7 @@ from actors import _engine
 from actors._actor import Actor
 from actors._future import ActorFuture
 from actors._ref import ActorRef
-from runtime import net, wire
+from runtime import net, observe, wire
 from runtime.client import Requests, Transport
 from runtime.core import Cell, Mailbox, ProcessArgs
 from runtime.net import Bus, Socket
@@ -44,6 +44,7 @@ from runtime.worker._inbox import Inbox
 from runtime.worker._keeper import Keeper
 from runtime.worker._local import LocalCalls
 from runtime.worker._loop import Reader, forked, noop
+from runtime.worker._observe import Tagger, counters
 from runtime.worker._replies import Replies
 
 __all__ = ["Worker", "main"]
@@ -118,6 +119,7 @@ class Worker:
             options.hang_threshold,
             options.max_memory,
             lambda cause: self.loop.call_soon_threadsafe(self.recycle, cause),
+            functools.partial(counters, self.actors, self.mailbox),
         )
 
     def _control_handlers(self) -> dict[type, Any]:
@@ -357,9 +359,9 @@ def main(options: str) -> None:
     _die_with_parent()
     if os.getppid() != args.parent:
         sys.exit(1)  # the supervisor died before the death signal was armed
-    logging.basicConfig(
-        level=args.options.log_level,
-        format=f"%(asctime)s worker {args.slot} %(levelname)s %(message)s",
-    )
+    observe.set_title(f"dovecote worker {args.slot} (system {args.system_id})")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    Worker(args).run()
+    worker = Worker(args)
+    levels = args.options.log_levels or {}
+    observe.capture_output(Tagger(worker.busy, worker.mailbox), levels, args.options.log_level)
+    worker.run()
