@@ -3,6 +3,7 @@ CURVE keys; each node plays a host of its own, so every call crosses tcp://."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -213,3 +214,19 @@ def test_a_node_joins_through_a_file_before_the_head_is_up(tmp_path: Path) -> No
     finally:
         running.close()
     assert not os.path.exists(address_file)  # the head removes it as it leaves
+
+
+def test_status_of_a_cluster_from_another_terminal(cluster: Cluster) -> None:
+    with connect(cluster) as system:
+        system.spawn(Where, node="nb", name="seen")
+        command = [sys.executable, "-m", "runtime._cli", "status", "--json"]
+        args = ["--address", cluster.address, "--keys", cluster.keys]
+        result = subprocess.run(command + args, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        assert sorted(w["slot"] for w in status["workers"]) == sorted(system._slots())
+        assert [a["name"] for a in status["actors"]] == ["seen"]
+        stranger = subprocess.run(  # without the keys: refused, a clear line, no hang
+            [*command, "--address", cluster.address], capture_output=True, text=True, timeout=30
+        )
+        assert stranger.returncode == 1 and "did not answer" in stranger.stderr

@@ -17,7 +17,7 @@ from typing import Any
 from runtime.observe._discovery import DiscoveryError, list_systems
 from runtime.observe._metrics import check_listen, serve_metrics
 from runtime.observe._pipes import log_dir, log_file
-from runtime.observe._query import QueryError, find_system, query_status
+from runtime.observe._query import QueryError, cluster_entry, find_system, query_status
 from runtime.observe._tables import actor_text, entry_text, render_top, status_text
 
 __all__ = ["find_system", "query_status", "register", "render_top", "run"]
@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
     _system_option(inspect)
     inspect.set_defaults(handler=_inspect)
     logs = sub.add_parser("logs", help="the workers' output and log records")
-    _system_option(logs)
+    _system_option(logs, cluster=False)  # a cluster's logs stay on its hosts
     logs.add_argument("-f", "--follow", action="store_true", help="print new lines as they come")
     logs.add_argument("-n", "--lines", type=int, default=20, help="how many to print first")
     which = logs.add_mutually_exclusive_group()
@@ -55,15 +55,31 @@ def register(sub: Any) -> None:
     metrics.set_defaults(handler=_metrics)
 
 
-def _system_option(parser: argparse.ArgumentParser) -> None:
+def _system_option(parser: argparse.ArgumentParser, cluster: bool = True) -> None:
     parser.add_argument("--system", help="the system id (needed when several run)")
+    if not cluster:
+        return
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("DOVECOTE_ADDRESS") or None,
+        help="a cluster's head, tcp://HOST:PORT (default: $DOVECOTE_ADDRESS)",
+    )
+    parser.add_argument("--keys", default=os.environ.get("DOVECOTE_KEYS") or None,
+                        help="the cluster's keys (default: $DOVECOTE_KEYS)")  # fmt: skip
+
+
+def _target(args: argparse.Namespace) -> dict[str, Any]:
+    """The system asked: a cluster's head (``--address``), else one found here."""
+    if args.address is not None:
+        return cluster_entry(args.address, args.keys)
+    return find_system(args.system)
 
 
 def run(handler: Any, args: argparse.Namespace) -> int:
     """Run a subcommand; a failure is one line on stderr and status 1."""
     try:
         return int(handler(args))
-    except (DiscoveryError, QueryError, LookupError, TimeoutError, ImportError, ValueError) as exc:
+    except (DiscoveryError, QueryError, LookupError, OSError, ImportError, ValueError) as exc:
         print(f"dovecote {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -72,8 +88,8 @@ def run(handler: Any, args: argparse.Namespace) -> int:
 
 # -- status, inspect, top ---------------------------------------------------------------
 def _status(args: argparse.Namespace) -> int:
-    if args.system is not None:
-        entries = [find_system(args.system)]
+    if args.system is not None or args.address is not None:
+        entries = [_target(args)]
     else:
         entries, refused = list_systems()
         for why in refused:
@@ -82,14 +98,15 @@ def _status(args: argparse.Namespace) -> int:
             raise DiscoveryError("no running dovecote system found")
     statuses = [query_status(entry) for entry in entries]
     if args.json:
-        print(json.dumps(statuses[0] if args.system else statuses, indent=2))
+        one = args.system is not None or args.address is not None
+        print(json.dumps(statuses[0] if one else statuses, indent=2))
     else:
         print("\n\n".join(status_text(s, e) for s, e in zip(statuses, entries, strict=True)))
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    print(actor_text(query_status(find_system(args.system)), args.name))
+    print(actor_text(query_status(_target(args)), args.name))
     return 0
 
 
@@ -99,7 +116,7 @@ def _top(args: argparse.Namespace) -> int:
         from rich.live import Live
     except ImportError:
         raise ImportError("top needs rich: pip install 'dovecote[cli]'") from None
-    entry = find_system(args.system)
+    entry = _target(args)
     shown = 0
     with Live(console=Console(), auto_refresh=False, screen=False) as live:
         while True:
@@ -164,7 +181,7 @@ def _logs(args: argparse.Namespace) -> int:
 # -- metrics ---------------------------------------------------------------------------
 def _metrics(args: argparse.Namespace) -> int:
     host, port = check_listen(args.listen, args.public)
-    entry = find_system(args.system)
+    entry = _target(args)
     server = serve_metrics(lambda: query_status(entry), host, port)
     print(f"serving http://{host}:{server.port}/metrics for system {entry['system_id']}")
     sys.stdout.flush()

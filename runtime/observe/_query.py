@@ -13,7 +13,7 @@ import zmq
 from runtime import net, wire
 from runtime.observe._discovery import DiscoveryError, check_private_dir, list_systems
 
-__all__ = ["QueryError", "find_system", "query_status"]
+__all__ = ["QueryError", "cluster_entry", "find_system", "query_status"]
 
 
 class QueryError(Exception):
@@ -35,14 +35,34 @@ def find_system(system_id: str | None) -> dict[str, Any]:
     raise DiscoveryError(f"{len(entries)} systems are running ({ids}): pick one with --system")
 
 
-def query_status(entry: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """The status reply of the system ``entry`` names, as JSON."""
+def cluster_entry(address: str, keys: str | None) -> dict[str, Any]:
+    """What stands for a discovery file when the system is a cluster's head."""
+    net.split_address(address)  # a bad address is a usage error, now
+    return {"system_id": address, "address": address, "keys": keys}
+
+
+def _control_endpoint(entry: dict[str, Any], ctx: net.Context) -> str:
+    """A cluster head's (over CURVE with the keys), else the checked local one."""
+    if "address" in entry:
+        if entry["keys"] is not None:
+            net.secure(ctx, net.load_keys(entry["keys"]), serve=False)
+        return net.cluster_addresses(entry["address"], "", entry["keys"]).control
     run_dir = entry["run_dir"]
     check_private_dir(run_dir)
     endpoint = net.local_addresses(run_dir).control
     if entry["control"] != endpoint:
         raise DiscoveryError(f"control endpoint {entry['control']!r} is not in {run_dir}")
+    return endpoint
+
+
+def query_status(entry: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """The status reply of the system ``entry`` names, as JSON."""
     ctx: net.Context = zmq.Context()
+    try:
+        endpoint = _control_endpoint(entry, ctx)
+    except BaseException:
+        ctx.term()
+        raise
     sock = net.dealer(ctx, endpoint, b"cli-" + secrets.token_hex(4).encode(), hwm=16)
     try:
         net.send(sock, wire.encode_control(wire.Status(1)))
