@@ -169,19 +169,10 @@ class Transport:
     def _dealer(self, slot: int) -> Socket:
         sock = self._dealers.get(slot)
         if sock is None:
-            endpoint = self._endpoint(slot)
+            endpoint = mailbox(self.places.get(slot), self.addresses, slot)
             sock = self._dealers[slot] = net.dealer(self.ctx, endpoint)
             self._on_socket(sock, True)
         return sock
-
-    def _endpoint(self, slot: int) -> str:
-        """A slot's mailbox: ipc on this host (or in a one-host system), else tcp."""
-        place = self.places.get(slot)
-        if place is None:
-            return net.worker_endpoint(self.addresses.run_dir, slot)
-        if place.tcp is None or place.host == self.addresses.host:
-            return place.ipc
-        return place.tcp
 
     def slots(self) -> list[int]:  # a cluster's, placed on a node (one host's: none)
         return sorted(slot for slot, place in self.places.items() if place.ipc)
@@ -212,6 +203,9 @@ class Transport:
         return self.control.flush() and ok
 
     def _flush_slot(self, slot: int) -> bool:
+        place = self.places.get(slot)
+        if place is not None and not place.ipc:
+            return False  # a cluster's slot with no node to run on: held until one joins
         with self._lock:
             outbox = self.calls.outboxes[slot]
             entries, buffers = outbox.take()
@@ -341,3 +335,12 @@ class Transport:
             sock.close(linger=0)
         self._dealers.clear()
         self.control.close()
+
+
+def mailbox(place: wire.Place | None, addresses: wire.Addresses, slot: int) -> str:
+    """A slot's mailbox: ipc on this host (or in a one-host system), else tcp."""
+    if place is None:
+        return net.worker_endpoint(addresses.run_dir, slot)
+    if place.tcp is None or place.host == addresses.host:
+        return place.ipc
+    return place.tcp
