@@ -35,6 +35,9 @@ class Where(Actor):
     def emit(self, topic: str, obj: object) -> None:
         self.system.publish(topic, obj)
 
+    def say(self, text: str) -> None:
+        print(text)
+
     def block(self, path: str) -> None:
         while not os.path.exists(path):  # held until the test lets go (or the node dies)
             time.sleep(0.01)
@@ -230,3 +233,21 @@ def test_status_of_a_cluster_from_another_terminal(cluster: Cluster) -> None:
             [*command, "--address", cluster.address], capture_output=True, text=True, timeout=30
         )
         assert stranger.returncode == 1 and "did not answer" in stranger.stderr
+
+
+def test_the_output_of_a_nodes_workers_reaches_the_driver(
+    cluster: Cluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with connect(cluster) as system:
+        ref = system.spawn(Where, node="nb", name="talker")
+        ref.say("hello from nb").result(timeout=10)
+        seen = ""
+
+        def printed() -> bool:
+            nonlocal seen
+            seen += capfd.readouterr().out
+            return "hello from nb" in seen
+
+        wait_for(printed, 15, "the line from nb's worker")
+        line = next(x for x in seen.splitlines() if "hello from nb" in x)
+        assert "Where" in line and "name=talker" in line  # the prefix names the actor

@@ -35,7 +35,7 @@ ALLOWED = {  # runtime package -> the runtime packages it may import
     "driver": {"wire", "core", "net", "client", "observe"},
     "supervisor": {"wire", "core", "net", "observe"},
     "worker": {"wire", "core", "net", "client", "observe"},
-    "node": {"wire", "core", "net"},
+    "node": {"wire", "core", "net", "observe"},
 }
 SANS_IO_FORBIDDEN = {"zmq", "threading", "asyncio", "socket", "selectors", "subprocess"}
 MAX_CLASS_LINES = 300

@@ -96,7 +96,8 @@ class HeadLink:
         self._thread.start()
 
     def _beat(self, sock: net.Socket) -> None:
-        heard = time.monotonic()
+        """Until the head first answers, the start's own timeout is the bound."""
+        heard: float | None = None
         try:
             while not self._stop.is_set():
                 with contextlib.suppress(Exception):
@@ -104,7 +105,7 @@ class HeadLink:
                 while sock.poll(int(BEAT * 1000)):
                     net.recv(sock)
                     heard = time.monotonic()
-                self._silent = time.monotonic() - heard
+                self._silent = 0.0 if heard is None else time.monotonic() - heard
                 if self._silent > BEAT * LIVES:
                     os.write(self._lost, b"!")
                     return

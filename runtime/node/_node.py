@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from runtime import net, wire
+from runtime import net, observe, wire
 from runtime.core import ProcessArgs
 
 __all__ = ["LOST", "Node", "main", "read_join_file"]
@@ -69,6 +69,10 @@ class Node:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)  # joining: retry, backing off to 5 s
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
         self.workers: dict[int, Worker] = {}
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        # the workers' stdout and stderr: log files here, and lines to the head's bus
+        self.output = observe.OutputPipes(self.run_dir, self._poll_fd, self._forward)
         self.incarnation = 0
         self.heard = time.monotonic()
 
@@ -100,8 +104,6 @@ class Node:
 
     # -- serving ---------------------------------------------------------------------
     def serve(self) -> int:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
         next_beat = self.heard = time.monotonic()
         while True:
             now = time.monotonic()
@@ -112,13 +114,12 @@ class Node:
                 log.error("node %s: the head is silent for %.1f s; leaving", self.name,
                           now - self.heard)  # fmt: skip
                 return LOST
-            for sock, _ in poller.poll(int(max(0.0, next_beat - now) * 1000) + 1):
-                if sock is self.sock:
-                    if not self.drain():
-                        return LOST
-                else:
-                    self.reap(sock, poller)
-            self.watch(poller)
+            ready = dict(self.poller.poll(int(max(0.0, next_beat - now) * 1000) + 1))
+            self.output.handle(ready)  # before exits: a dead worker's last lines first
+            if self.sock in ready and not self.drain():
+                return LOST
+            for worker in [w for w in self.workers.values() if w.sentinel in ready]:
+                self.reap(worker)
 
     def drain(self) -> bool:
         """Handle what the head sent; False once it lets this node go."""
@@ -141,8 +142,10 @@ class Node:
         path = place.ipc.removeprefix("ipc://")
         if os.path.exists(path):
             os.unlink(path)  # a dead worker's of this slot
-        proc, sentinel = net.start_watched("worker", args.to_json())
+        proc, sentinel = net.start_watched("worker", args.to_json(), **self.output.popen())
+        self.output.add(place.slot, proc)
         self.workers[place.slot] = Worker(place.epoch, proc, sentinel)
+        self.poller.register(sentinel, zmq.POLLIN)
         log.info("node %s: worker %d (epoch %d) is pid %d", self.name, place.slot, place.epoch,
                  proc.pid)  # fmt: skip
 
@@ -151,22 +154,23 @@ class Node:
         if worker is not None and worker.epoch == message.epoch:
             worker.proc.send_signal(message.signal)
 
-    def watch(self, poller: zmq.Poller) -> None:
-        registered = {fd for fd, _ in poller.sockets if isinstance(fd, int)}
-        for worker in self.workers.values():
-            if worker.sentinel not in registered:
-                poller.register(worker.sentinel, zmq.POLLIN)
+    def reap(self, worker: Worker) -> None:
+        slot = next(slot for slot, each in self.workers.items() if each is worker)
+        del self.workers[slot]
+        self.poller.unregister(worker.sentinel)
+        os.close(worker.sentinel)
+        code = worker.proc.wait()
+        self.output.remove(worker.proc)  # its last lines, written before it died
+        if worker.proc.stdin:
+            worker.proc.stdin.close()
+        self.send(wire.Exited(slot, worker.epoch, code))
 
-    def reap(self, sentinel: Any, poller: zmq.Poller) -> None:
-        poller.unregister(sentinel)
-        for slot, worker in list(self.workers.items()):
-            if worker.sentinel == sentinel:
-                del self.workers[slot]
-                os.close(sentinel)
-                code = worker.proc.wait()
-                if worker.proc.stdin:
-                    worker.proc.stdin.close()
-                self.send(wire.Exited(slot, worker.epoch, code))
+    def _poll_fd(self, fd: int, added: bool) -> None:
+        self.poller.register(fd, zmq.POLLIN) if added else self.poller.unregister(fd)
+
+    def _forward(self, entries: list[dict[str, Any]]) -> None:
+        """Workers' lines, to the head, which publishes them to the drivers."""
+        self.send(wire.NodeOutput(entries))
 
     # -- the socket --------------------------------------------------------------------
     def send(self, message: object) -> None:
@@ -190,9 +194,11 @@ class Node:
         for worker in self.workers.values():
             worker.proc.wait()
             os.close(worker.sentinel)
+            self.output.remove(worker.proc)
             if worker.proc.stdin:
                 worker.proc.stdin.close()
         self.workers.clear()
+        self.output.close()
         self.sock.close(linger=0)
         self.ctx.term()
         shutil.rmtree(self.run_dir, ignore_errors=True)

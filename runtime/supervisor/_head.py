@@ -46,6 +46,7 @@ class Head:
             wire.Exited: self.on_exited,
             wire.ClientBeat: self.on_client_beat,
             wire.Goodbye: self.on_goodbye,
+            wire.NodeOutput: self.on_node_output,
         }
 
     # -- nodes ------------------------------------------------------------------------
@@ -71,6 +72,10 @@ class Head:
             return  # a fenced node's late word
         worker.proc.returncode = message.returncode
         self.sup.on_worker_exit(worker)
+
+    def on_node_output(self, peer: bytes, message: wire.NodeOutput) -> None:
+        if self.nodes.of(peer) is not None and self.sup.args.options.log_to_driver:
+            self.sup.observer.publish_output(message.entries)
 
     def on_node_lost(self, node: Node, cause: str) -> None:
         """Every worker of a lost node is taken for dead; their slots move."""

@@ -8,7 +8,7 @@ workers itself and every mailbox is an ipc path in the run directory.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "Addresses",
@@ -20,6 +20,7 @@ __all__ = [
     "Launch",
     "ListNodes",
     "NodeBeat",
+    "NodeOutput",
     "Place",
     "Placed",
     "Signal",
@@ -72,6 +73,12 @@ class NodeBeat(NamedTuple):
 
     name: str
     incarnation: int
+
+
+class NodeOutput(NamedTuple):
+    """Lines its workers wrote (``observe``'s JSON entries), for the drivers."""
+
+    entries: list[Any]
 
 
 class Exited(NamedTuple):

@@ -26,6 +26,7 @@ from runtime.wire._cluster import (
     Launch,
     ListNodes,
     NodeBeat,
+    NodeOutput,
     Placed,
     Signal,
 )
@@ -235,7 +236,7 @@ CONTROL_OPS: tuple[type, ...] = (
     Reply, WorkerDied, Down,
     Create, Suspend, Abandon, StopActor, Epochs, Exit,
     Join, NodeBeat, Exited, Joined, Launch, Signal, Placed, ClientBeat, Goodbye,
-    ListNodes,
+    ListNodes, NodeOutput,
 )  # fmt: skip
 
 
