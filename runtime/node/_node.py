@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from runtime import net, observe, wire
 from runtime.core import ProcessArgs
@@ -36,6 +37,11 @@ log = logging.getLogger("dovecote")
 BEAT = 1.0  # seconds between heartbeats to the head (as the head expects: NODE_BEAT)
 LIVES = 3  # unanswered beats before the head is taken for lost
 LOST = 3  # exit status: the head was lost, or it took this node for lost
+REFUSALS = (  # a handshake that failed: refused key, wrong server key, not CURVE
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 
 class Worker:
@@ -93,14 +99,26 @@ class Node:
             self.close()
 
     def await_joined(self, timeout: float) -> bool:
+        """Wait for the head's welcome; say why each failed handshake failed."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sock.poll(int(min(1.0, deadline - time.monotonic()) * 1000) + 1):
-                message = self.receive()
-                if isinstance(message, wire.Joined) and not message.lost:
-                    self.incarnation = message.incarnation
-                    return True
-        return False
+        monitor = self.sock.get_monitor_socket(REFUSALS)
+        told: set[int] = set()
+        try:
+            while time.monotonic() < deadline:
+                if monitor.poll(0):
+                    event = int(recv_monitor_message(monitor)["event"])
+                    if event not in told:  # once each: the join retries with backoff
+                        told.add(event)
+                        _refused(self.addresses.control, event)
+                if self.sock.poll(int(min(0.25, deadline - time.monotonic()) * 1000) + 1):
+                    message = self.receive()
+                    if isinstance(message, wire.Joined) and not message.lost:
+                        self.incarnation = message.incarnation
+                        return True
+            return False
+        finally:
+            self.sock.disable_monitor()
+            monitor.close(linger=0)
 
     # -- serving ---------------------------------------------------------------------
     def serve(self) -> int:
@@ -202,6 +220,14 @@ class Node:
         self.sock.close(linger=0)
         self.ctx.term()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _refused(head: str, event: int) -> None:
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        log.error("the head at %s refused this node's key: are the keys the cluster's?", head)
+    else:
+        log.error("the handshake with the head at %s failed (%s): are the keys the cluster's, "
+                  "and CURVE on both sides?", head, zmq.Event(event).name)  # fmt: skip
 
 
 def route_to(host: str, port: int) -> str:
