@@ -28,8 +28,9 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-if TYPE_CHECKING:
-    from runtime.net._sockets import Context, Socket
+if TYPE_CHECKING:  # as net._sockets has them, without importing it (it imports us)
+    Socket = zmq.Socket[bytes]
+    Context = zmq.Context[Socket]
 
 __all__ = [
     "ZAP_DOMAIN",

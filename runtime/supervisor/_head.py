@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from runtime import wire
+from runtime.core import ActorRecord, Directory, ProcessArgs
+from runtime.supervisor._messages import Control
 from runtime.supervisor._nodes import NODE_BEAT, NODE_LIVES, Node, Nodes, RemoteProcess
-from runtime.supervisor._procedures import Procedure
-
-if TYPE_CHECKING:
-    from runtime.supervisor._supervisor import Supervisor
+from runtime.supervisor._observe import Observer
+from runtime.supervisor._procedures import Procedure, Procedures
+from runtime.supervisor._workers import WorkerProc, Workers
 
 __all__ = ["Head"]
 
@@ -28,6 +29,21 @@ log = logging.getLogger("dovecote")
 
 OWNER_GRACE = 5.0  # seconds an owner's actors wait for it after its heartbeats stop
 STOP_TIMEOUT = 10.0  # seconds the owned actors of a departed driver get for on_stop
+
+
+class Supervisor(Protocol):
+    """The parts of the supervisor the head works with."""
+
+    args: ProcessArgs
+    control: Control
+    workers: Workers
+    directory: Directory
+    procedures: Procedures
+    observer: Observer
+
+    def on_worker_exit(self, worker: WorkerProc) -> None: ...
+
+    def forget(self, actor: ActorRecord, reason: str) -> None: ...
 
 
 class Head:
