@@ -251,3 +251,42 @@ def test_the_output_of_a_nodes_workers_reaches_the_driver(
         wait_for(printed, 15, "the line from nb's worker")
         line = next(x for x in seen.splitlines() if "hello from nb" in x)
         assert "Where" in line and "name=talker" in line  # the prefix names the actor
+
+
+KILLED_DRIVER = """
+import sys
+from runtime import ActorSystem
+from tests.test_cluster import Where
+system = ActorSystem(address=sys.argv[1], keys=sys.argv[2], start_timeout=30)
+system.spawn(Where, name="orphan")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_killed_drivers_actors_are_stopped(cluster: Cluster) -> None:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DRIVER, cluster.address, cluster.keys],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert driver.stdout is not None and driver.stdout.readline() == "ready\n"
+        with connect(cluster) as system:
+            assert system.lookup("orphan").where().result(timeout=10)[1] in ("na", "nb")
+            driver.kill()  # no goodbye: its heartbeats stop
+
+            def stopped() -> bool:
+                try:
+                    system.lookup("orphan")
+                except LookupError:
+                    return True
+                return False
+
+            wait_for(stopped, 30, "the dead driver's actor to be stopped")
+    finally:
+        driver.kill()
+        driver.wait()
+        if driver.stdin is not None:
+            driver.stdin.close()
+        if driver.stdout is not None:
+            driver.stdout.close()
