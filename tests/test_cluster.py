@@ -80,8 +80,9 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
 
 
 def connect(cluster: Cluster, nodes: int = 2) -> ActorSystem:
-    system = ActorSystem(address=cluster.address, keys=cluster.keys, start_timeout=30)
-    wait_for(lambda: len(system.nodes()) >= nodes and system.workers >= nodes, 30, "nodes")
+    system = ActorSystem(nodes, address=cluster.address, keys=cluster.keys, start_timeout=30)
+    assert system.workers >= nodes  # it waited for them: one worker per node here
+    wait_for(lambda: len(system.nodes()) >= nodes, 30, "nodes")
     return system
 
 

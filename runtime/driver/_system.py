@@ -22,12 +22,13 @@ from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
 from runtime import wire
 from runtime.client import Requests, identity
 from runtime.core import DEFAULTS, SystemOptions
-from runtime.driver import _observe, _tasks
+from runtime.driver import _observe
 from runtime.driver._aio import AsyncActorSystem
 from runtime.driver._executor import DovecoteExecutor
 from runtime.driver._io import DriverIO
 from runtime.driver._link import HeadLink, Hosts, Link, LocalLink
 from runtime.driver._pipeline import Stage, run_pipeline
+from runtime.driver._tasks import DEFAULT_RETRIES, Tasks, as_completed
 from runtime.net import Context, Subscription, check_topic
 
 __all__ = ["ActorSystem"]
@@ -53,9 +54,16 @@ class ActorSystem(_observe.Observed, Hosts):
     the supervisor and workers (default: ``$DOVECOTE_LOG_LEVEL``, else WARNING);
     ``log_to_driver=False`` keeps the workers' output in their log files only, and
     ``metrics_port`` serves Prometheus metrics on 127.0.0.1 (README: Operating it).
+
+    With ``address`` (or ``$DOVECOTE_ADDRESS``) it joins a cluster's head instead,
+    with ``keys`` (or ``$DOVECOTE_KEYS``), and starts no process: ``workers`` is
+    then how many of the cluster's workers to wait for (default: one), and the
+    other options are the head's (README: Cluster).
     """
 
     _closed = False
+    _requests: Requests  # made by ``_start``, once the system's id is known
+    _tasks: Tasks
     _observing: _observe.Observing | None = None
 
     def __init__(
@@ -96,24 +104,7 @@ class ActorSystem(_observe.Observed, Hosts):
         self._link, self._io = _connect(self._ctx, self.system_id, self.options, address, keys)
         self._addresses, self._run_dir = self._link.addresses, self._link.run_dir
         self._transport = self._io.transport
-        self._start(address is None)
-
-    def _start(self, local: bool) -> None:
-        """Wait for every worker to be up (a cluster: for one), then install the
-        engine under the system's id; on any failure, leave nothing behind."""
-        atexit.register(self.shutdown)
-        try:
-            self._observing = _observe.Observing(self)
-            hello = self._transport.control.request("start", identity, wire.Hello)
-            self.system_id = hello.result(self.options.start_timeout)["system"]
-            self._observing.started(self)
-        except BaseException:
-            self.shutdown()
-            raise
-        _engine.install(self.system_id, self._transport)
-        workers = self.options.workers if local else None  # a cluster's vary
-        self._requests = Requests(self._transport, self.system_id, workers, self._link.owner)
-        self._tasks = _tasks.Tasks(self._transport, self.system_id, self._slots, self._io.wait_any)
+        _start(self, address is None, workers or 0)
 
     def spawn(
         self,
@@ -184,7 +175,7 @@ class ActorSystem(_observe.Observed, Hosts):
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
-        retries: int = _tasks.DEFAULT_RETRIES,
+        retries: int = DEFAULT_RETRIES,
         return_exceptions: bool = False,
         progress: bool | Callable[[int, int | None], None] = False,
     ) -> Iterator[Any]:
@@ -216,7 +207,7 @@ class ActorSystem(_observe.Observed, Hosts):
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
-        retries: int = _tasks.DEFAULT_RETRIES,
+        retries: int = DEFAULT_RETRIES,
         return_exceptions: bool = False,
         progress: bool | Callable[[int, int | None], None] = False,
     ) -> Iterator[Any]:
@@ -238,7 +229,7 @@ class ActorSystem(_observe.Observed, Hosts):
     ) -> Iterator[ActorFuture[Any]]:
         """Yield ``futures`` (from calls or tasks) as they complete."""
         self._check_open()
-        return _tasks.as_completed(self._io.wait_any, futures, timeout)
+        return as_completed(self._io.wait_any, futures, timeout)
 
     def pipeline(
         self,
@@ -334,6 +325,26 @@ class ActorSystem(_observe.Observed, Hosts):
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
         return f"<ActorSystem {self.system_id} workers={self.workers} {state}>"
+
+
+def _start(self: ActorSystem, local: bool, wanted: int) -> None:
+    """Wait for every worker to be up (a cluster: for one), then install the
+    engine under the system's id; on any failure, leave nothing behind."""
+    atexit.register(self.shutdown)
+    try:
+        self._observing = _observe.Observing(self)
+        hello = self._transport.control.request(
+            "start", identity, lambda req_id: wire.Hello(req_id, 0 if local else wanted)
+        )
+        self.system_id = hello.result(self.options.start_timeout)["system"]
+        self._observing.started(self)
+    except BaseException:
+        self.shutdown()
+        raise
+    _engine.install(self.system_id, self._transport)
+    workers = self.options.workers if local else None  # a cluster's vary
+    self._requests = Requests(self._transport, self.system_id, workers, self._link.owner)
+    self._tasks = Tasks(self._transport, self.system_id, self._slots, self._io.wait_any)
 
 
 def _connect(

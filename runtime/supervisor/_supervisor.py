@@ -122,7 +122,7 @@ class Supervisor:
         self.handlers = self._handlers()
         self.closing = False  # shutting down: no more restarts
         self.stop_waiters: list[tuple[bytes, int]] = []
-        self.waiting_hello: list[tuple[bytes, int]] = []
+        self.waiting_hello: list[tuple[bytes, int, int]] = []  # peer, request, workers
 
     def _handlers(self) -> dict[type, Handler]:
         extra = {} if self.head is None else self.head.handlers()
@@ -238,7 +238,7 @@ class Supervisor:
         self.control.clients.add(peer)
         if self.head is not None:
             self.head.hello(peer)
-        self.waiting_hello.append((peer, message.req_id))
+        self.waiting_hello.append((peer, message.req_id, message.workers))
         self.announce()
 
     def on_ready(self, peer: bytes, message: wire.Ready) -> None:
@@ -253,12 +253,17 @@ class Supervisor:
         self.announce()
 
     def announce(self) -> None:
-        """Answer the drivers' hellos once every worker is ready (a head: and one is)."""
-        if self.workers.all_ready() and (self.head is None or self.workers.ready_slots()):
-            for peer, req_id in self.waiting_hello:
-                hello = {"system": self.args.system_id, "workers": len(self.workers.procs)}
+        """Answer the drivers' hellos once every worker is ready (a head: once as many
+        are as the driver asked for, at least one)."""
+        if not self.workers.all_ready():
+            return
+        ready = len(self.workers.ready_slots())
+        hello = {"system": self.args.system_id, "workers": ready}
+        for waiting in list(self.waiting_hello):
+            peer, req_id, wanted = waiting
+            if self.head is None or ready >= max(1, wanted):
                 self.control.reply(peer, req_id, True, hello)
-            self.waiting_hello.clear()
+                self.waiting_hello.remove(waiting)
 
     def on_heartbeat(self, peer: bytes, message: wire.Heartbeat) -> None:
         worker = self.workers.procs.get(message.slot)

@@ -92,6 +92,7 @@ class GroupSpec(NamedTuple):
 # -- clients (the driver, actors) -> supervisor ----------------------------------
 class Hello(NamedTuple):
     req_id: int
+    workers: int = 0  # a cluster's driver: answer once this many workers are ready
 
 
 class Spawn(NamedTuple):
