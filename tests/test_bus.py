@@ -88,8 +88,8 @@ def test_a_slow_subscriber_is_told_what_it_missed(
         go.wait(timeout=30)
 
     with system.subscribe("flood", stuck_at_first):
-        total = 300_000  # more than the proxy's and the subscriber's queues hold
-        shouter.shout.tell("flood", total, str(done))
+        total = 300_000  # more frames than the proxy's and the subscriber's queues hold
+        shouter.shout_apart.tell("flood", total, str(done))
         deadline = time.monotonic() + 30
         while not done.exists():  # the publisher is through: the queues overflowed
             assert time.monotonic() < deadline

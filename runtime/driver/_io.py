@@ -181,6 +181,7 @@ class DriverIO:
 
     # -- the event bus ------------------------------------------------------------------
     def publish(self, topic: str, obj: Any) -> None:
+        obj = net.portable(topic, obj)  # an event that cannot be pickled raises here
         with self._lock:
             self.transport._check_open()
             self._events.append((topic, obj))
