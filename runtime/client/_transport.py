@@ -208,10 +208,10 @@ class Transport:
         ok = True
         for slot, outbox in list(self.calls.outboxes.items()):
             if outbox.entries:
-                ok = self._flush_slot(slot) and ok
+                ok = self.flush_slot(slot) is not None and ok
         return self.control.flush() and ok
 
-    def _flush_slot(self, slot: int) -> bool:
+    def flush_slot(self, slot: int) -> Socket | None:  # its DEALER; None: the worker is full
         with self._lock:
             outbox = self.calls.outboxes[slot]
             entries, buffers = outbox.take()
@@ -223,12 +223,12 @@ class Transport:
             except zmq.Again:
                 with self._lock:
                     outbox.put_back(entries, buffers)
-                return False
+                return None
             if not outbox.entries:
-                return True
+                return sock
             with self._lock:
                 entries, buffers = outbox.take()
-        return True
+        return sock
 
     def has_outgoing(self) -> bool:
         return self.control.has_outgoing() or self.calls.has_outgoing()
