@@ -100,11 +100,11 @@ class Calls:
         return 0 if outbox is None else len(outbox.entries)
 
     def lone(self, msg_id: int) -> int | None:
-        """The slot of call ``msg_id`` if the call waits in its outbox alone and no
-        other outbox holds anything (the direct path of the thread that waits for
-        it); else None."""
+        """The slot of call ``msg_id`` if it is the only call pending, and waits in its
+        outbox alone, and no other outbox holds anything (the direct path of the
+        thread that waits for it: no other reply is expected); else None."""
         pending = self.pending.get(msg_id)
-        if pending is None:
+        if pending is None or len(self.pending) != 1:
             return None
         slot = pending.slot
         for each, outbox in self.outboxes.items():

@@ -16,6 +16,7 @@ The sending itself is the shared ``client.Transport``, handed this module's
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -106,17 +107,16 @@ class DriverIO:
             self._on_socket,
             self._lock,
         )
-        self.bus = Bus(ctx, addresses, identity.decode(), self._on_socket)
+        self.bus = Bus(
+            ctx, addresses, identity.decode(), functools.partial(self._on_socket, bus=True)
+        )
         self._events: list[tuple[str, Any]] = []  # published, not yet handed to the PUB
         self._sub_changes: list[tuple[bool, Subscription]] = []  # (add?, sub) for the owner
-        # zmq_poll on a prebuilt list: zmq.Poller's wrapper costs microseconds a call.
-        self._polled: list[tuple[Any, int]] = [
-            (self.transport.control.sock, POLLIN),
-            (self._wake_r, POLLIN),
-            (self._sentinel, POLLIN),
-        ]
-        # What the direct path polls beside the call's DEALER (see ``_lone``).
-        self._others: list[tuple[Any, int]] = list(self._polled)
+        # zmq_poll on prebuilt lists (zmq.Poller's wrapper costs microseconds a call):
+        # every socket; and all but the DEALERs, polled beside one by the direct path.
+        fixed: list[tuple[Any, int]] = [(self.transport.control.sock, POLLIN)]
+        fixed += [(self._wake_r, POLLIN), (self._sentinel, POLLIN)]
+        self._polled, self._others = fixed, list(fixed)
         self._thread = threading.Thread(target=self._background, name="dovecote-io", daemon=True)
         self._thread.start()
 
@@ -250,11 +250,11 @@ class DriverIO:
             self.bus.publisher.publish(topic, obj)
         return self.bus.handshake(time.monotonic())
 
-    def _on_socket(self, sock: Socket, added: bool) -> None:
-        if added:
-            self._polled.append((sock, POLLIN))
-        else:
-            self._polled.remove((sock, POLLIN))
+    def _on_socket(self, sock: Socket, added: bool, bus: bool = False) -> None:
+        """A DEALER or (``bus``) a SUB: the direct path polls SUBs too, so that a
+        thread that keeps calling does not hold their events back (see ``_lone``)."""
+        for polled in (self._polled, self._others)[: 1 + bus]:
+            (polled.append if added else polled.remove)((sock, POLLIN))
 
     # -- the background thread -------------------------------------------------------
     def _background(self) -> None:
@@ -389,9 +389,9 @@ def _lone(
 ) -> bool:
     """The direct path of a thread that holds the token for its lone call: send it,
     then poll only its DEALER and ``others`` (the control socket, the wake pipe, the
-    supervisor's sentinel) and read only the reply. False as soon as anything else
-    needs doing (a notice, another thread's call, a full peer): the general pump
-    then takes over, the token still held."""
+    supervisor's sentinel, the subscriptions) and read only the reply. False as soon
+    as anything else needs doing (a notice, another thread's call, an event, a full
+    peer): the general pump then takes over, the token still held."""
     if net.readable(transport.control.sock):  # notices first, as in the pump
         return False
     sock = transport.flush_slot(slot)
