@@ -32,6 +32,13 @@ process started with the multiprocessing ``spawn`` context (a ROUTER bound on
   actor, once the supervisor has killed it; median of 3, also as a multiple of
   the timeout. No raw side.
 
+* ``actor-ask``, ``mesh``, ``actors``, ``bus-frames``: actors among themselves,
+  many actors, and the bus by events per loop turn; see ``bench._mesh``. The
+  ``numpy`` metric's shared-memory line says "not built" until it is.
+* The ``latency`` metric also shows the CPU time per call of each side: this
+  process (driver or raw client, all its threads) and the worker or raw server
+  (psutil), over the timed rounds.
+
 Throughputs and start and restart times alternate raw and dovecote repetitions
 (after an untimed warm-up, but for ``start`` and ``restart``) and show the
 median, and the best for numpy. The ratio column is always dovecote/raw, where
@@ -56,9 +63,11 @@ the usual Python peers with two worker processes each, in the same run:
   chunksize=1)``, against ``Pool(2).map(burn, [n] * 40, chunksize=1)``. Parallel
   efficiency: 40 x the single-task time / (2 x the wall time).
 
-The peers use the default start method. They start before the ActorSystem,
-which is a fresh one per metric, so that they do not fork its threads and
-sockets; they are started and warmed up outside the timing, as the system is.
+The peers start their processes from a forkserver (this process holds threads
+and sockets: a forked child could inherit a lock held by one of them, and hang;
+joblib's loky starts clean processes of its own). They start before the
+ActorSystem, which is a fresh one per metric, and are started and warmed up
+outside the timing, as the system is.
 Rounds alternate the sides, dovecote first; the table shows medians, and the
 ratio dovecote/peer, where higher is better for all.
 """

@@ -16,6 +16,7 @@ from typing import Any
 import zmq
 
 STOP, PING = b"\x00stop", b"\x00ping"  # a pickle never starts with a NUL byte
+HELLO = b"\x00hello"
 WINDOW = 1000  # pipelined requests outstanding at most
 # High-water marks well above WINDOW: libzmq acknowledges reads lazily, so a pipe can
 # look full with fewer than HWM messages in it, and a ROUTER drops what it cannot queue.
@@ -62,7 +63,7 @@ class RawServer:
 
     def __init__(self, ctx: zmq.Context, mode: str, timeout: float = 20.0) -> None:
         self._dir = tempfile.mkdtemp(prefix="bench-raw-")
-        endpoint = f"ipc://{self._dir}/{mode}"
+        self.endpoint = endpoint = f"ipc://{self._dir}/{mode}"
         self.process = _SPAWN.Process(target=serve, args=(endpoint, mode), daemon=True)
         self.process.start()
         self.sock = ctx.socket(zmq.DEALER)
@@ -150,3 +151,90 @@ def start(ctx: zmq.Context, processes: int) -> float:
     finally:
         for server in servers:
             server.stop()
+
+
+def remote_latency(endpoint: str, n: int) -> list[int]:
+    """In a process of its own: ``latency`` from a fresh DEALER to the server at ``endpoint``.
+
+    The raw side of an actor-to-actor ask: both ends are processes other than the driver.
+    """
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 20_000)
+    sock.connect(endpoint)
+    try:
+        for i in range(n):  # the first replies also prove the connection
+            sock.send(pickle.dumps(i, 5))
+            pickle.loads(sock.recv())
+        samples = []
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            sock.send(pickle.dumps(i, 5))
+            pickle.loads(sock.recv())
+            samples.append(time.perf_counter_ns() - t0)
+        return samples
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def publish(endpoint: str, n: int, per: int) -> None:
+    """The raw bus publisher's process: ``n`` pickled ints, ``per`` to a frame (a pickled
+    list), through an XPUB that connects to the subscriber, never dropping.
+
+    Its connection is proven by the subscriber's first subscription reaching this XPUB
+    (answered with a hello); it starts when the subscriber then subscribes to ``b"go"``.
+    """
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.XPUB)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.XPUB_NODROP, 1)
+    sock.setsockopt(zmq.RCVTIMEO, 20_000)
+    sock.connect(endpoint)
+    try:
+        while (subscription := sock.recv()) != b"\x01go":
+            if subscription == b"\x01":
+                sock.send(HELLO)
+        for start in range(0, n, per):
+            frame = pickle.dumps(list(range(start, min(n, start + per))), 5)
+            while True:
+                try:
+                    sock.send(frame, zmq.DONTWAIT)
+                    break
+                except zmq.Again:
+                    sock.poll(1000, zmq.POLLOUT)
+    finally:
+        sock.close(linger=5000)
+        ctx.term()
+
+
+def bus(ctx: zmq.Context, n: int, per: int, timeout: float = 20.0) -> float:
+    """Events/s from a publisher process to a SUB here, ``per`` events to a frame; the
+    clock starts when the publisher is told to go. Every event is checked to arrive."""
+    folder = tempfile.mkdtemp(prefix="bench-raw-bus-")
+    endpoint = f"ipc://{folder}/bus"
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 100_000)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    sub.bind(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    process = _SPAWN.Process(target=publish, args=(endpoint, n, per), daemon=True)
+    process.start()
+    try:
+        while sub.recv() != HELLO:
+            pass
+        sub.setsockopt(zmq.SUBSCRIBE, b"go")  # the publisher waits for this one
+        got, t0 = 0, time.perf_counter()
+        while got < n:
+            for _ in pickle.loads(sub.recv()):  # each event handed on, as a subscriber would
+                got += 1
+        return n / (time.perf_counter() - t0)
+    finally:
+        sub.close()
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -30,87 +29,25 @@ import zmq
 
 import bench
 from actors import ActorCrashedError, ActorRef
-from bench import _raw, _tasks
+from bench import _mesh, _raw, _tasks
 from bench._actors import Echo
+from bench._common import (
+    CALL_TIMEOUT,
+    HEARTBEAT,
+    KILL_TRIES,
+    QUICK,
+    TASK_SECONDS,
+    TASK_WORKERS,
+    TIMEOUT,
+    Bench,
+    Line,
+    MiB,
+    Sizes,
+    alternate,
+    rate_row,
+    row,
+)
 from runtime import ActorSystem
-
-MiB = 1024 * 1024
-TIMEOUT = 60.0  # seconds any one dovecote result may take: a hang becomes an error
-CALL_TIMEOUT = 10.0  # the same for one call around a crash
-KILL_TRIES = 200  # calls after a crash before giving up on the actor's comeback
-HEARTBEAT = 1.0  # heartbeat_timeout of the system the hang metric freezes workers of
-TASK_WORKERS = 2  # worker processes of dovecote and of each peer in the task metrics
-TASK_SECONDS = 0.05  # what one cpu-40 task takes, single-threaded
-Line = tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Sizes:
-    rounds: int = 5  # latency rounds of `calls` calls each, after `warmup` calls
-    calls: int = 2000
-    warmup: int = 500
-    pipelined: int = 100_000
-    tells: int = 200_000
-    reps: int = 5  # repetitions of the pipelined and tell runs
-    array_bytes: int = 256 * MiB
-    array_reps: int = 3
-    starts: int = 3
-    kills: int = 20  # restarts after a SIGKILL
-    hangs: int = 3  # workers frozen until the supervisor notices
-    map_items: int = 1_000_000
-    submits: int = 20_000
-    cpu_tasks: int = 40
-    task_reps: int = 3  # rounds of the task metrics (joblib runs in one of them)
-
-
-QUICK = Sizes(3, 500, 200, 20_000, 50_000, 2, 64 * MiB, 2, 1, 5, 1, 100_000, 5_000, 40, 2)
-
-
-class Bench:
-    """What the metrics share: sizes, one ActorSystem and the raw servers, made on demand."""
-
-    def __init__(self, sizes: Sizes, stack: ExitStack) -> None:
-        self.sizes, self._stack = sizes, stack
-        self.ctx = zmq.Context()
-        stack.callback(self.ctx.destroy, linger=0)
-        self._system: ActorSystem | None = None
-        self._servers: dict[str, _raw.RawServer] = {}
-        self.notes: list[str] = []  # printed under the tables
-
-    def echo(self) -> ActorRef:
-        """A fresh Echo actor on worker 0 of the shared system."""
-        if self._system is None:
-            self._system = self._stack.enter_context(ActorSystem(workers=2))
-        return self._system.spawn(Echo, worker=0)
-
-    def server(self, mode: str) -> _raw.RawServer:
-        if mode not in self._servers:
-            server = self._servers[mode] = _raw.RawServer(self.ctx, mode)
-            self._stack.callback(server.stop)
-            server.ping()
-        return self._servers[mode]
-
-
-def alternate(reps: int, raw: Callable[[], Any], dove: Callable[[], Any]) -> tuple[list, list]:
-    """Run raw and dovecote ``reps`` times each, alternating: noise hits both alike."""
-    pairs = [(raw(), dove()) for _ in range(reps)]
-    return [r for r, _ in pairs], [d for _, d in pairs]
-
-
-def row(
-    metric: str, dove: float, raw: float, fmt: str, lower_better: bool, target: str = "-",
-    passed: bool | None = None,
-) -> Line:  # fmt: skip
-    """A table line: ``fmt`` formats both figures; ``passed`` is None without a target."""
-    verdict = "-" if passed is None else "PASS" if passed else "MISS"
-    better, ratio = "lower" if lower_better else "higher", f"{dove / raw:.2f}x"
-    return (metric, fmt.format(dove), fmt.format(raw), ratio, better, target, verdict)
-
-
-def rate_row(metric: str, n: int, raws: list[float], doves: list[float], target: int) -> Line:
-    """A throughput line from the median seconds for ``n`` messages each side."""
-    rate, raw_rate = n / statistics.median(doves), n / statistics.median(raws)
-    return row(metric, rate, raw_rate, "{:,.0f}/s", False, f">= {target:,}/s", rate >= target)
 
 
 def dove_latency(ref: ActorRef, n: int) -> list[int]:
@@ -122,22 +59,58 @@ def dove_latency(ref: ActorRef, n: int) -> list[int]:
     return samples
 
 
+def cpu_us(pid: int) -> float:
+    """CPU time (user and system) a process has used, in microseconds."""
+    times = psutil.Process(pid).cpu_times()
+    return (times.user + times.system) * 1e6
+
+
+class CpuMeter:
+    """The CPU a side's caller (this process) and callee use over its rounds."""
+
+    def __init__(self, callee_pid: int) -> None:
+        self.callee_pid, self.caller, self.callee, self.calls = callee_pid, 0.0, 0.0, 0
+
+    def wrap(self, run: Callable[[int], list[int]], n: int) -> Callable[[], list[int]]:
+        def measured() -> list[int]:
+            t0, c0 = time.process_time(), cpu_us(self.callee_pid)
+            out = run(n)
+            self.caller += (time.process_time() - t0) * 1e6
+            self.callee += cpu_us(self.callee_pid) - c0
+            self.calls += n
+            return sorted(out)
+
+        return measured
+
+    def per_call(self) -> tuple[float, float]:
+        """Microseconds of CPU per call: (caller, callee)."""
+        return self.caller / self.calls, self.callee / self.calls
+
+
 def bench_latency(b: Bench) -> list[Line]:
     s, raw, ref = b.sizes, b.server("pickle"), b.echo()
     alternate(1, lambda: _raw.latency(raw, s.warmup), lambda: dove_latency(ref, s.warmup))
+    raw_cpu, dove_cpu = CpuMeter(raw.process.pid or 0), CpuMeter(ref.pid().result(TIMEOUT))
     raws, doves = alternate(
         s.rounds,
-        lambda: sorted(_raw.latency(raw, s.calls)),
-        lambda: sorted(dove_latency(ref, s.calls)),
+        raw_cpu.wrap(lambda n: _raw.latency(raw, n), s.calls),
+        dove_cpu.wrap(lambda n: dove_latency(ref, n), s.calls),
     )
 
     def median_us(rounds: list[list[int]], q: float) -> float:
         return statistics.median(r[round(q * (len(r) - 1))] for r in rounds) / 1000
 
     p50, raw50 = median_us(doves, 0.5), median_us(raws, 0.5)
+    us = "{:,.1f} us"
     return [
-        row("ask latency p50", p50, raw50, "{:,.1f} us", True, "<= 2x raw", p50 <= 2 * raw50),
-        row("ask latency p99", median_us(doves, 0.99), median_us(raws, 0.99), "{:,.1f} us", True),
+        row("ask latency p50", p50, raw50, us, True, "<= 1.3x raw", p50 <= 1.3 * raw50),
+        row("ask latency p99", median_us(doves, 0.99), median_us(raws, 0.99), us, True),
+        row(
+            "ask CPU per call, driver", *(m.caller / m.calls for m in (dove_cpu, raw_cpu)), us, True
+        ),
+        row(
+            "ask CPU per call, worker", *(m.callee / m.calls for m in (dove_cpu, raw_cpu)), us, True
+        ),
     ]
 
 
@@ -206,7 +179,8 @@ def bench_numpy(b: Bench) -> list[Line]:
         rate, raw_rate = 2 * arr.nbytes / pick(doves) / 1e9, 2 * arr.nbytes / pick(raws) / 1e9
         name = f"{s.array_bytes // MiB} MiB numpy echo ({how})"
         lines.append(row(name, rate, raw_rate, "{:.2f} GB/s", False, ">= 1 GB/s", rate >= 1))
-    return lines
+    shm = f"{s.array_bytes // MiB} MiB echo, shared memory vs copy=False"
+    return [*lines, (shm, "not built", "-", "-", "higher", ">= 5 GB/s", "-")]
 
 
 def dove_start() -> float:
@@ -302,9 +276,8 @@ def bench_hang(b: Bench) -> list[Line]:
 def dove_bus(b: Bench, n: int) -> tuple[float, int, int]:
     """Events/s from an actor's publisher to a subscription in this process."""
     ref = b.echo()
-    assert b._system is not None
     ref.shout("warm", 10).result(TIMEOUT)  # the actor's publisher is connected
-    with b._system.subscribe("bench") as sub:
+    with b.system.subscribe("bench") as sub:
         received, t0 = 0, time.perf_counter()
         ref.shout.tell("bench", n)
         last = t0
@@ -540,6 +513,10 @@ METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "restart": bench_restart,
     "hang": bench_hang,
     "bus": bench_bus,
+    "actor-ask": _mesh.bench_actor_ask,
+    "mesh": _mesh.bench_mesh,
+    "actors": _mesh.bench_actors,
+    "bus-frames": _mesh.bench_bus_frames,
 }
 TASK_METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "map-1m": bench_map,

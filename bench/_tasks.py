@@ -57,9 +57,14 @@ def pool_chunksize(items: int, workers: int) -> int:
     return math.ceil(items / (4 * workers))
 
 
+# The peers start their processes from a forkserver: forking this process, whose
+# ActorSystems hold threads and sockets, could copy a lock held by one of them.
+START_METHOD = "forkserver"
+
+
 def start_method() -> str:
-    """The start method the peers use: the default one."""
-    return multiprocessing.get_start_method()
+    """The start method the peers use."""
+    return START_METHOD
 
 
 def joblib_version() -> str | None:
@@ -71,7 +76,7 @@ def joblib_version() -> str | None:
 
 def start_pool(workers: int, stack: ExitStack) -> multiprocessing.pool.Pool:
     """A ``multiprocessing.Pool(workers)``, terminated when ``stack`` closes."""
-    return stack.enter_context(multiprocessing.Pool(workers))
+    return stack.enter_context(multiprocessing.get_context(START_METHOD).Pool(workers))
 
 
 def pool_map(
@@ -87,7 +92,8 @@ def pool_map(
 
 def start_executor(workers: int, stack: ExitStack) -> concurrent.futures.ProcessPoolExecutor:
     """A ``ProcessPoolExecutor(workers)``, shut down when ``stack`` closes."""
-    return stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers))
+    context = multiprocessing.get_context(START_METHOD)
+    return stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers, mp_context=context))
 
 
 def executor_submit(

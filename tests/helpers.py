@@ -218,6 +218,13 @@ class Listener(Actor):
         if done_marker:
             pathlib.Path(done_marker).touch()
 
+    def shout_apart(self, topic: str, n: int, done_marker: str) -> None:
+        """``n`` events on two topics in turn: each is a frame of its own (a batch
+        holds one topic's run), so they fill the bus's queues, counted in frames."""
+        for i in range(n):
+            self.system.publish(f"{topic}.{i % 2}", i)
+        pathlib.Path(done_marker).touch()
+
 
 def wait_for_path(path: str, timeout: float = 20.0) -> None:
     """Block until ``path`` exists: how an actor tells a test it has got somewhere."""

@@ -88,15 +88,15 @@ def test_a_slow_subscriber_is_told_what_it_missed(
         go.wait(timeout=30)
 
     with system.subscribe("flood", stuck_at_first):
-        total = 300_000  # more than the proxy's and the subscriber's queues hold
-        shouter.shout.tell("flood", total, str(done))
+        total = 300_000  # more frames than the proxy's and the subscriber's queues hold
+        shouter.shout_apart.tell("flood", total, str(done))
         deadline = time.monotonic() + 30
         while not done.exists():  # the publisher is through: the queues overflowed
             assert time.monotonic() < deadline
             time.sleep(0.01)  # polling a condition with a deadline
         go.set()
         deadline = time.monotonic() + 30
-        while "it is too slow" not in caplog.text:  # a later event reveals the gap
+        while "it is too slow" not in caplog.text:  # a later event on its topic reveals the gap
             assert time.monotonic() < deadline, "the gap was never reported"
-            shouter.shout("flood", 1).result(timeout=10)
+            shouter.shout("flood.0", 1).result(timeout=10)
     assert sum(1 for r in caplog.records if "too slow" in r.getMessage()) >= 1

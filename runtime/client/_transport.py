@@ -199,13 +199,13 @@ class Transport:
         ok = True
         for slot, outbox in list(self.calls.outboxes.items()):
             if outbox.entries:
-                ok = self._flush_slot(slot) and ok
+                ok = self.flush_slot(slot) is not None and ok
         return self.control.flush() and ok
 
-    def _flush_slot(self, slot: int) -> bool:
+    def flush_slot(self, slot: int) -> Socket | None:  # its DEALER; None: the worker is full
         place = self.places.get(slot)
         if place is not None and not place.ipc:
-            return False  # a cluster's slot with no node to run on: held until one joins
+            return None  # a cluster's slot with no node to run on: held until one joins
         with self._lock:
             outbox = self.calls.outboxes[slot]
             entries, buffers = outbox.take()
@@ -217,12 +217,12 @@ class Transport:
             except zmq.Again:
                 with self._lock:
                     outbox.put_back(entries, buffers)
-                return False
+                return None
             if not outbox.entries:
-                return True
+                return sock
             with self._lock:
                 entries, buffers = outbox.take()
-        return True
+        return sock
 
     def has_outgoing(self) -> bool:
         return self.control.has_outgoing() or self.calls.has_outgoing()

@@ -16,6 +16,7 @@ The sending itself is the shared ``client.Transport``, handed this module's
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -58,6 +59,25 @@ class _Token:
         self.bg_asleep = False
         self.bg_idle_since = time.monotonic()
 
+    def take_for_lone(
+        self, slot_of: Callable[[ActorFuture[Any]], int | None], future: ActorFuture[Any]
+    ) -> int | None:
+        """Take the token if it is free and ``slot_of(future)`` (called with the lock
+        held) names the slot of a lone call: the direct path (see ``_lone``)."""
+        with self.lock:
+            if self.owner is not None or self.waiters:
+                return None
+            slot = slot_of(future)
+            if slot is not None:
+                self.owner = threading.get_ident()
+            return slot
+
+    def release(self) -> None:
+        with self.lock:
+            self.owner = None
+            if self.waiters:
+                self.waiting.notify_all()
+
 
 class DriverIO:
     """The driver's sockets, the token that guards them, and the background thread."""
@@ -87,15 +107,16 @@ class DriverIO:
             self._on_socket,
             self._lock,
         )
-        self.bus = Bus(ctx, addresses, identity.decode(), self._on_socket)
+        self.bus = Bus(
+            ctx, addresses, identity.decode(), functools.partial(self._on_socket, bus=True)
+        )
         self._events: list[tuple[str, Any]] = []  # published, not yet handed to the PUB
         self._sub_changes: list[tuple[bool, Subscription]] = []  # (add?, sub) for the owner
-        # zmq_poll on a prebuilt list: zmq.Poller's wrapper costs microseconds a call.
-        self._polled: list[tuple[Any, int]] = [
-            (self.transport.control.sock, POLLIN),
-            (self._wake_r, POLLIN),
-            (self._sentinel, POLLIN),
-        ]
+        # zmq_poll on prebuilt lists (zmq.Poller's wrapper costs microseconds a call):
+        # every socket; and all but the DEALERs, polled beside one by the direct path.
+        fixed: list[tuple[Any, int]] = [(self.transport.control.sock, POLLIN)]
+        fixed += [(self._wake_r, POLLIN), (self._sentinel, POLLIN)]
+        self._polled, self._others = fixed, list(fixed)
         self._thread = threading.Thread(target=self._background, name="dovecote-io", daemon=True)
         self._thread.start()
 
@@ -106,7 +127,23 @@ class DriverIO:
                 self._token.bg_idle_since = time.monotonic()
                 self._token.background.notify()
             return
-        self.drive(future.settled, None if timeout is None else time.monotonic() + timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        slot = self._token.take_for_lone(self._lone_slot, future)
+        if slot is None:
+            self.drive(future.settled, deadline)
+            return
+        try:
+            if not _lone(self.transport, self._others, future, slot, deadline):
+                self._pump(future.settled, deadline)
+        finally:
+            self._token.release()
+
+    def _lone_slot(self, future: ActorFuture[Any]) -> int | None:
+        """The slot of ``future``'s call if it is all there is to send (lock held)."""
+        transport = self.transport
+        if self._events or self._sub_changes or self.bus.busy() or transport.control.has_outgoing():
+            return None
+        return transport.calls.lone(future.call_id)
 
     def wait_any(self, futures: list[ActorFuture[Any]], timeout: float | None) -> None:
         """Drive the sockets from this thread until one of ``futures`` completes."""
@@ -124,7 +161,7 @@ class DriverIO:
         try:
             self._pump(done, deadline)
         finally:
-            self._release()
+            self._token.release()
 
     def _acquire(self, done: Callable[[], bool], deadline: float | None) -> bool:
         """Take the token (lock held); False if done or timed out first."""
@@ -143,12 +180,6 @@ class DriverIO:
             return True
         finally:
             token.waiters -= 1
-
-    def _release(self) -> None:
-        with self._lock:
-            self._token.owner = None
-            if self._token.waiters:
-                self._token.waiting.notify_all()
 
     def _kick(self) -> None:
         """Make sure the sockets' owner flushes soon. Called with the lock held."""
@@ -181,6 +212,7 @@ class DriverIO:
 
     # -- the event bus ------------------------------------------------------------------
     def publish(self, topic: str, obj: Any) -> None:
+        obj = net.portable(topic, obj)  # an event that cannot be pickled raises here
         with self._lock:
             self.transport._check_open()
             self._events.append((topic, obj))
@@ -218,11 +250,11 @@ class DriverIO:
             self.bus.publisher.publish(topic, obj)
         return self.bus.handshake(time.monotonic())
 
-    def _on_socket(self, sock: Socket, added: bool) -> None:
-        if added:
-            self._polled.append((sock, POLLIN))
-        else:
-            self._polled.remove((sock, POLLIN))
+    def _on_socket(self, sock: Socket, added: bool, bus: bool = False) -> None:
+        """A DEALER or (``bus``) a SUB: the direct path polls SUBs too, so that a
+        thread that keeps calling does not hold their events back (see ``_lone``)."""
+        for polled in (self._polled, self._others)[: 1 + bus]:
+            (polled.append if added else polled.remove)((sock, POLLIN))
 
     # -- the background thread -------------------------------------------------------
     def _background(self) -> None:
@@ -239,7 +271,7 @@ class DriverIO:
             except Exception:
                 log.exception("dovecote I/O thread error")
             finally:
-                self._release()
+                self._token.release()
 
     def _take_token_for_background(self) -> bool:
         token = self._token
@@ -305,6 +337,7 @@ class DriverIO:
                         pass
         elif sock == self._sentinel:
             self._polled.remove((self._sentinel, POLLIN))
+            self._others.remove((self._sentinel, POLLIN))
             self.transport.fail_all(self._on_supervisor_exit(), crashed=True)
         elif sock is self.transport.control.sock:
             self._drain(sock, self.transport.control.on_message)
@@ -345,6 +378,36 @@ class DriverIO:
             sub.sock.close()
         for fd in (self._wake_r, self._wake_w, self._sentinel):
             os.close(fd)
+
+
+def _lone(
+    transport: Transport,
+    others: list[tuple[Any, int]],
+    future: ActorFuture[Any],
+    slot: int,
+    deadline: float | None,
+) -> bool:
+    """The direct path of a thread that holds the token for its lone call: send it,
+    then poll only its DEALER and ``others`` (the control socket, the wake pipe, the
+    supervisor's sentinel, the subscriptions) and read only the reply. False as soon
+    as anything else needs doing (a notice, another thread's call, an event, a full
+    peer): the general pump then takes over, the token still held."""
+    if net.readable(transport.control.sock):  # notices first, as in the pump
+        return False
+    sock = transport.flush_slot(slot)
+    if sock is None:
+        return False
+    polled = [(sock, POLLIN), *others]
+    while True:
+        timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic()) * 1e3
+        ready = zmq.zmq_poll(polled, math.ceil(timeout))
+        if not ready:
+            return True  # the deadline passed: result() raises TimeoutError
+        if len(ready) > 1 or ready[0][0] is not sock:
+            return False
+        transport.on_data(net.recv(sock, net.DONTWAIT))
+        if future.settled():  # a callback may have made a call: the pump sends it
+            return not transport.has_outgoing()
 
 
 def _wake_pipe() -> tuple[int, int]:

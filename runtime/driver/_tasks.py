@@ -16,13 +16,14 @@ stops it. Results come in input order (``imap_unordered``: completion order).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from typing import Any, Protocol, cast
 
 from actors._errors import SerializationError
 from actors._future import ActorFuture, describe
@@ -104,12 +105,28 @@ class Tasks:
         retries: int = DEFAULT_RETRIES,
         return_exceptions: bool = False,
         progress: bool | Callable[[int, int | None], None] = False,
-    ) -> Iterator[Any]:
+    ) -> MapResults:
+        """The results, item by item at C speed (a chunk's are one C iterator)."""
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
         chunks, limit = self.chunks(fn, iterable, chunksize, window)
         report = observe.progress_for(progress, total)
+        steps = self._chunk_results(fn, chunks, limit, ordered, timeout, retries, return_exceptions)
+        return MapResults.over(steps, report)
+
+    def _chunk_results(
+        self,
+        fn: Callable[[Any], Any],
+        chunks: Iterator[list[Any]],
+        limit: int,
+        ordered: bool,
+        timeout: float | None,
+        retries: int,
+        return_exceptions: bool,
+    ) -> Iterator[tuple[Iterator[Any], int]]:
+        """Each chunk's results as an iterator that forgets what it yields, and the
+        chunk's length; chunks kept in flight up to ``limit``."""
         flying: deque[tuple[ActorFuture[Any], int]] = deque()  # (chunk, its length)
-        sent = done = 0
+        sent = 0
         try:
             while True:
                 sent = self._fill(flying, limit, chunks, fn, sent, retries)
@@ -118,11 +135,8 @@ class Tasks:
                 future, length = flying.popleft() if ordered else self._first_done(flying, timeout)
                 values = _chunk_outcome(future, timeout, length, return_exceptions)
                 del future  # what was yielded is the caller's alone, as with the stdlib's map
-                yield from _drain(values)
-                done += length
-                report.update(done)
+                yield _drain(values), length
         finally:
-            report.close()
             # stopped early: nobody wants these any more (nor waits for a verdict)
             self.transport.cancels.abandon([future for future, _ in flying])
 
@@ -183,6 +197,58 @@ class Tasks:
         future = next(as_completed(self.wait_any, lengths, timeout))
         window.remove((future, lengths[future]))
         return future, lengths[future]
+
+
+class _Report(Protocol):
+    """What a map reports its progress to (see ``observe.progress_for``)."""
+
+    def update(self, done: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class MapResults(itertools.chain):  # type: ignore[type-arg]
+    """A map's results. Iterating is itertools.chain's C loop over each chunk's
+    values (a Python generator would cost a frame resume per item); the generator
+    behind it runs once per chunk. ``close()`` stops the map, as a generator's."""
+
+    _chunks: Generator[Iterator[Any], None, None]
+    _reading: list[Iterator[Any]]  # the chunk being read, once the first one came
+
+    @classmethod
+    def over(cls, steps: Iterator[tuple[Iterator[Any], int]], report: _Report) -> MapResults:
+        reading: list[Iterator[Any]] = []
+        chunks = _chunk_values(steps, report, reading)
+        results = cast(MapResults, cls.from_iterable(chunks))  # an instance of cls
+        results._chunks, results._reading = chunks, reading
+        return results
+
+    def close(self) -> None:
+        """Stop the map: nothing more is sent, what is in flight is abandoned, and
+        the rest of the chunk being read is dropped."""
+        for values in self._reading:
+            collections.deque(values, maxlen=0)
+        self._chunks.close()
+
+
+def _chunk_values(
+    steps: Iterator[tuple[Iterator[Any], int]], report: _Report, reading: list[Iterator[Any]]
+) -> Generator[Iterator[Any], None, None]:
+    """Each chunk's values, the one being read kept in ``reading``; the progress
+    counts a chunk once the caller has taken it all (when the next one is asked
+    for). Closed, it closes ``steps`` and the report."""
+    done = 0
+    try:
+        for values, length in steps:
+            reading[:] = [values]
+            yield values
+            done += length
+            report.update(done)
+    finally:
+        reading.clear()
+        report.close()
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
 
 
 def as_completed(

@@ -5,16 +5,19 @@ processes are started and their deaths seen."""
 from __future__ import annotations
 
 from runtime.net._bus import (
+    BATCH_MAX,
     INPROC,
     RESERVED,
     SYNC,
     Bus,
+    Gaps,
     Publisher,
     Subscription,
     check_topic,
     decode,
     encode,
     lifecycle_publisher,
+    portable,
     run_proxy,
 )
 from runtime.net._procs import (
@@ -49,6 +52,7 @@ from runtime.net._sockets import (
 )
 
 __all__ = [
+    "BATCH_MAX",
     "COPY_MIN",
     "DONTWAIT",
     "INPROC",
@@ -57,6 +61,7 @@ __all__ = [
     "SYNC",
     "Bus",
     "Context",
+    "Gaps",
     "Keys",
     "Publisher",
     "Socket",
@@ -74,6 +79,7 @@ __all__ = [
     "load_keys",
     "local_addresses",
     "new_keys",
+    "portable",
     "readable",
     "recv",
     "router",

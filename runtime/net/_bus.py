@@ -5,8 +5,15 @@
     publisher PUB ──▶ XSUB ┐  supervisor  ┌ XPUB ──▶ SUB subscriber
     publisher PUB ──▶      └──── proxy ───┘      ──▶ SUB subscriber
 
-A message is ``[topic, seq + publisher + NUL + pickle]``: each publisher numbers
-the events of each topic, so a subscriber can see a gap on any topic it gets.
+A message is one frame, ``topic NUL first count publisher NUL pickle``, and carries
+a batch: the events one publisher published on one topic in a row, within one turn
+of its process's loop (up to ``BATCH_MAX``), as one pickled list. Each publisher
+numbers the events of each topic (``first`` is the batch's first number, ``count``
+how many follow on), so a subscriber sees a gap on any topic it gets, a dropped
+batch included. Plain values (int, float, str, bytes, bool, None) are pickled with
+their batch; any other event is pickled when it is published, so that an event
+that cannot be pickled raises in the publisher's call, and travels in the batch as
+its bytes.
 
 Three edges are closed here:
 
@@ -30,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import os
+import pickle
 import struct
 import threading
 import time
@@ -40,21 +49,25 @@ from typing import Any
 
 import zmq
 
+from actors import SerializationError
 from runtime import wire
 from runtime.net._security import secure_socket
 from runtime.net._sockets import Context, Socket
 
 __all__ = [
+    "BATCH_MAX",
     "INPROC",
     "RESERVED",
     "SYNC",
     "Bus",
+    "Gaps",
     "Publisher",
     "Subscription",
     "check_topic",
     "decode",
     "encode",
     "lifecycle_publisher",
+    "portable",
     "run_proxy",
 ]
 
@@ -69,36 +82,94 @@ ASYNC_TURN = 0.25  # seconds a thread waits for an event for ``async for`` befor
 _DONTWAIT = int(zmq.DONTWAIT)
 
 
+BATCH_MAX = 1024  # events in one frame at most: a frame is read whole, in one go
+HOLD_MAX = 0.005  # seconds an event waits for the end of its loop's turn, at most
+_TOPICS_MAX = 10_000  # valid topics remembered, at most
+_valid_topics: set[str] = set()
+
+
 def check_topic(topic: object) -> str:
+    """``topic``, if a user may publish on it (remembered: publish checks it per event)."""
+    if type(topic) is str and topic in _valid_topics:
+        return topic
     if not isinstance(topic, str) or not topic:
         raise ValueError(f"a topic is a non-empty string, not {topic!r}")
     if topic.startswith((RESERVED, SYNC[0])) or "\0" in topic:
         raise ValueError(
             f"topic {topic!r}: the prefix {RESERVED!r} is the runtime's own, and a topic has no NUL"
         )
+    if type(topic) is str:  # not a subclass, whose equality could differ
+        if len(_valid_topics) >= _TOPICS_MAX:
+            _valid_topics.clear()
+        _valid_topics.add(topic)
     return topic
 
 
-_SEQ = struct.Struct("<Q")
+_RANGE = struct.Struct("<QI")  # the batch's first sequence number, its number of events
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
-def encode(topic: str, publisher: bytes, seq: int, obj: Any) -> bytes:
-    """One frame, topic first (the SUB filters on its prefix): topic NUL seq
-    publisher NUL pickle."""
-    body = wire.dumps(obj, out_of_band=False)[0]
-    return b"".join((topic.encode(), b"\0", _SEQ.pack(seq), publisher, b"\0", body))
+class Pickled:
+    """An event pickled when it was published; in its batch's pickle it is its bytes,
+    and unpickling the batch unpickles it. Internal."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (wire.loads, (self.blob,))
 
 
-def decode(frame: bytes) -> tuple[str, bytes, int, Any]:
+def portable(topic: str, obj: Any) -> Any:
+    """``obj`` as its batch will carry it: plain values as they are, anything else
+    pickled now (cloudpickle), so that a failure raises in the publisher's call."""
+    if type(obj) in _PLAIN or type(obj) is Pickled:
+        return obj
+    try:
+        return Pickled(wire.dumps(obj, out_of_band=False)[0])
+    except Exception as exc:
+        raise SerializationError(f"publish({topic!r}): cannot pickle {obj!r}: {exc}") from exc
+
+
+def encode(topic: str, publisher: bytes, first: int, events: list[Any]) -> bytes:
+    """One frame, topic first (the SUB filters on its prefix): topic NUL first count
+    publisher NUL pickle; ``events`` are plain values or ``Pickled``."""
+    head = _RANGE.pack(first, len(events))
+    body = pickle.dumps(events, 5)
+    return b"".join((topic.encode(), b"\0", head, publisher, b"\0", body))
+
+
+def decode(frame: bytes) -> tuple[str, bytes, int, list[Any]]:
+    """``(topic, publisher, first, events)`` of a frame that ``encode`` made."""
     try:
         end_topic = frame.index(b"\0")
-        start = end_topic + 1 + _SEQ.size
+        start = end_topic + 1 + _RANGE.size
         end_publisher = frame.index(b"\0", start)
     except ValueError:
         raise wire.ProtocolError("an event frame without its fields") from None
-    (seq,) = _SEQ.unpack_from(frame, end_topic + 1)
-    obj = wire.loads(memoryview(frame)[end_publisher + 1 :])
-    return frame[:end_topic].decode(), frame[start:end_publisher], seq, obj
+    first, count = _RANGE.unpack_from(frame, end_topic + 1)
+    events = wire.loads(memoryview(frame)[end_publisher + 1 :])
+    if type(events) is not list or len(events) != count:
+        raise wire.ProtocolError(f"an event frame announced {count} events and held others")
+    return frame[:end_topic].decode(), frame[start:end_publisher], first, events
+
+
+class Gaps:
+    """The last sequence number seen per (topic, publisher): what a subscriber missed.
+    Sans-IO; internal to ``Subscription``."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, bytes], int] = {}
+
+    def see(self, topic: str, publisher: bytes, first: int, count: int) -> int:
+        """Record a batch of ``count`` events numbered from ``first``; the number of
+        events missed just before it (0 for the first batch of a publisher's topic)."""
+        key = (topic, publisher)
+        last = self._last.get(key)
+        self._last[key] = first + count - 1
+        return 0 if last is None or first <= last + 1 else first - last - 1
 
 
 def run_proxy(ctx: Context, addresses: wire.Addresses, bound: threading.Event) -> None:
@@ -149,22 +220,39 @@ class Publisher:
         self.sock.connect(endpoint)
         self.seqs: dict[str, int] = {}  # per topic: a subscriber sees the topics it wants
         self.ready = False
-        self.held: list[bytes] = []  # events not sent yet
+        self.pending: list[tuple[str, list[Any]]] = []  # runs of one topic, not framed yet
+        self.held: list[bytes] = []  # frames not sent yet
+        self._since = 0.0  # when the oldest pending event was published (monotonic)
 
     def sync(self, topic: str) -> None:
         """A handshake message: sent now, or not at all (it is repeated)."""
         with contextlib.suppress(zmq.Again):
-            self.sock.send(encode(topic, self.name, 0, None), zmq.DONTWAIT)
+            self.sock.send(encode(topic, self.name, 0, [None]), zmq.DONTWAIT)
 
     def publish(self, topic: str, obj: Any) -> None:
-        seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
-        self.held.append(encode(topic, self.name, seq, obj))
-        self.flush()
+        """Queue an event; ``flush`` (at the end of the loop's turn) frames it with the
+        events beside it on its topic. Events held ``HOLD_MAX`` s go out at once: a
+        long method that publishes as it goes is not held back to its end."""
+        obj = portable(topic, obj)
+        pending = self.pending
+        if not pending:
+            self._since = time.monotonic()
+            pending.append((topic, [obj]))
+            return
+        if pending[-1][0] == topic:
+            pending[-1][1].append(obj)
+        else:
+            pending.append((topic, [obj]))
+        if time.monotonic() - self._since >= HOLD_MAX:
+            self.flush()
 
     def flush(self) -> bool:
-        """Send what is held; False while not ready or the proxy takes no more."""
+        """Frame what is pending and send what is held; False while not ready or the
+        proxy takes no more."""
         if not self.ready:
             return False
+        if self.pending:
+            self._frame()
         sent = 0
         try:
             send = self.sock.send
@@ -176,6 +264,17 @@ class Publisher:
         finally:
             del self.held[:sent]
         return True
+
+    def _frame(self) -> None:
+        """One frame per run of a topic (``BATCH_MAX`` events at most), numbered."""
+        pending, self.pending = self.pending, []
+        seqs, held, name = self.seqs, self.held, self.name
+        for topic, events in pending:
+            for start in range(0, len(events), BATCH_MAX):
+                batch = events[start : start + BATCH_MAX] if len(events) > BATCH_MAX else events
+                first = seqs.get(topic, 0) + 1
+                seqs[topic] = first + len(batch) - 1
+                held.append(encode(topic, name, first, batch))
 
     def close(self) -> None:
         self.sock.close(linger=200)
@@ -207,7 +306,7 @@ class Subscription:
         self._wait = wait
         self._on_close = on_close
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
-        self._last: dict[tuple[str, bytes], int] = {}  # (topic, publisher) -> last seq
+        self._gaps = Gaps()
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, BUS_HWM)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -218,9 +317,9 @@ class Subscription:
         self.sock.connect(addresses.bus_out)
 
     def deliver(self, frame: bytes) -> None:
-        """From the engine's I/O: one message from the proxy."""
+        """From the engine's I/O: one message from the proxy, a batch of events."""
         try:
-            topic, publisher, seq, obj = decode(frame)
+            topic, publisher, first, events = decode(frame)
         except Exception as exc:
             log.warning("subscription %r dropped a malformed event: %r", self.prefix, exc)
             return
@@ -229,25 +328,24 @@ class Subscription:
             return
         if topic.startswith(SYNC):
             return  # another subscriber's handshake on a shared prefix
-        key = (topic, publisher)
-        last = self._last.get(key)
-        if last is not None and seq > last + 1:
-            self.missed += seq - last - 1
+        missed = self._gaps.see(topic, publisher, first, len(events))
+        if missed:
+            self.missed += missed
             log.warning(
                 "subscription %r missed %d events on %r from %r: it is too slow",
                 self.prefix,
-                seq - last - 1,
+                missed,
                 topic,
                 publisher,
             )
-        self._last[key] = seq
-        if self.callback is not None:
+        if self.callback is None:  # one C call: a reader sees the batch whole
+            self._queue.extend(zip(itertools.repeat(topic), events))
+            return
+        for obj in events:
             try:
                 self.callback(topic, obj)
             except Exception:
                 log.exception("the callback of subscription %r raised", self.prefix)
-        else:
-            self._queue.append((topic, obj))  # deque: appends and pops are atomic
 
     def get(self, timeout: float | None = None) -> tuple[str, Any]:
         """The next ``(topic, obj)``; TimeoutError if none comes in time."""
@@ -348,7 +446,8 @@ class Bus:
         """Events held, or subscriptions not yet synced."""
         if self._publisher is None and not self.subs:
             return False  # the bus is not used here: the common case, checked per pump
-        held = self._publisher is not None and bool(self._publisher.held)
+        publisher = self._publisher
+        held = publisher is not None and bool(publisher.held or publisher.pending)
         return held or not all(sub.synced for sub in self.subs.values())
 
     def handshake(self, now: float) -> bool:

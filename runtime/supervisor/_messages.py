@@ -83,7 +83,7 @@ class Events:
 
     def publish(self, topic: str, **fields: Any) -> None:
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
-        self.socket.send(net.encode(topic, b"supervisor", seq, fields))
+        self.socket.send(net.encode(topic, b"supervisor", seq, [fields]))
         if self.on_publish is not None:
             self.on_publish(topic, fields)
 

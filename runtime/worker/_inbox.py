@@ -85,7 +85,8 @@ class Inbox:
     def on_remote(self, frames: list[Any]) -> None:
         """A batch from the tcp mailbox: its sender is marked, for the reply's way back."""
         frames[0] = REMOTE + bytes(frames[0])
-        self.on_frames(frames)
+        self.mailbox.stash.extend(self.parse(frames))
+        self.deliver_stash()
 
     def check(self) -> None:
         """After a send: a socket's wake-up edge may have been taken."""
@@ -95,8 +96,21 @@ class Inbox:
 
     # -- reading -------------------------------------------------------------------
     def on_frames(self, frames: list[Any]) -> None:
-        self.mailbox.stash.extend(self.parse(frames))
-        self.deliver_stash()
+        """A batch from the mailbox, by its reader. A lone call, with nothing stashed
+        before it, is delivered at once and its reply sent from its handler: the
+        reader looks at the socket again after it (a send may take the wake-up edge)."""
+        requests = self.parse(frames)
+        stash = self.mailbox.stash
+        if len(requests) != 1 or stash:
+            stash.extend(requests)
+            self.deliver_stash()
+            return
+        replies = self.replies
+        replies.direct = True
+        try:
+            self.deliver(requests[0])
+        finally:
+            replies.direct = False
 
     def parse(self, frames: list[Any]) -> list[Request]:
         """The calls and tells of one message. Cancels are answered here, at once. A
@@ -193,3 +207,4 @@ class Inbox:
         flush the replies here, and look for what the keeper left in the socket."""
         self.deliver_stash()
         self.replies.flush()
+        self.check()  # the keeper's reads and sends may have taken the wake-up edge

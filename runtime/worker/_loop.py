@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import zmq
+
 from runtime import net
 from runtime.net import Socket
 
@@ -51,10 +53,16 @@ class Reader:
         if self.paused or self.sock.closed:
             return
         try:
-            for _ in range(BUDGET):
-                if not net.readable(self.sock):
+            for i in range(BUDGET):
+                # The first read is tried at once: the loop woke for it, and a message is
+                # almost always there (a poll first would cost two system calls).
+                if i and not net.readable(self.sock):
                     return
-                self.handler(net.recv(self.sock, net.DONTWAIT))
+                try:
+                    frames = net.recv(self.sock, net.DONTWAIT)
+                except zmq.Again:
+                    return
+                self.handler(frames)
                 if self.paused:
                     return
             self._scheduled = True  # more may be queued: let the loop breathe first

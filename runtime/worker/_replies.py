@@ -36,6 +36,9 @@ class Replies:
         self.slot = slot
         self.resolve_local = resolve_local  # a call from this worker to itself
         self.after_flush: Callable[[], None] = lambda: None  # look at the inbox again
+        # While the reader handles a lone call: its reply goes out at once, if no
+        # other reply waits (the order per caller holds), without an outbox.
+        self.direct = False
         self._outboxes: dict[bytes, Outbox] = {}
         self._scheduled = False
 
@@ -74,6 +77,8 @@ class Replies:
             kind, msg_id, _, _, blob, _ = entry
             self.resolve_local(kind, msg_id, blob, copies)
             return
+        if self.direct and not self._outboxes and self._send_now(peer, entry, bufs):
+            return
         outbox = self._outboxes.get(peer)
         if outbox is None:
             outbox = self._outboxes[peer] = Outbox()
@@ -88,7 +93,9 @@ class Replies:
 
     def flush(self) -> None:
         self._scheduled = False
-        if self._outboxes and not self.send():
+        if not self._outboxes:
+            return  # nothing sent: no wake-up edge taken
+        if not self.send():
             # a caller is not reading yet: keep its replies, try again soon
             self._scheduled = True
             self.loop.call_later(0.001, self.flush)
@@ -99,11 +106,28 @@ class Replies:
         thread, or the keeper while actor code runs."""
         return all([self._send_to(peer) for peer in list(self._outboxes)])
 
+    def _route(self, peer: bytes) -> tuple[Socket, bytes]:
+        """The socket a caller's replies go out on, and its routing id there."""
+        if peer[:1] == REMOTE and self.remote is not None:
+            return self.remote, peer[1:]
+        return self.sock, peer
+
+    def _send_now(self, peer: bytes, entry: wire.RawEntry, bufs: list[Any]) -> bool:
+        """One reply sent at once; False if the caller's pipe is full (queue it)."""
+        sock, route = self._route(peer)
+        try:
+            net.send(sock, [route, *wire.encode_batch([entry], bufs)], net.DONTWAIT)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            log.warning("worker %d: 1 reply undeliverable: %s", self.slot, wire.peer_name(peer))
+        return True
+
     def _send_to(self, peer: bytes) -> bool:
         outbox = self._outboxes[peer]
-        sock, route = self.sock, peer
-        if peer[:1] == REMOTE and self.remote is not None:
-            sock, route = self.remote, peer[1:]
+        sock, route = self._route(peer)
         while outbox.entries:
             entries, buffers = outbox.take()
             try:

@@ -1,0 +1,67 @@
+"""A lone blocking result() takes the direct path: it must hold nothing else back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from runtime import ActorSystem
+from runtime.core import Calls, Pending
+from tests.helpers import Counter, Listener
+
+CALLS = 200_000  # an upper bound: the caller stops as soon as the test has its answer
+
+
+def test_lone_is_the_only_call_pending_alone_in_its_outbox() -> None:
+    calls = Calls()
+    calls.pending[1] = Pending(None, 0)  # type: ignore[arg-type]  # no future needed here
+    calls.outbox(0).entries.append((1, 1, 7, "m", b"", 0))
+    assert calls.lone(1) == 0
+    assert calls.lone(2) is None  # not pending
+    calls.outbox(1).entries.append((2, 0, 7, "tell", b"", 0))  # a tell for another worker
+    assert calls.lone(1) is None
+    calls.outbox(1).entries.clear()
+    calls.pending[3] = Pending(None, 1)  # type: ignore[arg-type]  # a reply expected elsewhere
+    assert calls.lone(1) is None
+
+
+@pytest.fixture
+def busy_caller(system: ActorSystem) -> Iterator[threading.Event]:
+    """A thread that asks in a tight loop (each ask a lone one) until told to stop."""
+    ref = system.spawn(Counter, worker=0)
+    stop, started = threading.Event(), threading.Event()
+
+    def loop() -> None:
+        for i in range(CALLS):
+            ref.echo(i).result(timeout=10)
+            started.set()
+            if stop.is_set():
+                return
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    assert started.wait(timeout=10)
+    yield stop
+    stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_a_callback_on_another_call_is_delivered(
+    system: ActorSystem, busy_caller: threading.Event
+) -> None:
+    other = system.spawn(Counter, worker=1)
+    done = threading.Event()
+    other.add(5).add_done_callback(lambda _: done.set())  # nobody blocks on it
+    assert done.wait(timeout=10)
+
+
+def test_events_reach_a_callback(system: ActorSystem, busy_caller: threading.Event) -> None:
+    shouter = system.spawn(Listener, worker=1)
+    shouter.shout("direct", 1).result(timeout=10)  # its publisher is ready
+    got = threading.Event()
+    with system.subscribe("direct", lambda topic, obj: got.set()):
+        shouter.shout.tell("direct", 1)
+        assert got.wait(timeout=10)
