@@ -10,19 +10,21 @@
       └ DEALER per worker ─── calls, batched ───────────────────────────▶ mailbox
                           ◀── replies, batched, on the same connection ──┘
 
-One package per concern; imports go down this list, and the three process
-packages (driver, supervisor, worker) never import each other:
+One package per concern; imports go down this list, and the process packages
+(driver, supervisor, worker, node) never import each other:
 
 * ``wire``: sans-IO. Frames and header, batch entries (plain tuples whose
   fields ``Entry`` names; ``Request`` as received), the pickle codec (out-of-band buffers, remote
-  errors), and one frozen record per control op with its JSON codec.
+  errors), and one frozen record per control op with its JSON codec, among
+  them a system's ``Addresses`` and a worker slot's ``Place`` in a cluster.
 * ``core``: sans-IO state and decisions, the time passed in. ``SystemOptions``
   and ``ProcessArgs`` (validated once, in the driver, then JSON), supervision
   policy as pure functions, the supervisor's ``Directory``, crash detection's
   three ways (``Liveness``: exit, heartbeat lost, limit), the sending side's
   ``Calls`` (outboxes, pending calls, retry plan) and a worker's ``Mailbox``.
 * ``net``: the only place that opens sockets. Factories, ipc endpoints in a
-  0700 directory, the bus's ends (``Bus``: one sync handshake for every
+  0700 directory, CURVE keys and the ZAP allow-list on every tcp socket, the
+  bus's ends (``Bus``: one sync handshake for every
   process) and its proxy, and how the runtime's processes are started.
 * ``client``: the sending side every process owns. ``Transport`` is composed,
   not subclassed: each process hands it a way to wake its I/O owner, a way to
@@ -33,7 +35,12 @@ packages (driver, supervisor, worker) never import each other:
   drives the sockets itself; a background thread when nobody waits); tasks,
   maps and pipelines, scheduled by their submitter.
 * ``supervisor``: the control plane. The loop and its handlers (dispatch by
-  record type), restarts as generator procedures, the worker processes.
+  record type), restarts as generator procedures, the worker processes; as a
+  cluster's head (``dovecote head``), its nodes and the drivers owning actors.
+* ``node``: a cluster node (``dovecote node``): one host's workers, started,
+  signalled and reported on as the head says.
+* ``observe``: what operators see: worker output and logs, status, discovery
+  files, the operators' commands, metrics, progress bars.
 * ``worker``: the composition root and its parts: the ``Inbox`` (the mailbox
   ROUTER read through a stash; cancels answered at once), ``Actors`` (one
   message at a time per actor, awaitables on the loop), ``Replies`` (batched
