@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pty
-import select
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ import pytest
 from actors import ActorCrashedError
 from runtime import ActorSystem, observe
 from tests.talkers import Talker, shout
+from tests.terminal import run_on_a_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,35 +178,6 @@ with ActorSystem(workers=1) as system:
 """
 
 
-def _run_on_a_terminal(env: dict[str, str], deadline: float) -> str:
-    """Run the script with a pty as its stdout and stderr; what the terminal shows."""
-    leader, follower = pty.openpty()
-    with subprocess.Popen(
-        [sys.executable, "-c", _SCRIPT],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-    ) as proc:
-        os.close(follower)
-        shown = b""
-        try:
-            while time.monotonic() < deadline:
-                if not select.select([leader], [], [], 0.5)[0]:
-                    continue  # nothing yet: the system is starting, or working
-                try:
-                    chunk = os.read(leader, 4096)
-                except OSError:  # EIO: every process holding the terminal has exited
-                    break
-                if not chunk:
-                    break
-                shown += chunk
-            assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, shown
-        finally:
-            os.close(leader)
-    return shown.decode(errors="replace")
-
-
 def _environment(**changes: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PYTHONUNBUFFERED")}
     env.update({k: v for k, v in changes.items() if v is not None})
@@ -215,14 +185,14 @@ def _environment(**changes: str | None) -> dict[str, str]:
 
 
 def test_on_a_terminal_the_prefix_is_coloured(tmp_path: Path) -> None:
-    shown = _run_on_a_terminal(_environment(), time.monotonic() + 40)
+    shown = run_on_a_terminal(_SCRIPT, _environment(), time.monotonic() + 40)
     assert "\x1b[36m(T name=t w0 pid=" in shown
     assert "coloured?" in shown
     assert "careful" in shown  # no handler in the driver: printed as Python's last resort would
 
 
 def test_no_color_turns_the_colour_off(tmp_path: Path) -> None:
-    shown = _run_on_a_terminal(_environment(NO_COLOR="1"), time.monotonic() + 40)
+    shown = run_on_a_terminal(_SCRIPT, _environment(NO_COLOR="1"), time.monotonic() + 40)
     assert "(T name=t w0 pid=" in shown and "coloured?" in shown
     assert "\x1b[" not in shown
 

@@ -3,22 +3,16 @@ on a terminal tqdm's bar cleared and redrawn around forwarded lines."""
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
-import pty
 import re
-import select
-import struct
-import subprocess
-import sys
-import termios
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from runtime import ActorSystem, observe
+from tests.terminal import run_on_a_terminal
 
 
 def _double(x: int) -> int:
@@ -91,35 +85,10 @@ print("after the map")  # once the system is down: no forwarded line can land in
 
 
 def _on_a_terminal(deadline: float) -> str:
-    leader, follower = pty.openpty()
-    # A new pty is 0x0, and tqdm fits its bar to the width: give it a real one.
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     env["DOVECOTE_FOLD_REPEATS"] = "0"
-    with subprocess.Popen(
-        [sys.executable, "-c", _SCRIPT],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-    ) as proc:
-        os.close(follower)
-        shown = b""
-        try:
-            while time.monotonic() < deadline:
-                if not select.select([leader], [], [], 0.5)[0]:
-                    continue  # nothing yet: the system is starting, or working
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:  # EIO: the terminal's last holder has exited
-                    break
-                if not chunk:
-                    break
-                shown += chunk
-            assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, shown
-        finally:
-            os.close(leader)
-    return shown.decode(errors="replace")
+    # A new pty is 0x0, and tqdm fits its bar to the width: give it a real one.
+    return run_on_a_terminal(_SCRIPT, env, deadline, size=(24, 120))
 
 
 def test_forwarded_lines_and_a_tqdm_bar_share_the_terminal() -> None:

@@ -59,6 +59,7 @@ class Transport:
         self.ctx = ctx
         self.addresses = addresses
         self.places: dict[int, wire.Place] = {}  # in a cluster: where each slot lives
+        self._placed: list[int] = []  # of those, the slots on a node, sorted
         self.outbox_limit, self.send_timeout = options
         self._wake, self._wait, self._waiter = hooks
         self._on_socket = on_socket
@@ -175,7 +176,7 @@ class Transport:
         return sock
 
     def slots(self) -> list[int]:  # a cluster's, placed on a node (one host's: none)
-        return sorted(slot for slot, place in self.places.items() if place.ipc)
+        return self._placed
 
     def on_placed(self, message: wire.Placed) -> None:
         """Workers started somewhere (the head's replica, kept in order on the control
@@ -185,6 +186,7 @@ class Transport:
             self.places[place.slot] = place
             if old is not None and (old.ipc, old.tcp) != (place.ipc, place.tcp):
                 self._reset_dealer(place.slot)
+        self._placed = sorted(slot for slot, place in self.places.items() if place.ipc)
 
     def _reset_dealer(self, slot: int) -> None:
         """After a worker's death, talk to its successor on a new connection: a

@@ -137,6 +137,7 @@ class Hosts:
 
     options: SystemOptions
     _transport: Transport
+    _check_open: Callable[[], None]
 
     @property
     def workers(self) -> int:
@@ -151,9 +152,6 @@ class Hosts:
         self._check_open()
         nodes = self._transport.control.request("nodes", identity, wire.ListNodes)
         return list(nodes.result(self.options.start_timeout))
-
-    def _check_open(self) -> None:
-        raise NotImplementedError
 
 
 def _barrier(transport: Transport, deadline: float) -> None:

@@ -136,8 +136,9 @@ class Node:
             self.output.handle(ready)  # before exits: a dead worker's last lines first
             if self.sock in ready and not self.drain():
                 return LOST
-            for worker in [w for w in self.workers.values() if w.sentinel in ready]:
-                self.reap(worker)
+            for slot, worker in list(self.workers.items()):
+                if worker.sentinel in ready:
+                    self.reap(slot, worker)
 
     def drain(self) -> bool:
         """Handle what the head sent; False once it lets this node go."""
@@ -172,8 +173,7 @@ class Node:
         if worker is not None and worker.epoch == message.epoch:
             worker.proc.send_signal(message.signal)
 
-    def reap(self, worker: Worker) -> None:
-        slot = next(slot for slot, each in self.workers.items() if each is worker)
+    def reap(self, slot: int, worker: Worker) -> None:
         del self.workers[slot]
         self.poller.unregister(worker.sentinel)
         os.close(worker.sentinel)

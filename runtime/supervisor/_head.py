@@ -71,8 +71,7 @@ class Head:
         node = self.nodes.join(peer, message, time.monotonic())
         homeless, workers.homeless = workers.homeless, {}
         for slot, expect in homeless.items():  # slots that waited for a node
-            workers.epochs[slot] -= 1  # their placeholder epoch was never run
-            workers.start(slot, expect, node.name)
+            workers.start(slot, expect, node.name, fresh=False)
         first = max(workers.epochs, default=-1) + 1
         for slot in range(first, first + message.workers):
             workers.start(slot, (), node.name)
@@ -133,14 +132,6 @@ class Head:
             sup.forget(actor, f"its driver {owner} left")
         if reply is not None:
             sup.control.reply(reply[0], reply[1], True, len(owned))
-
-    def hello(self, peer: bytes) -> None:
-        """A driver joins: the places and epochs of every slot, before its answer."""
-        places = self.sup.workers.places()
-        if places:
-            self.sup.control.send(peer, wire.Placed(places))
-        epochs = [[slot, epoch] for slot, epoch in self.sup.workers.epochs.items()]
-        self.sup.control.send(peer, wire.Epochs(epochs))
 
     def describe(self) -> list[dict[str, object]]:
         return [node.describe() for node in self.nodes.nodes.values()]

@@ -236,8 +236,8 @@ class Supervisor:
 
     def on_hello(self, peer: bytes, message: wire.Hello) -> None:
         self.control.clients.add(peer)
-        if self.head is not None:
-            self.head.hello(peer)
+        if self.head is not None:  # where every slot lives, before the answer
+            self.workers.snapshot(peer)
         self.waiting_hello.append((peer, message.req_id, message.workers))
         self.announce()
 

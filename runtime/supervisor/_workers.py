@@ -111,10 +111,14 @@ class Workers:
         self.homeless: dict[int, tuple[int, ...]] = {}  # a head's slots with no node: expect
 
     # -- starting and ending ------------------------------------------------------
-    def start(self, slot: int, expect: Sequence[int] = (), node: str | None = None) -> None:
+    def start(
+        self, slot: int, expect: Sequence[int] = (), node: str | None = None, fresh: bool = True
+    ) -> None:
         """Start a worker in ``slot``; it holds the messages of the actors in ``expect``
-        until they are started again."""
-        self.epochs[slot] = self.epochs.get(slot, -1) + 1
+        until they are started again. ``fresh=False``: in the epoch the clients were
+        already told (a slot that waited for a node)."""
+        if fresh:
+            self.epochs[slot] = self.epochs.get(slot, -1) + 1
         args = self.args.for_worker(slot, self.epochs, list(expect), os.getpid())
         proc = self._start_local(args) if self.nodes is None else self._launch(args, node)
         if proc is None:
@@ -208,14 +212,19 @@ class Workers:
         """It says it is ready: what it missed while starting, then its backlog."""
         worker.liveness.ready = True
         worker.liveness.beat(now)
-        places = self.places()
-        if places:
-            self.control.send(worker.identity, wire.Placed(places))
-        epochs = [[slot, epoch] for slot, epoch in self.epochs.items()]
-        self.control.send(worker.identity, wire.Epochs(epochs))  # deaths it missed
+        self.snapshot(worker.identity)  # the deaths and moves it missed
         for message in worker.backlog:
             self.control.send(worker.identity, message)
         worker.backlog.clear()
+
+    def snapshot(self, peer: bytes) -> None:
+        """Where every slot lives and its epoch, for a client that starts: the updates
+        follow, in order, on the same connection."""
+        places = self.places()
+        if places:
+            self.control.send(peer, wire.Placed(places))
+        epochs = [[slot, epoch] for slot, epoch in self.epochs.items()]
+        self.control.send(peer, wire.Epochs(epochs))
 
     def ready_slots(self) -> set[int]:
         return {slot for slot, w in self.procs.items() if w.liveness.ready}
