@@ -291,3 +291,20 @@ def test_a_killed_drivers_actors_are_stopped(cluster: Cluster) -> None:
             driver.stdin.close()
         if driver.stdout is not None:
             driver.stdout.close()
+
+
+def test_a_slot_with_no_node_left_waits_for_one_to_join(cluster: Cluster) -> None:
+    with connect(cluster) as system:
+        actor = system.spawn(Where, node="nb")
+        actor.where().result(timeout=10)
+        cluster.kill_node("na")
+        cluster.kill_node("nb")
+        cluster.start_node("nc")
+
+        def answered_from_nc() -> bool:
+            try:
+                return actor.where().result(timeout=10)[1] == "nc"
+            except ActorCrashedError:
+                return False  # the call that was in flight when its node died
+
+        wait_for(answered_from_nc, 30, "the actor restarted on the new node")

@@ -109,6 +109,7 @@ class Workers:
         self.stop_deadline: float | None = None  # set once workers are told to exit
         self.escalations = [signal.SIGTERM, signal.SIGKILL]
         self.homeless: dict[int, tuple[int, ...]] = {}  # a head's slots with no node: expect
+        self.held: dict[int, list[object]] = {}  # control records for them, once placed
 
     # -- starting and ending ------------------------------------------------------
     def start(
@@ -124,7 +125,8 @@ class Workers:
         if proc is None:
             return
         log.debug("worker %d (epoch %d) starting; expects %s", slot, args.epoch, list(expect))
-        self.procs[slot] = WorkerProc(slot, args.epoch, proc, time.monotonic())
+        worker = self.procs[slot] = WorkerProc(slot, args.epoch, proc, time.monotonic())
+        worker.backlog.extend(self.held.pop(slot, ()))
 
     def replace(self, slot: int, cause: str, comeback: list[int]) -> None:
         """Start a worker in a dead one's slot, holding the messages of the actors in
@@ -202,7 +204,9 @@ class Workers:
         """Send to a worker now, or as soon as a starting one says it is ready."""
         worker = self.procs.get(slot)
         if worker is None:
-            return  # it just died: its exit is being handled
+            if slot in self.homeless:  # the restart of its actors, for when it is placed
+                self.held.setdefault(slot, []).append(message)
+            return  # else it just died: its exit is being handled
         if worker.liveness.ready:
             self.control.send(worker.identity, message)
         else:
