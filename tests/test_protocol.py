@@ -127,3 +127,30 @@ def test_refs_are_small_hashable_and_picklable() -> None:
     assert len(pickle.dumps(ref)) < 120
     assert {ref: 1}[back] == 1
     assert ActorRef("other", 5, 1) != ref
+
+
+def test_plain_arguments_travel_raw_and_others_as_a_pickle() -> None:
+    raw, none = proto.dumps_call("x", (1, "two", b"3"), {"k": None})
+    assert (raw, none) == (((1, "two", b"3"), {"k": None}), [])  # pickled with the batch
+    blob, _ = proto.dumps_call("x", ([1],), {})
+    assert type(blob) is bytes  # a list: pickled at the call site
+    entries = [
+        (proto.CALL, 1, 5, "add", raw, 0),
+        (proto.TELL, 0, 5, "add", blob, 0),
+        (proto.OK, 2, 0, "", proto.dumps_reply(7)[0], 0),
+    ]
+    _, body, _, _ = proto.unpack(proto.encode_batch(entries, []))
+    got = proto.decode_body(body)
+    assert [e[:4] for e in got] == [e[:4] for e in entries]
+    assert proto.load_call(got[0][4], ()) == ((1, "two", b"3"), {"k": None})
+    assert proto.load_call(got[1][4], ()) == (([1],), {})
+    assert proto.load_reply(got[2][4], ()) == 7
+    assert got[0][3] is got[1][3]  # method names are interned
+
+
+@pytest.mark.parametrize("value", [7, "text", b"x" * 10, None, [1, 2], {"a": 1}, (1,)])
+def test_a_lone_reply_round_trips_in_either_form(value: object) -> None:
+    payload, bufs = proto.dumps_reply(value)
+    _, body, _, _ = proto.unpack(proto.encode_batch([(proto.OK, 3, 0, "", payload, 0)], bufs))
+    [(kind, msg_id, _, _, got, _)] = proto.decode_body(body)
+    assert (kind, msg_id, proto.load_reply(got, ())) == (proto.OK, 3, value)

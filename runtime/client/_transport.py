@@ -282,7 +282,7 @@ class Transport:
             settle(future, exc=wire.decode_error(blob, bufs))
             return
         try:
-            value = wire.loads(blob, bufs)
+            value = wire.load_reply(blob, bufs)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit from unpickling stays out of result()
@@ -326,8 +326,7 @@ class Transport:
         for slot in list(self.calls.outboxes):
             future: ActorFuture[Any] = ActorFuture(f"barrier on worker {slot}", self._waiter)
             msg_id = future.call_id = next(self._ids)
-            blob = wire.dumps(((), {}))[0]
-            entry = (wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", blob, 0)
+            entry: wire.RawEntry = (wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", ((), {}), 0)
             self._submit(slot, entry, [], Pending(future, slot))
             futures.append(future)
         return futures

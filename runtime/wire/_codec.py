@@ -21,8 +21,11 @@ __all__ = [
     "decode_error",
     "dumps",
     "dumps_call",
+    "dumps_reply",
     "encode_error",
     "find_unpicklable",
+    "load_call",
+    "load_reply",
     "loads",
     "named_arguments",
 ]
@@ -121,12 +124,36 @@ def loads(blob: Any, buffers: Sequence[Buffer] = ()) -> Any:
     return pickle.loads(blob, buffers=[getattr(b, "buffer", b) for b in buffers])
 
 
+def dumps_reply(value: Any) -> tuple[Any, list[pickle.PickleBuffer]]:
+    """A reply's payload: a plain value as ``(value,)`` (pickled with its batch),
+    else its pickle. Raises what pickling raises."""
+    kind = type(value)
+    if kind in _PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
+        return (value,), []
+    return dumps(value)
+
+
+def load_call(payload: Any, buffers: Sequence[Buffer]) -> Any:
+    """A call's ``(args, kwargs)`` from its payload (see ``dumps_call``)."""
+    return payload if type(payload) is tuple else loads(payload, buffers)
+
+
+def load_reply(payload: Any, buffers: Sequence[Buffer]) -> Any:
+    """A reply's value from its payload (see ``dumps_reply``)."""
+    return payload[0] if type(payload) is tuple else loads(payload, buffers)
+
+
 def dumps_call(
     what: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[bytes, list[pickle.PickleBuffer]]:
-    """Pickle a call's arguments, naming the one that fails."""
+) -> tuple[Any, list[pickle.PickleBuffer]]:
+    """A call's payload: its plain arguments as they are (pickled with the batch
+    they travel in), or else their pickle, made now so that a bad argument fails
+    here, named."""
+    payload = (args, kwargs)
+    if _is_plain(payload):
+        return payload, []
     try:
-        return dumps((args, kwargs))
+        return dumps(payload)
     except Exception as exc:
         culprit = find_unpicklable(named_arguments(args, kwargs))
         raise SerializationError(f"{describe(what)}: cannot pickle {culprit}: {exc}") from exc

@@ -100,21 +100,29 @@ class Actors:
         try:
             method = _method_for(cell, request.method)
             try:
-                args, kwargs = wire.loads(request.blob, request.bufs)
+                args, kwargs = wire.load_call(request.blob, request.bufs)
             except BaseException as exc:
                 raise unpickling_error(request, exc) from exc
             result = self.inbox.call_user(method, args, kwargs)
         except BaseException as exc:  # SystemExit too: it goes to the caller, the worker lives
             self.busy.end()
+            self._stop_if_asked(cell, request)
             self.replies.reply_error(request, exc)
         else:
             self.busy.end()
             if _awaitable(result):  # an ActorFuture is awaitable too
                 self._outcome(cell, request, result)
-            elif request.kind == _CALL:
-                self.replies.reply(request, result)
+                self._stop_if_asked(cell, request)
+            else:
+                self._stop_if_asked(cell, request)
+                if request.kind == _CALL:
+                    self.replies.reply(request, result)
         self._count()
-        if cell.stop_after is True:  # it stopped its actor, and left no task to wait for
+
+    def _stop_if_asked(self, cell: Cell, request: Request) -> None:
+        """The message's code stopped its own actor, and left no task to wait for: it
+        stops now, its on_stop before the message's reply (as after an await)."""
+        if cell.stop_after is True:
             self.stop_actor(request.actor_id, None)
 
     def _outcome(self, cell: Cell, request: Request, result: Any) -> None:

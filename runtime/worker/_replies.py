@@ -46,7 +46,7 @@ class Replies:
         if request.kind != wire.CALL:
             return
         try:
-            blob, bufs = wire.dumps(value)
+            blob, bufs = wire.dumps_reply(value)
         except BaseException as exc:  # SystemExit from a __reduce__ goes to the caller
             self.reply_error(request, _pickling_error(request, exc))
             return

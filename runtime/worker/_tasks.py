@@ -19,7 +19,7 @@ def run_task(request: Request, call_user: CallUser, replies: Replies) -> None:
     """Run a stateless task and reply with its outcome."""
     try:
         try:
-            (fn, *rest), _ = wire.loads(request.blob, request.bufs)
+            (fn, *rest), _ = wire.load_call(request.blob, request.bufs)
         except BaseException as exc:
             raise unpickling_error(request, exc) from exc
         if request.method == "chunk":
