@@ -329,6 +329,13 @@ class Probe(Actor):
         return self.ref.get()
 
 
+def write_whole(path: pathlib.Path, text: str) -> None:
+    """Write a file that appears whole: an actor polling for it may read it at once."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    part.rename(path)
+
+
 def touch_file(path: str) -> None:
     pathlib.Path(path).touch()
 

@@ -16,7 +16,7 @@ from actors import (
     SerializationError,
 )
 from runtime import ActorSystem
-from tests.helpers import BadInit, Counter, Waiter
+from tests.helpers import BadInit, Counter, Waiter, write_whole
 
 
 def test_issue_example(system: ActorSystem) -> None:
@@ -89,7 +89,7 @@ def test_awaiting_does_not_block_the_other_actors_of_a_worker(system, tmp_path) 
     pending = waiter.wait_for_file(str(flag))
     assert neighbour.add(1).result(timeout=5) == 1  # served while waiter is mid-method
     assert not pending.done()
-    flag.write_text("done")
+    write_whole(flag, "done")
     assert pending.result(timeout=5) == "done"
 
 
@@ -194,8 +194,7 @@ def test_timeout_raises_timeout_error(system: ActorSystem, tmp_path) -> None:
     pending = waiter.wait_for_file(str(flag))
     with pytest.raises(TimeoutError, match="wait_for_file"):
         pending.result(timeout=0.2)
-    (tmp_path / "written").write_text("late")
-    (tmp_path / "written").rename(flag)  # whole: the actor may look at any moment
+    write_whole(flag, "late")  # the actor may look at any moment
     assert pending.result(timeout=5) == "late"  # the call itself went on
 
 

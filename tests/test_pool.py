@@ -15,7 +15,7 @@ import pytest
 
 from actors import Actor, ActorCrashedError, ActorPool, ActorRef, ActorStoppedError
 from runtime import ActorSystem
-from tests.helpers import Waiter, wait_for_path
+from tests.helpers import Waiter, wait_for_path, write_whole
 
 
 class Doubler(Actor):
@@ -102,7 +102,7 @@ def test_get_next_times_out_and_keeps_the_result(system: ActorSystem, tmp_path: 
     with pytest.raises(TimeoutError):
         pool.get_next_unordered(timeout=0.05)
     assert pool.has_next()
-    gate.write_text("open")
+    write_whole(gate, "open")
     assert pool.get_next(timeout=10) == "open"
 
 

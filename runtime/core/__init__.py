@@ -16,6 +16,7 @@ from runtime.core._directory import (
     Group,
 )
 from runtime.core._mailbox import (
+    Batch,
     Cell,
     Mailbox,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_BATCH",
     "STARTING_GRACE",
     "ActorRecord",
+    "Batch",
     "Calls",
     "Cell",
     "Directory",

@@ -9,9 +9,31 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from runtime.wire import CALL, Request
+from runtime.wire import CALL, RawEntry, Request
 
-__all__ = ["Cell", "Mailbox"]
+__all__ = ["Batch", "Cell", "Mailbox"]
+
+
+class Batch:
+    """The batch being run from its entries (see worker/_batch): those after
+    ``next`` have not started, and a cancel may still withdraw them."""
+
+    __slots__ = ("cancelled", "entries", "next", "peer")
+
+    def __init__(self, peer: bytes, entries: Sequence[RawEntry]) -> None:
+        self.peer = peer
+        self.entries = entries
+        self.next = 0
+        self.cancelled: set[int] = set()
+
+    def withdraw(self, peer: bytes | None, msg_id: int) -> bool:
+        if peer != self.peer:
+            return False
+        for entry in itertools.islice(self.entries, self.next, None):
+            if entry[1] == msg_id and entry[0] == CALL:
+                self.cancelled.add(msg_id)
+                return True
+        return False
 
 
 class Cell:
@@ -105,6 +127,7 @@ class Mailbox:
         self.size = size
         self.cells: dict[int, Cell] = {actor_id: Cell(None) for actor_id in expect}
         self.stash: deque[Request] = deque()  # read (perhaps by the keeper), not delivered
+        self.batch: Batch | None = None  # being run from its entries
         self.backlog = 0
 
     def room(self) -> int:
@@ -134,6 +157,8 @@ class Mailbox:
         """Mark a call that has not started as cancelled. It waits in ``parsed`` (the
         batch being read), the stash, or a cell's queue: found there, or it has
         started. A search, rare, rather than a table kept for every call."""
+        if self.batch is not None and self.batch.withdraw(peer, msg_id):
+            return True
         waiting = itertools.chain(parsed, self.stash, *(c.queue for c in self.cells.values()))
         for request in waiting:
             if request.msg_id == msg_id and request.peer == peer and request.kind == CALL:

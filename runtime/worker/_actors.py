@@ -29,7 +29,7 @@ from runtime.worker._loop import leave_if_forked
 from runtime.worker._replies import Replies, unpickling_error
 from runtime.worker._tasks import run_task
 
-__all__ = ["DOWN_METHOD", "EVENT_METHOD", "Actors", "call_hook"]
+__all__ = ["DOWN_METHOD", "EVENT_METHOD", "Actors", "awaitable", "call_hook"]
 
 log = logging.getLogger("dovecote")
 
@@ -70,7 +70,7 @@ class Actors:
                 run_task(request, self.inbox.call_user, self.replies)
                 self.busy.end()
                 self.tasks += 1
-                self._count()
+                self.count()
             elif request.actor_id == wire.BARRIER_ACTOR:
                 self.replies.reply(request, None)  # every earlier message from it is in
             else:
@@ -106,18 +106,26 @@ class Actors:
             result = self.inbox.call_user(method, args, kwargs)
         except BaseException as exc:  # SystemExit too: it goes to the caller, the worker lives
             self.busy.end()
-            self._stop_if_asked(cell, request)
-            self.replies.reply_error(request, exc)
+            self.failed(cell, request, exc)
         else:
             self.busy.end()
-            if _awaitable(result):  # an ActorFuture is awaitable too
-                self._outcome(cell, request, result)
-                self._stop_if_asked(cell, request)
-            else:
-                self._stop_if_asked(cell, request)
-                if request.kind == _CALL:
-                    self.replies.reply(request, result)
-        self._count()
+            self.returned(cell, request, result)
+        self.count()
+
+    def failed(self, cell: Cell, request: Request, exc: BaseException) -> None:
+        """A message's code raised: its caller gets the error (a tell's is logged)."""
+        self._stop_if_asked(cell, request)
+        self.replies.reply_error(request, exc)
+
+    def returned(self, cell: Cell, request: Request, result: Any) -> None:
+        """A message's code returned: reply, now or once what it returned completes."""
+        if awaitable(result):  # an ActorFuture is awaitable too
+            self._outcome(cell, request, result)
+            self._stop_if_asked(cell, request)
+        else:
+            self._stop_if_asked(cell, request)
+            if request.kind == _CALL:
+                self.replies.reply(request, result)
 
     def _stop_if_asked(self, cell: Cell, request: Request) -> None:
         """The message's code stopped its own actor, and left no task to wait for: it
@@ -133,7 +141,7 @@ class Actors:
             # On the loop's turn: a cancel() in an actor's code would run it unlocked.
             forward = functools.partial(self._forward, request)
             result.add_done_callback(lambda future: self.loop.call_soon(forward, future))
-        elif _awaitable(result):
+        elif awaitable(result):
             task = asyncio.ensure_future(_contained(result, request.actor_id))
             cell.start(task, time.monotonic())
             task.add_done_callback(functools.partial(self._finish, cell, request))
@@ -184,7 +192,7 @@ class Actors:
         else:
             self._outcome(cell, request, task.result())
 
-    def _count(self) -> None:
+    def count(self) -> None:
         """One more message handled: past ``max_messages`` the worker is recycled."""
         self.handled += 1
         if self.max_messages is not None and self.handled >= self.max_messages:
@@ -287,7 +295,7 @@ def _describe(actor: Actor | None, actor_id: int) -> str:
 _AWAITABLE: dict[type, bool] = {}
 
 
-def _awaitable(value: Any) -> bool:
+def awaitable(value: Any) -> bool:
     """``inspect.isawaitable`` for the per-message path, cached per type."""
     kind = type(value)
     known = _AWAITABLE.get(kind)

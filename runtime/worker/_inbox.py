@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from runtime import net, wire
@@ -48,6 +48,8 @@ class Inbox:
         self.mailbox = mailbox
         self.replies = replies
         self.deliver: Callable[[Request], None] = lambda request: None  # to the actors
+        # A batch with no cancel, nothing stashed: run from its entries (see _batch).
+        self.run_batch: Callable[[bytes, list[wire.RawEntry], Sequence[Any]], None] | None = None
         self.keeper: Napper | None = None  # woken when actor code runs, if it naps
         self.reader: Reader | None = None
         self.remote: Reader | None = None  # in a cluster: the tcp mailbox's reader
@@ -99,8 +101,16 @@ class Inbox:
         """A batch from the mailbox, by its reader. A lone call, with nothing stashed
         before it, is delivered at once and its reply sent from its handler: the
         reader looks at the socket again after it (a send may take the wake-up edge)."""
-        requests = self.parse(frames)
+        batch = self.decode(frames)
+        if batch is None:
+            return
+        peer, entries, buffers = batch
         stash = self.mailbox.stash
+        batched = len(entries) > 1 and not stash and self.run_batch is not None
+        if batched and not any(entry[0] == _CANCEL for entry in entries):
+            self.run_batch(peer, entries, buffers)  # type: ignore[misc]
+            return
+        requests = self.requests(peer, entries, buffers)
         if len(requests) != 1 or stash:
             stash.extend(requests)
             self.deliver_stash()
@@ -115,20 +125,30 @@ class Inbox:
     def parse(self, frames: list[Any]) -> list[Request]:
         """The calls and tells of one message. Cancels are answered here, at once. A
         malformed message, or entry, is logged and dropped alone. Loop thread or keeper."""
+        batch = self.decode(frames)
+        return [] if batch is None else self.requests(*batch)
+
+    def decode(self, frames: list[Any]) -> tuple[bytes, list[wire.RawEntry], Any] | None:
+        """A message's sender, entries and buffers; None if it is dropped (logged)."""
         peer = bytes(frames[0])
         try:
             kind, body, buffers, epoch = wire.unpack(frames[1:])
             if epoch != self.epoch:
                 self._stale(peer, epoch)
-                return []
+                return None
             if kind != wire.BATCH:
                 raise wire.ProtocolError(f"kind {kind} is not a batch")
-            requests, errors, cancels = wire.parse_entries(peer, wire.decode_body(body), buffers)
+            return peer, wire.decode_body(body), buffers
         except wire.ProtocolError as exc:
-            self._malformed(peer, exc)
-            return []
+            self.malformed(peer, exc)
+            return None
+
+    def requests(
+        self, peer: bytes, entries: list[wire.RawEntry], buffers: Sequence[Any]
+    ) -> list[Request]:
+        requests, errors, cancels = wire.parse_entries(peer, entries, buffers)
         for error in errors:
-            self._malformed(peer, error)
+            self.malformed(peer, error)
         if cancels:
             return self._cancels(peer, requests)
         return requests
@@ -154,7 +174,7 @@ class Inbox:
             wire.peer_name(peer),
         )
 
-    def _malformed(self, peer: bytes, exc: Exception) -> None:
+    def malformed(self, peer: bytes, exc: Exception) -> None:
         name = wire.peer_name(peer)
         log.warning("worker %d dropped a malformed message from %s: %s", self.slot, name, exc)
 

@@ -23,8 +23,8 @@ class Keeper(threading.Thread):
     """Answers for the worker while an actor's or a task's code holds the loop
     thread. Internal.
 
-    Once that code has run for KEEP_AFTER, the keeper takes the I/O lock (free only
-    then: see ``Inbox.call_user``), sends the replies that are ready and reads
+    Once that code has run for KEEP_AFTER (seen on two looks), the keeper takes the
+    I/O lock (free only then: see ``Inbox.call_user``), sends the replies that are ready and reads
     the mailbox: cancels are answered at once, calls are stashed for the loop in
     arrival order. It looks every KEEPER_LOOKS while no code runs, and naps when
     none has run for a while, so that calls of microseconds pay for no thread
@@ -43,6 +43,7 @@ class Keeper(threading.Thread):
     def run(self) -> None:
         busy = self.busy
         seen = time.monotonic()  # when actor code was last seen running
+        suspect = 0.0  # the start of the call seen running long on the last look
         while not self.stopping.is_set():
             now = time.monotonic()
             if busy.what is None:
@@ -52,9 +53,14 @@ class Keeper(threading.Thread):
                     continue
                 wait = KEEPER_LOOKS  # short calls come and go unseen: nothing to do
             else:
-                seen, running = now, now - busy.since
-                if running >= KEEP_AFTER:
+                since = busy.since
+                seen, running = now, now - since
+                # Long on two looks: a loop thread that was only descheduled for a
+                # moment, amid a burst of short calls, has moved on by the second.
+                if running >= KEEP_AFTER and since == suspect:
                     self.keep()
+                elif running >= KEEP_AFTER:
+                    suspect, running = since, 0.0  # look again soon
                 # soon after a call starts, then less often as it goes on
                 wait = max(KEEP_AFTER - running, min(running / 2, KEEPER_WAITS_AT_MOST))
             self.stopping.wait(wait)

@@ -52,17 +52,14 @@ class Reader:
         self._scheduled = False
         if self.paused or self.sock.closed:
             return
+        sock, handler, recv, dontwait = self.sock, self.handler, net.recv, net.DONTWAIT
         try:
-            for i in range(BUDGET):
-                # The first read is tried at once: the loop woke for it, and a message is
-                # almost always there (a poll first would cost two system calls).
-                if i and not net.readable(self.sock):
-                    return
+            for _ in range(BUDGET):  # read until EAGAIN: no poll before each message
                 try:
-                    frames = net.recv(self.sock, net.DONTWAIT)
+                    frames = recv(sock, dontwait)
                 except zmq.Again:
                     return
-                self.handler(frames)
+                handler(frames)
                 if self.paused:
                     return
             self._scheduled = True  # more may be queued: let the loop breathe first

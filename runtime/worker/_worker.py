@@ -38,6 +38,7 @@ from runtime.core import Cell, Mailbox, ProcessArgs
 from runtime.net import Bus, Socket
 from runtime.wire import Request
 from runtime.worker._actors import DOWN_METHOD, EVENT_METHOD, Actors, call_hook
+from runtime.worker._batch import run_batch
 from runtime.worker._context import ActorBus, WorkerContext
 from runtime.worker._health import Busy, HealthThread, log_async_hangs
 from runtime.worker._inbox import Inbox
@@ -102,6 +103,7 @@ class Worker:
         inbox = Inbox(sock, (self.slot, self.args.epoch), self.mailbox, replies)
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
         inbox.deliver = actors.deliver
+        inbox.run_batch = functools.partial(run_batch, actors)
         actors.max_messages = self.args.options.max_messages
         actors.on_limit = self.recycle
         actors.on_gone = self._gone

@@ -1,0 +1,99 @@
+"""A batch of calls and tells run at once, without a request record per message.
+
+A burst from one caller (tells, pipelined asks) arrives as one batch. Each
+entry whose actor is idle with nothing queued, whose method has run before, and
+whose arguments came raw (plain values, no buffers) runs straight from the
+batch's tuple: its reply goes to the outbox unnamed. Anything else (a busy or
+unknown actor, a first call of a method, an error, an awaitable, a stop) gets
+its ``Request`` and goes the usual way, in its turn: entries run in arrival
+order either way, so each caller's order per actor holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from runtime import wire
+from runtime.core import Batch
+from runtime.wire import Buffer, RawEntry, Request
+from runtime.worker._actors import Actors, awaitable
+
+__all__ = ["run_batch"]
+
+log = logging.getLogger("dovecote")
+
+_CALL, _TELL, _OK = wire.CALL, wire.TELL, wire.OK
+
+
+def run_batch(
+    actors: Actors, peer: bytes, entries: Sequence[RawEntry], buffers: Sequence[Buffer]
+) -> None:
+    """Run the entries of a batch that holds no cancel, nothing being stashed."""
+    mailbox = actors.mailbox
+    batch = mailbox.batch = Batch(peer, entries)  # what has not started stays cancellable
+    try:
+        _run(actors, batch, buffers)
+    finally:
+        mailbox.batch = None
+
+
+def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:
+    cells, busy, inbox, peer = actors.cells, actors.busy, actors.inbox, batch.peer
+    offset = 0
+    for i, entry in enumerate(batch.entries):
+        batch.next = i + 1
+        kind, msg_id, actor_id, method, payload, nbufs = entry
+        if batch.cancelled and msg_id in batch.cancelled and kind == _CALL:
+            offset += nbufs  # its verdict went out as CANCELLED: it never runs
+            continue
+        cell = cells.get(actor_id)
+        fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
+        if fn is None or nbufs or type(payload) is not tuple or inbox.recycling:
+            offset = _slow(actors, peer, entry, buffers, offset)
+            continue
+        busy.start(method, actor_id)
+        try:
+            args, kwargs = payload
+            result = inbox.call_user(fn, args, kwargs)
+        except BaseException as exc:  # as in Actors._execute: the caller gets it
+            busy.end()
+            actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
+            actors.count()
+            continue
+        busy.end()
+        if cell.stop_after is not False or awaitable(result):  # type: ignore[union-attr]
+            actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
+        elif kind == _CALL:
+            _reply(actors, peer, entry, result)
+        actors.count()
+
+
+def _slow(
+    actors: Actors, peer: bytes, entry: RawEntry, buffers: Sequence[Buffer], offset: int
+) -> int:
+    """An entry the usual way; where the next entry's buffers start."""
+    kind, nbufs = entry[0], entry[5]
+    if kind != _CALL and kind != _TELL:
+        actors.inbox.malformed(peer, wire.ProtocolError(f"an entry of kind {kind}"))
+    elif nbufs and offset + nbufs > len(buffers):
+        error = wire.ProtocolError(f"an entry whose {nbufs} buffers are not there")
+        actors.inbox.malformed(peer, error)
+    else:
+        actors.deliver(_request(peer, entry, buffers[offset : offset + nbufs] if nbufs else ()))
+    return offset + nbufs
+
+
+def _request(peer: bytes, entry: RawEntry, bufs: Sequence[Buffer]) -> Request:
+    kind, msg_id, actor_id, method, payload, _ = entry
+    return Request(peer, kind, msg_id, actor_id, method, payload, bufs)
+
+
+def _reply(actors: Actors, peer: bytes, entry: RawEntry, value: Any) -> None:
+    try:
+        payload, bufs = wire.dumps_reply(value)
+    except BaseException:  # the usual way names the call in the error
+        actors.replies.reply(_request(peer, entry, ()), value)
+        return
+    actors.replies.queue(peer, (_OK, entry[1], 0, "", payload, len(bufs)), bufs)
