@@ -70,6 +70,10 @@ class Transport:
         self._futures_condition = threading.Condition()
         self.calls = Calls()
         self._dealers: dict[int, Socket] = {}
+        # Large buffers to the slots reached over ipc (this host) go through shared
+        # memory; None: it is off (DOVECOTE_SHM=0) or there is none.
+        self.pool = net.Pool.open()
+        self._near: set[int] = set()
         self.control = Control(ctx, addresses, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
         self.control.handlers[wire.Placed] = self.on_placed
@@ -172,6 +176,8 @@ class Transport:
         if sock is None:
             endpoint = mailbox(self.places.get(slot), self.addresses, slot)
             sock = self._dealers[slot] = net.dealer(self.ctx, endpoint)
+            if endpoint.startswith("ipc://"):
+                self._near.add(slot)
             self._on_socket(sock, True)
         return sock
 
@@ -192,6 +198,7 @@ class Transport:
         """After a worker's death, talk to its successor on a new connection: a
         message sent on the old one just after the death would be lost with it."""
         sock = self._dealers.pop(slot, None)
+        self._near.discard(slot)
         if sock is not None:
             self._on_socket(sock, False)
             sock.close(linger=0)
@@ -213,10 +220,13 @@ class Transport:
             entries, buffers = outbox.take()
         sock = self._dealer(slot)
         while entries:
+            frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
+            shared = self._share(slot, frames)
             try:
-                frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
                 net.send(sock, frames, net.DONTWAIT)
             except zmq.Again:
+                if shared and self.pool is not None:
+                    self.pool.release(shared)
                 with self._lock:
                     outbox.put_back(entries, buffers)
                 return None
@@ -225,6 +235,12 @@ class Transport:
             with self._lock:
                 entries, buffers = outbox.take()
         return sock
+
+    def _share(self, slot: int, frames: list[Any]) -> list[Any]:
+        """Large buffers for a worker on this host go into shared memory."""
+        if len(frames) == 1 or self.pool is None or slot not in self._near:
+            return []
+        return self.pool.share(frames, 0, slot)
 
     def has_outgoing(self) -> bool:
         return self.control.has_outgoing() or self.calls.has_outgoing()
@@ -242,6 +258,8 @@ class Transport:
             kind, body, buffers, _ = wire.unpack(frames)
             if kind != wire.BATCH:
                 raise wire.ProtocolError(f"a reply of kind {kind}")
+            if buffers:
+                buffers = net.attach(buffers)
             entries = wire.decode_body(body)
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
@@ -298,6 +316,8 @@ class Transport:
     def fail_slot(self, slot: int, cause: str, epoch: int) -> None:
         """The worker in ``slot`` died; ``epoch`` is the new worker's (see ``Calls``)."""
         self._reset_dealer(slot)
+        if self.pool is not None:
+            self.pool.lost(slot)  # what it had not mapped yet
         with self._lock:
             failed, resent = self.calls.fail_slot(slot, epoch)
             if resent:
@@ -337,6 +357,9 @@ class Transport:
             sock.close(linger=0)
         self._dealers.clear()
         self.control.close()
+        if self.pool is not None:
+            self.pool.close()
+        net.forget_segments()
 
 
 def mailbox(place: wire.Place | None, addresses: wire.Addresses, slot: int) -> str:

@@ -91,6 +91,13 @@ from runtime.wire._frames import (
     peer_name,
     unpack,
 )
+from runtime.wire._shm import (
+    SHARED,
+    Descriptor,
+    describe,
+    looks_like_descriptor,
+    mark_shared,
+)
 
 __all__ = [
     "BARRIER_ACTOR",
@@ -105,6 +112,7 @@ __all__ = [
     "MAGIC",
     "OK",
     "OUT_OF_BAND_MIN",
+    "SHARED",
     "STARTED",
     "TASK_ACTOR",
     "TELL",
@@ -117,6 +125,7 @@ __all__ = [
     "ClientBeat",
     "Create",
     "Created",
+    "Descriptor",
     "Down",
     "Entry",
     "Epochs",
@@ -157,6 +166,7 @@ __all__ = [
     "decode_body",
     "decode_control",
     "decode_error",
+    "describe",
     "dumps",
     "dumps_call",
     "encode_batch",
@@ -164,6 +174,8 @@ __all__ = [
     "encode_error",
     "find_unpicklable",
     "loads",
+    "looks_like_descriptor",
+    "mark_shared",
     "named_arguments",
     "op_name",
     "pack",

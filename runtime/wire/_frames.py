@@ -16,6 +16,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from runtime.wire._shm import SHARED, read_descriptors
+
 __all__ = [
     "BARRIER_ACTOR",
     "BATCH",
@@ -101,8 +103,19 @@ def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any], int]:
     if magic != MAGIC or version != VERSION:
         raise ProtocolError(f"bad magic/version {bytes(magic)!r}/{version}")
     if (kind != BATCH and kind != CONTROL) or nbufs != len(frames) - 1:
+        if kind == BATCH | SHARED and nbufs and nbufs == len(frames) - 1:
+            return BATCH, first[HEADER.size :], _descriptors(frames[1:]), epoch
         raise ProtocolError(f"kind {kind} with {nbufs} buffers in {len(frames)} frames")
     return kind, first[HEADER.size :], frames[1:] if nbufs else (), epoch
+
+
+def _descriptors(frames: Sequence[Any]) -> list[Any]:
+    """The buffers of a batch whose large ones are in shared memory (see ``_shm``):
+    descriptors in their place, for the receiver to map."""
+    try:
+        return read_descriptors(frames)
+    except (ValueError, struct.error) as exc:
+        raise ProtocolError(f"a shared-memory descriptor that does not parse: {exc}") from None
 
 
 def encode_batch(
