@@ -70,10 +70,7 @@ class Transport:
         self._futures_condition = threading.Condition()
         self.calls = Calls()
         self._dealers: dict[int, Socket] = {}
-        # Large buffers to the slots reached over ipc (this host) go through shared
-        # memory; None: it is off (DOVECOTE_SHM=0) or there is none.
-        self.pool = net.Pool.open()
-        self._near: set[int] = set()
+        self.shm = net.Sharing(lambda slot: on_this_host(self, slot), net.Pool.open())
         self.control = Control(ctx, addresses, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
         self.control.handlers[wire.Placed] = self.on_placed
@@ -176,8 +173,6 @@ class Transport:
         if sock is None:
             endpoint = mailbox(self.places.get(slot), self.addresses, slot)
             sock = self._dealers[slot] = net.dealer(self.ctx, endpoint)
-            if endpoint.startswith("ipc://"):
-                self._near.add(slot)
             self._on_socket(sock, True)
         return sock
 
@@ -198,7 +193,6 @@ class Transport:
         """After a worker's death, talk to its successor on a new connection: a
         message sent on the old one just after the death would be lost with it."""
         sock = self._dealers.pop(slot, None)
-        self._near.discard(slot)
         if sock is not None:
             self._on_socket(sock, False)
             sock.close(linger=0)
@@ -220,13 +214,10 @@ class Transport:
             entries, buffers = outbox.take()
         sock = self._dealer(slot)
         while entries:
-            frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
-            shared = self._share(slot, frames)
             try:
-                net.send(sock, frames, net.DONTWAIT)
+                frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
+                self.shm.send(sock, frames, slot)  # large buffers: shared memory on this host
             except zmq.Again:
-                if shared and self.pool is not None:
-                    self.pool.release(shared)
                 with self._lock:
                     outbox.put_back(entries, buffers)
                 return None
@@ -235,12 +226,6 @@ class Transport:
             with self._lock:
                 entries, buffers = outbox.take()
         return sock
-
-    def _share(self, slot: int, frames: list[Any]) -> list[Any]:
-        """Large buffers for a worker on this host go into shared memory."""
-        if len(frames) == 1 or self.pool is None or slot not in self._near:
-            return []
-        return self.pool.share(frames, 0, slot)
 
     def has_outgoing(self) -> bool:
         return self.control.has_outgoing() or self.calls.has_outgoing()
@@ -256,10 +241,9 @@ class Transport:
         """A BATCH of replies from a worker."""
         try:
             kind, body, buffers, _ = wire.unpack(frames)
+            buffers = net.attach(buffers)  # views of shared memory, if any came in it
             if kind != wire.BATCH:
                 raise wire.ProtocolError(f"a reply of kind {kind}")
-            if buffers:
-                buffers = net.attach(buffers)
             entries = wire.decode_body(body)
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
@@ -316,8 +300,7 @@ class Transport:
     def fail_slot(self, slot: int, cause: str, epoch: int) -> None:
         """The worker in ``slot`` died; ``epoch`` is the new worker's (see ``Calls``)."""
         self._reset_dealer(slot)
-        if self.pool is not None:
-            self.pool.lost(slot)  # what it had not mapped yet
+        self.shm.lost(slot)  # its segments that it had not let go of
         with self._lock:
             failed, resent = self.calls.fail_slot(slot, epoch)
             if resent:
@@ -357,9 +340,12 @@ class Transport:
             sock.close(linger=0)
         self._dealers.clear()
         self.control.close()
-        if self.pool is not None:
-            self.pool.close()
-        net.forget_segments()
+        self.shm.close()
+
+
+def on_this_host(transport: Transport, slot: int) -> bool:
+    """Is ``slot`` reached over ipc? Its large buffers may go through shared memory."""
+    return mailbox(transport.places.get(slot), transport.addresses, slot).startswith("ipc:")
 
 
 def mailbox(place: wire.Place | None, addresses: wire.Addresses, slot: int) -> str:

@@ -36,6 +36,7 @@ from runtime.net._security import (
 from runtime.net._shm import (
     SHM_MIN,
     Pool,
+    Sharing,
     attach,
     forget_segments,
     remove_segments,
@@ -73,6 +74,7 @@ __all__ = [
     "Keys",
     "Pool",
     "Publisher",
+    "Sharing",
     "Socket",
     "Subscription",
     "attach",

@@ -42,12 +42,21 @@ import secrets
 import struct
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from runtime import wire
+from runtime.net._sockets import DONTWAIT, Socket, send
 
-__all__ = ["SHM_MIN", "Pool", "attach", "forget_segments", "remove_segments", "size_class"]
+__all__ = [
+    "SHM_MIN",
+    "Pool",
+    "Sharing",
+    "attach",
+    "forget_segments",
+    "remove_segments",
+    "size_class",
+]
 
 log = logging.getLogger("dovecote")
 
@@ -183,11 +192,15 @@ class Pool:
             segment.release()
 
     def lost(self, key: object) -> None:
-        """The peer ``key`` died: what was sent to it and not mapped yet is free."""
+        """The peer ``key`` died: what was sent to it is free, unless a process
+        still alive mapped it (a view it handed on)."""
         with self._lock:
             for segments in self._classes.values():
                 for segment in segments:
-                    if segment.key == key and not segment.free() and not segment.holder():
+                    if segment.key != key or segment.free():
+                        continue
+                    holder = segment.holder()
+                    if not holder or not _alive(holder):
                         segment.release()
 
     def close(self) -> None:
@@ -258,6 +271,43 @@ class Pool:
                 segments.remove(segment)
                 segment.destroy()
                 self.size -= PAGE + segment.capacity
+
+
+class Sharing:
+    """How a sender's messages go out: large buffers for a peer on this host
+    (``near(key)``) through ``pool``; the rest, or everything when the pool is
+    None (shared memory off) or full, as zmq frames."""
+
+    __slots__ = ("near", "pool")
+
+    def __init__(self, near: Callable[[Any], bool], pool: Pool | None) -> None:
+        self.near = near
+        self.pool = pool
+
+    def send(self, sock: Socket, frames: list[Any], key: Any, first: int = 0) -> None:
+        """``net.send`` with DONTWAIT, to the peer ``key``; ``frames[first]`` is the
+        header frame. A message not sent (zmq.Again and all) frees its segments."""
+        pool = self.pool
+        if pool is None or len(frames) <= first + 1 or not self.near(key):
+            send(sock, frames, DONTWAIT)
+            return
+        shared = pool.share(frames, first, key)
+        try:
+            send(sock, frames, DONTWAIT)
+        except BaseException:
+            pool.release(shared)
+            raise
+
+    def lost(self, key: Any) -> None:
+        """The peer ``key`` died (see ``Pool.lost``)."""
+        if self.pool is not None:
+            self.pool.lost(key)
+
+    def close(self) -> None:
+        """Unlink this process's segments and let go of the others' mappings."""
+        if self.pool is not None:
+            self.pool.close()
+        forget_segments()
 
 
 def _payload(frame: Any) -> memoryview | None:
@@ -337,8 +387,8 @@ def attach(buffers: Sequence[Any], near: bool = True) -> Sequence[Any]:
     view of its segment, valid while referenced. ProtocolError if a descriptor
     cannot be mapped (the views made for the others are freed with the batch), or
     came from a peer on another host (not ``near``)."""
-    if not any(type(b) is wire.Descriptor for b in buffers):
-        return buffers
+    if not buffers or not any(type(b) is wire.Descriptor for b in buffers):
+        return buffers  # the common case, on every message: no shared memory
     if not near:
         raise wire.ProtocolError("shared-memory descriptors from another host")
     out: list[Any] = []

@@ -92,6 +92,7 @@ from runtime.wire._frames import (
     unpack,
 )
 from runtime.wire._shm import (
+    DESCRIPTOR_MAX,
     SHARED,
     Descriptor,
     describe,
@@ -107,6 +108,7 @@ __all__ = [
     "CANCELLED",
     "CONTROL",
     "CONTROL_OPS",
+    "DESCRIPTOR_MAX",
     "ERR",
     "HEADER",
     "MAGIC",

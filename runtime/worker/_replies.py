@@ -39,7 +39,9 @@ class Replies:
         # While the reader handles a lone call: its reply goes out at once, if no
         # other reply waits (the order per caller holds), without an outbox.
         self.direct = False
-        self.pool: net.Pool | None = None  # large buffers to callers on this host
+        # Large buffers for callers on this host (the ipc mailbox's): shared memory,
+        # through the worker's pool (set by the worker).
+        self.shm = net.Sharing(_near, None)
         self._outboxes: dict[bytes, Outbox] = {}
         self._scheduled = False
 
@@ -116,47 +118,27 @@ class Replies:
     def _send_now(self, peer: bytes, entry: wire.RawEntry, bufs: list[Any]) -> bool:
         """One reply sent at once; False if the caller's pipe is full (queue it)."""
         sock, route = self._route(peer)
-        frames = [route, *wire.encode_batch([entry], bufs)]
-        shared = self._share(peer, frames)
         try:
-            net.send(sock, frames, net.DONTWAIT)
+            self.shm.send(sock, [route, *wire.encode_batch([entry], bufs)], peer, 1)
         except zmq.Again:
-            self._unshare(shared)
             return False
         except zmq.ZMQError as exc:
-            self._unshare(shared)
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
             log.warning("worker %d: 1 reply undeliverable: %s", self.slot, wire.peer_name(peer))
         return True
-
-    def _share(self, peer: bytes, frames: list[Any]) -> list[Any]:
-        """Large buffers for a caller on this host (not on the tcp mailbox) go
-        through shared memory."""
-        if len(frames) == 2 or self.pool is None or peer[:1] == REMOTE:
-            return []
-        return self.pool.share(frames, 1, peer)
-
-    def _unshare(self, shared: list[Any]) -> None:
-        """The message was not sent: its segments are free again."""
-        if shared and self.pool is not None:
-            self.pool.release(shared)
 
     def _send_to(self, peer: bytes) -> bool:
         outbox = self._outboxes[peer]
         sock, route = self._route(peer)
         while outbox.entries:
             entries, buffers = outbox.take()
-            frames = [route, *wire.encode_batch(entries, buffers)]
-            shared = self._share(peer, frames)
             try:
-                net.send(sock, frames, net.DONTWAIT)
+                self.shm.send(sock, [route, *wire.encode_batch(entries, buffers)], peer, 1)
             except zmq.Again:
-                self._unshare(shared)
                 outbox.put_back(entries, buffers)
                 return False  # the caller is not reading yet: keep the replies
             except zmq.ZMQError as exc:
-                self._unshare(shared)
                 if exc.errno != zmq.EHOSTUNREACH:
                     raise
                 count = len(entries) + len(outbox.entries)
@@ -165,6 +147,11 @@ class Replies:
                 break
         del self._outboxes[peer]
         return True
+
+
+def _near(peer: bytes) -> bool:
+    """A caller of the ipc mailbox is on this host."""
+    return peer[:1] != REMOTE
 
 
 def what(request: Request) -> str:
