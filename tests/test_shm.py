@@ -67,9 +67,9 @@ def test_a_large_array_travels_as_a_descriptor_and_comes_back_equal(pool) -> Non
 
 
 def test_small_buffers_stay_frames(pool) -> None:
-    frames, taken = shared_frames(pool, np.ones(MiB // 16))  # 512 KiB: below SHM_MIN
+    frames, taken = shared_frames(pool, np.ones(MiB // 32))  # 256 KiB: below SHM_MIN
     assert taken == [] and frames[0][3] == wire.BATCH
-    assert memoryview(frames[1]).nbytes == MiB // 2
+    assert memoryview(frames[1]).nbytes == MiB // 4
 
 
 def test_large_bytes_round_trip(pool) -> None:
@@ -256,9 +256,12 @@ def test_segments_of_a_killed_worker_are_removed_and_the_lost_ones_reused() -> N
         mine = pool.segments()
         pool.limit = pool.size  # no more segments: only those the dead worker held
         other = system.spawn(Keeper, worker=0)
+        assert other.echo(np.full(MiB, 7.0)).result(10)[0] == 7.0
+        assert pool.segments() == mine and pool.fallbacks == 0  # taken back, reused
+        # later calls may find their segment still held (the worker lets go of an
+        # argument when it drops the request): they go as frames, nothing lost
         kept = [other.echo(np.full(MiB, float(i))).result(10) for i in range(3)]
         assert [a[0] for a in kept] == [0.0, 1.0, 2.0]
-        assert pool.segments() == mine and pool.fallbacks == 0  # taken back, reused
         newer = other.pid().result(10)
     assert not segments_of(os.getpid()) and not segments_of(newer)
 
@@ -279,5 +282,7 @@ def test_a_pool_at_its_limit_sends_frames_and_loses_nothing(monkeypatch) -> None
         ref = system.spawn(Keeper, worker=0)
         mine = [ref.echo(np.full(MiB // 4, float(i))).result(10) for i in range(8)]
         assert [int(a[0]) for a in mine] == list(range(8))
-        assert len(segments_of(os.getpid())) == 1  # each argument freed by the next call
+        # each argument is let go of once the worker drops its request, at the latest
+        # while the next call runs: the driver needs at most two segments
+        assert len(segments_of(os.getpid())) <= 2
         assert ref.segments().result(10) == 2

@@ -61,7 +61,7 @@ __all__ = [
 log = logging.getLogger("dovecote")
 
 SHM_DIR = "/dev/shm"
-SHM_MIN = 1 << 20  # smaller buffers go as zmq frames: a segment's bookkeeping costs more
+SHM_MIN = 1 << 19  # measured: an echo of 512 KiB is 15% faster through a segment, 256 KiB even
 PAGE = 4096  # the header; the payload starts page-aligned after it
 POOL_MAX = 2 << 30  # bytes of segments per process, by default (see Pool.open)
 MAPS_MAX = 32  # segments of other processes a receiver keeps mapped
