@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actors import Actor, ActorCrashedError
+from actors import Actor, ActorCrashedError, SerializationError
 from runtime import ActorSystem, net, wire
 from runtime.net import _shm
 
@@ -152,17 +152,22 @@ def test_views_outlive_the_pool_and_its_files(pool) -> None:
 
 
 def test_a_receiver_refuses_bad_descriptors(pool) -> None:
-    frames, taken = shared_frames(pool, np.ones(MiB))
+    frames, _ = shared_frames(pool, np.ones(MiB))
     _, _, buffers, _ = wire.unpack(frames)
     with pytest.raises(wire.ProtocolError, match="another host"):
         net.attach(buffers, near=False)
-    bad_lease = [wire.Descriptor(taken[0].name, MiB, 999_999)]
-    with pytest.raises(wire.ProtocolError, match="lease"):
-        net.attach(bad_lease)
-    with pytest.raises(wire.ProtocolError, match="name"):
-        net.attach([wire.Descriptor("../etc/passwd", 8, 1)])
-    with pytest.raises(wire.ProtocolError, match="cannot be mapped"):
-        net.attach([wire.Descriptor("dovecote.1.ab.999999", 8, 1)])
+    good = buffers[0]
+    bad = [
+        wire.Descriptor(good.name, good.length, good.lease + 1),  # not its lease
+        wire.Descriptor(good.name, 9 * MiB, good.lease),  # longer than the segment
+        wire.Descriptor("../etc/passwd", 8, 1),
+        wire.Descriptor("dovecote.1.ab.999999", 8, 1),  # no such file
+    ]
+    blob = wire.dumps(np.ones(MiB))[0]
+    for unmapped, why in zip(net.attach(bad), ("lease", "lease", "name", "No such"), strict=True):
+        assert why in unmapped.reason
+        with pytest.raises(TypeError, match="UnmappedSharedMemory"):  # the caller is told
+            wire.loads(blob, [unmapped])
     truncated = [frames[0], frames[1][:10]]
     with pytest.raises(wire.ProtocolError):
         wire.unpack(truncated)
@@ -264,6 +269,25 @@ def test_segments_of_a_killed_worker_are_removed_and_the_lost_ones_reused() -> N
         assert [a[0] for a in kept] == [0.0, 1.0, 2.0]
         newer = other.pid().result(10)
     assert not segments_of(os.getpid()) and not segments_of(newer)
+
+
+def test_a_buffer_that_cannot_be_mapped_fails_its_call_at_the_caller(monkeypatch) -> None:
+    with ActorSystem(workers=1) as system:
+        ref = system.spawn(Keeper, worker=0)
+        pool = system._transport.shm.pool
+        assert pool is not None
+        real = pool.share
+
+        def unlinked(frames: list[Any], first: int, key: object) -> list[Any]:
+            taken = real(frames, first, key)
+            os.unlink(f"/dev/shm/{taken[0].name}")  # as if /dev/shm were another
+            return taken
+
+        monkeypatch.setattr(pool, "share", unlinked)
+        with pytest.raises(SerializationError, match="UnmappedSharedMemory"):
+            ref.echo(np.ones(MiB)).result(10)
+        monkeypatch.undo()
+        assert ref.echo(7).result(10) == 7  # the worker lives on
 
 
 def test_the_fallback_when_shared_memory_is_off(monkeypatch) -> None:

@@ -404,26 +404,34 @@ def _release(mm: mmap.mmap, lease: int) -> None:
 _MAPS = _Maps()
 
 
+class UnmappedSharedMemory:
+    """Stands for a buffer whose segment this process could not map (logged): the
+    value it belongs to does not unpickle (a TypeError naming this class), so the
+    call or the reply fails at its caller instead of vanishing. Internal."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def attach(buffers: Sequence[Any], near: bool = True) -> Sequence[Any]:
     """A received batch's buffers as pickle takes them: each descriptor becomes a
-    view of its segment, valid while referenced. ProtocolError if a descriptor
-    cannot be mapped (the views made for the others are freed with the batch), or
-    came from a peer on another host (not ``near``)."""
+    view of its segment, valid while referenced, or an ``UnmappedSharedMemory``.
+    ProtocolError for descriptors from a peer on another host (not ``near``)."""
     if not buffers or not any(type(b) is wire.Descriptor for b in buffers):
         return buffers  # the common case, on every message: no shared memory
     if not near:
         raise wire.ProtocolError("shared-memory descriptors from another host")
     out: list[Any] = []
-    error: BaseException | None = None
     for buffer in buffers:
         if type(buffer) is wire.Descriptor:
             try:
                 buffer = _MAPS.view(buffer)
             except (OSError, ValueError) as exc:  # ProtocolError is a ValueError
-                error = error or exc
+                log.warning("a shared-memory buffer cannot be mapped: %s", exc)
+                buffer = UnmappedSharedMemory(str(exc))
         out.append(buffer)
-    if error is not None:
-        raise wire.ProtocolError(f"a shared-memory buffer cannot be mapped: {error}")
     return out
 
 

@@ -3,7 +3,9 @@
 A message is a list of frames: ``[header + body, *buffers]`` (a ROUTER adds the
 peer's routing id in front). The header is fixed, 12 bytes: magic, version, kind,
 the number of buffer frames that follow, and the epoch of the worker a batch is
-for (a restarted worker drops what was meant for the process before it).
+for (a restarted worker drops what was meant for the process before it). A batch
+whose large buffers went through shared memory has the ``SHARED`` bit set in its
+kind, and descriptors among its buffer frames (see ``_shm``).
 
 A ``BATCH`` body is a pickled list of entries (see :class:`Entry`): calls, tells,
 cancels and replies. A ``CONTROL`` body is JSON (see ``_control``).
