@@ -35,7 +35,7 @@ class Sizes:
     tells: int = 200_000
     reps: int = 5  # repetitions of the pipelined and tell runs
     array_bytes: int = 256 * MiB
-    array_reps: int = 3
+    array_reps: int = 5
     starts: int = 3
     kills: int = 20  # restarts after a SIGKILL
     hangs: int = 3  # workers frozen until the supervisor notices

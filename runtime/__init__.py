@@ -15,8 +15,9 @@ One package per concern; imports go down this list, and the process packages
 
 * ``wire``: sans-IO. Frames and header, batch entries (plain tuples whose
   fields ``Entry`` names; ``Request`` as received), the pickle codec (out-of-band buffers, remote
-  errors), and one frozen record per control op with its JSON codec, among
-  them a system's ``Addresses`` and a worker slot's ``Place`` in a cluster.
+  errors), the descriptors of buffers sent through shared memory, and one
+  frozen record per control op with its JSON codec, among them a system's
+  ``Addresses`` and a worker slot's ``Place`` in a cluster.
 * ``core``: sans-IO state and decisions, the time passed in. ``SystemOptions``
   and ``ProcessArgs`` (validated once, in the driver, then JSON), supervision
   policy as pure functions, the supervisor's ``Directory``, crash detection's
@@ -25,7 +26,9 @@ One package per concern; imports go down this list, and the process packages
 * ``net``: the only place that opens sockets. Factories, ipc endpoints in a
   0700 directory, CURVE keys and the ZAP allow-list on every tcp socket, the
   bus's ends (``Bus``: one sync handshake for every
-  process) and its proxy, and how the runtime's processes are started.
+  process) and its proxy, how the runtime's processes are started, and the
+  shared memory that large buffers take between processes of one host
+  (``Sharing``, ``Pool``, ``attach``).
 * ``client``: the sending side every process owns. ``Transport`` is composed,
   not subclassed: each process hands it a way to wake its I/O owner, a way to
   wait (or to refuse to), a future's waiter and a clock; ``Control`` is the

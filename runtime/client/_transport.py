@@ -70,6 +70,7 @@ class Transport:
         self._futures_condition = threading.Condition()
         self.calls = Calls()
         self._dealers: dict[int, Socket] = {}
+        self.shm = net.Sharing(lambda slot: on_this_host(self, slot), net.Pool.open())
         self.control = Control(ctx, addresses, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
         self.control.handlers[wire.Placed] = self.on_placed
@@ -215,7 +216,7 @@ class Transport:
         while entries:
             try:
                 frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
-                net.send(sock, frames, net.DONTWAIT)
+                self.shm.send(sock, frames, slot)  # large buffers: shared memory on this host
             except zmq.Again:
                 with self._lock:
                     outbox.put_back(entries, buffers)
@@ -240,6 +241,7 @@ class Transport:
         """A BATCH of replies from a worker."""
         try:
             kind, body, buffers, _ = wire.unpack(frames)
+            buffers = net.attach(buffers)  # views of shared memory, if any came in it
             if kind != wire.BATCH:
                 raise wire.ProtocolError(f"a reply of kind {kind}")
             entries = wire.decode_body(body)
@@ -298,6 +300,7 @@ class Transport:
     def fail_slot(self, slot: int, cause: str, epoch: int) -> None:
         """The worker in ``slot`` died; ``epoch`` is the new worker's (see ``Calls``)."""
         self._reset_dealer(slot)
+        self.shm.lost(slot)  # its segments that it had not let go of
         with self._lock:
             failed, resent = self.calls.fail_slot(slot, epoch)
             if resent:
@@ -336,6 +339,12 @@ class Transport:
             sock.close(linger=0)
         self._dealers.clear()
         self.control.close()
+        self.shm.close()
+
+
+def on_this_host(transport: Transport, slot: int) -> bool:
+    """Is ``slot`` reached over ipc? Its large buffers may go through shared memory."""
+    return mailbox(transport.places.get(slot), transport.addresses, slot).startswith("ipc:")
 
 
 def mailbox(place: wire.Place | None, addresses: wire.Addresses, slot: int) -> str:

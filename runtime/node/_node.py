@@ -178,6 +178,7 @@ class Node:
         self.poller.unregister(worker.sentinel)
         os.close(worker.sentinel)
         code = worker.proc.wait()
+        net.remove_segments(worker.proc.pid)  # its shared memory; mapped views stay valid
         self.output.remove(worker.proc)  # its last lines, written before it died
         if worker.proc.stdin:
             worker.proc.stdin.close()
@@ -211,6 +212,7 @@ class Node:
             worker.proc.kill()
         for worker in self.workers.values():
             worker.proc.wait()
+            net.remove_segments(worker.proc.pid)
             os.close(worker.sentinel)
             self.output.remove(worker.proc)
             if worker.proc.stdin:

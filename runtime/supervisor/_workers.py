@@ -64,6 +64,7 @@ class LocalProcess:
         os.close(self.sentinel)
         self.sentinel = None
         returncode = self.proc.wait()
+        net.remove_segments(self.proc.pid)  # its shared memory; mapped views stay valid
         self.output.remove(self.proc)  # its last lines, written before it died
         if self.proc.stdin:
             self.proc.stdin.close()

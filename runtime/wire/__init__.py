@@ -98,6 +98,14 @@ from runtime.wire._frames import (
     peer_name,
     unpack,
 )
+from runtime.wire._shm import (
+    DESCRIPTOR_MAX,
+    SHARED,
+    Descriptor,
+    describe,
+    looks_like_descriptor,
+    mark_shared,
+)
 
 __all__ = [
     "BARRIER_ACTOR",
@@ -109,6 +117,7 @@ __all__ = [
     "CONTROL",
     "CONTROL_OPS",
     "COUNT",
+    "DESCRIPTOR_MAX",
     "ENTRY",
     "ERR",
     "HEADER",
@@ -116,6 +125,7 @@ __all__ = [
     "OK",
     "OUT_OF_BAND_MIN",
     "RAW",
+    "SHARED",
     "STARTED",
     "TASK_ACTOR",
     "TELL",
@@ -128,6 +138,7 @@ __all__ = [
     "ClientBeat",
     "Create",
     "Created",
+    "Descriptor",
     "Down",
     "Entry",
     "Epochs",
@@ -168,6 +179,7 @@ __all__ = [
     "decode_body",
     "decode_control",
     "decode_error",
+    "describe",
     "dumps",
     "dumps_call",
     "dumps_reply",
@@ -178,6 +190,8 @@ __all__ = [
     "load_call",
     "load_reply",
     "loads",
+    "looks_like_descriptor",
+    "mark_shared",
     "named_arguments",
     "op_name",
     "pack",

@@ -3,7 +3,9 @@
 A message is a list of frames: ``[header + body, *buffers]`` (a ROUTER adds the
 peer's routing id in front). The header is fixed, 12 bytes: magic, version, kind,
 the number of buffer frames that follow, and the epoch of the worker a batch is
-for (a restarted worker drops what was meant for the process before it).
+for (a restarted worker drops what was meant for the process before it). A batch
+whose large buffers went through shared memory has the ``SHARED`` bit set in its
+kind, and descriptors among its buffer frames (see ``_shm``).
 
 A ``BATCH`` body holds entries (see :class:`Entry`): calls, tells, cancels and
 replies. It is a count, a fixed struct per entry (kind, form, ids, buffer count,
@@ -23,6 +25,8 @@ import struct
 import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+from runtime.wire._shm import SHARED, read_descriptors
 
 __all__ = [
     "BARRIER_ACTOR",
@@ -117,8 +121,19 @@ def unpack(frames: Sequence[Any]) -> tuple[int, memoryview, Sequence[Any], int]:
     if magic != MAGIC or version != VERSION:
         raise ProtocolError(f"bad magic/version {bytes(magic)!r}/{version}")
     if (kind != BATCH and kind != CONTROL) or nbufs != len(frames) - 1:
+        if kind == BATCH | SHARED and nbufs and nbufs == len(frames) - 1:
+            return BATCH, first[HEADER.size :], _descriptors(frames[1:]), epoch
         raise ProtocolError(f"kind {kind} with {nbufs} buffers in {len(frames)} frames")
     return kind, first[HEADER.size :], frames[1:] if nbufs else (), epoch
+
+
+def _descriptors(frames: Sequence[Any]) -> list[Any]:
+    """The buffers of a batch whose large ones are in shared memory (see ``_shm``):
+    descriptors in their place, for the receiver to map."""
+    try:
+        return read_descriptors(frames)
+    except (ValueError, struct.error) as exc:
+        raise ProtocolError(f"a shared-memory descriptor that does not parse: {exc}") from None
 
 
 def encode_batch(

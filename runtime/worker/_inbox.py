@@ -133,6 +133,8 @@ class Inbox:
         peer = bytes(frames[0])
         try:
             kind, body, buffers, epoch = wire.unpack(frames[1:])
+            if buffers:  # views of shared memory, from a caller on this host only
+                buffers = net.attach(buffers, near=peer[:1] != REMOTE)
             if epoch != self.epoch:
                 self._stale(peer, epoch)
                 return None

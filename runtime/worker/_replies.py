@@ -39,6 +39,9 @@ class Replies:
         # While the reader handles a lone call: its reply goes out at once, if no
         # other reply waits (the order per caller holds), without an outbox.
         self.direct = False
+        # Large buffers for callers on this host (the ipc mailbox's): shared memory,
+        # through the worker's pool (set by the worker).
+        self.shm = net.Sharing(_near, None)
         self._outboxes: dict[bytes, Outbox] = {}
         self._scheduled = False
 
@@ -116,7 +119,7 @@ class Replies:
         """One reply sent at once; False if the caller's pipe is full (queue it)."""
         sock, route = self._route(peer)
         try:
-            net.send(sock, [route, *wire.encode_batch([entry], bufs)], net.DONTWAIT)
+            self.shm.send(sock, [route, *wire.encode_batch([entry], bufs)], peer, 1)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -131,7 +134,7 @@ class Replies:
         while outbox.entries:
             entries, buffers = outbox.take()
             try:
-                net.send(sock, [route, *wire.encode_batch(entries, buffers)], net.DONTWAIT)
+                self.shm.send(sock, [route, *wire.encode_batch(entries, buffers)], peer, 1)
             except zmq.Again:
                 outbox.put_back(entries, buffers)
                 return False  # the caller is not reading yet: keep the replies
@@ -144,6 +147,11 @@ class Replies:
                 break
         del self._outboxes[peer]
         return True
+
+
+def _near(peer: bytes) -> bool:
+    """A caller of the ipc mailbox is on this host."""
+    return peer[:1] != REMOTE
 
 
 def what(request: Request) -> str:

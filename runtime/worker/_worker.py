@@ -100,6 +100,7 @@ class Worker:
     def _actors(self) -> tuple[Replies, Inbox, Actors]:
         sock = net.router(self.ctx, net.worker_endpoint(self.args.addresses.run_dir, self.slot))
         replies = Replies(self.loop, sock, self.slot, self.transport.resolve)
+        replies.shm.pool = self.transport.shm.pool  # one process, one pool of segments
         inbox = Inbox(sock, (self.slot, self.args.epoch), self.mailbox, replies)
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
         inbox.deliver = actors.deliver
