@@ -1,26 +1,42 @@
 """Pipelines: a source streamed through stages to the consumer, with backpressure.
 
-Each stage pulls from the one before it only when it has room in its window
-(its parallelism), so a fast stage never floods a slow one and memory stays
-bounded however long the source is. A function stage runs as a ``map`` over
-the workers; an actor stage sends each item to one of its actors' methods
-(round robin: fan-out), and its results flow into the next stage (fan-in).
-With ``ordered=True`` items leave every stage in source order.
+The chunks stream from worker to worker, as in ZeroMQ's pipeline pattern: the
+driver sends each chunk of source items (the first stage's ``chunksize``) with
+its *route*, the stages pickled once per pipeline, to the least loaded worker;
+each worker runs its stage and sends the chunk on, as a call, to a worker for
+the next one (``runtime.worker._stages``); an actor stage's methods are called
+by the worker of the stage before. The last stage's values come back as the
+reply to the driver's call, so the driver only feeds the source and drains the
+sink. It keeps at most the sum of the stages' ``parallelism`` chunks in flight
+end to end (backpressure: the source is read only as chunks come back) and,
+with ``ordered=True``, yields them in source order. A worker that dies gets
+its chunks again from the one before it (each hop is a retried task call).
+
+``DOVECOTE_PIPELINE=driver`` in the environment takes the former path, for
+comparison: each function stage a ``map`` over the workers and each actor
+stage calls from the driver, every item passing through the driver between
+stages; each stage pulls from the one before it only when its window has room.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from actors._errors import SerializationError
 from actors._future import ActorFuture
 from actors._ref import ActorRef, _Method
-from runtime.driver._tasks import Tasks, as_completed
+from runtime import observe, wire
+from runtime.driver._tasks import DEFAULT_RETRIES, MapResults, Tasks, _chunked, as_completed
 
-__all__ = ["Stage", "run_pipeline"]
+__all__ = ["PATHS", "Stage", "run_pipeline"]
+
+PATHS = {"", "driver", "hops"}  # the values of DOVECOTE_PIPELINE ("": the default)
 
 
 @dataclass(frozen=True)
@@ -47,11 +63,50 @@ def run_pipeline(
     stages: Sequence[Stage | Callable[[Any], Any]],
     ordered: bool,
 ) -> Iterator[Any]:
+    steps = [stage if isinstance(stage, Stage) else Stage(stage) for stage in stages]
+    path = os.environ.get("DOVECOTE_PIPELINE", "")
+    if path not in PATHS:
+        raise ValueError(f"DOVECOTE_PIPELINE={path!r}: expected one of {sorted(PATHS)}")
+    if steps and path != "driver":
+        return _streamed(tasks, source, steps, ordered, every=path == "hops")
     stream: Iterable[Any] = source
-    for stage in stages:
-        step = stage if isinstance(stage, Stage) else Stage(stage)
+    for step in steps:
         stream = _run_stage(tasks, step, stream, ordered)
     return iter(stream)
+
+
+def _streamed(
+    tasks: Tasks, source: Iterable[Any], stages: list[Stage], ordered: bool, every: bool
+) -> Iterator[Any]:
+    """The stages run worker to worker; the driver sends source chunks and takes
+    the last stage's values (see the module's docstring)."""
+    steps = [_step(stage.fn) for stage in stages]
+    route = (steps, tuple(tasks.slots()), DEFAULT_RETRIES, every)  # as the workers keep it
+    try:
+        blob, _ = wire.dumps(route, out_of_band=False)
+    except Exception as exc:
+        culprit = wire.find_unpicklable([(f"stage {i}", s) for i, s in enumerate(steps)])
+        raise SerializationError(f"pipeline: cannot pickle {culprit}: {exc}") from exc
+    head = (uuid.uuid4().hex, blob, 0, False)  # stage(route_id, route, position, failed, items)
+    what = ("pipeline", stages[0].fn)
+    send = tasks.chunk_sender(wire.STAGE_METHOD, head, DEFAULT_RETRIES, what, _packed)
+    chunks = _chunked(iter(source), stages[0].chunksize)
+    window = sum(stage.parallelism for stage in stages)
+    results = tasks.chunk_results(send, chunks, window, ordered, None, False)
+    return MapResults.over(results, observe.progress_for(False, None))
+
+
+def _packed(chunk: list[Any]) -> bytes:
+    try:
+        return wire.pack_items(chunk, chunk)
+    except Exception as exc:
+        raise SerializationError(str(exc)) from exc
+
+
+def _step(fn: Any) -> Any:
+    """A stage as a worker runs it: a function, or a tuple of actor methods."""
+    methods = _actor_methods(fn)
+    return fn if methods is None else tuple(methods)
 
 
 def _run_stage(tasks: Tasks, stage: Stage, upstream: Iterable[Any], ordered: bool) -> Iterator[Any]:

@@ -91,6 +91,7 @@ from runtime.wire._frames import (
     peer_name,
     unpack,
 )
+from runtime.wire._stages import STAGE_METHOD, pack_items
 
 __all__ = [
     "BARRIER_ACTOR",
@@ -105,6 +106,7 @@ __all__ = [
     "MAGIC",
     "OK",
     "OUT_OF_BAND_MIN",
+    "STAGE_METHOD",
     "STARTED",
     "TASK_ACTOR",
     "TELL",
@@ -167,6 +169,7 @@ __all__ = [
     "named_arguments",
     "op_name",
     "pack",
+    "pack_items",
     "parse_entries",
     "peer_name",
     "unpack",

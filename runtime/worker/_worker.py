@@ -46,6 +46,7 @@ from runtime.worker._local import LocalCalls
 from runtime.worker._loop import Reader, forked, noop
 from runtime.worker._observe import Tagger, counters
 from runtime.worker._replies import Replies
+from runtime.worker._stages import Stages
 
 __all__ = ["Worker", "main"]
 
@@ -102,6 +103,8 @@ class Worker:
         inbox = Inbox(sock, (self.slot, self.args.epoch), self.mailbox, replies)
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
         inbox.deliver = actors.deliver
+        stages = Stages(self.loop, self.transport, replies, inbox, self.args.system_id)
+        actors.run_stage = stages.run
         actors.max_messages = self.args.options.max_messages
         actors.on_limit = self.recycle
         actors.on_gone = self._gone
