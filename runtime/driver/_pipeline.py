@@ -1,21 +1,24 @@
 """Pipelines: a source streamed through stages to the consumer, with backpressure.
 
-The chunks stream from worker to worker, as in ZeroMQ's pipeline pattern: the
-driver sends each chunk of source items (the first stage's ``chunksize``) with
-its *route*, the stages pickled once per pipeline, to the least loaded worker;
-each worker runs its stage and sends the chunk on, as a call, to a worker for
-the next one (``runtime.worker._stages``); an actor stage's methods are called
-by the worker of the stage before. The last stage's values come back as the
-reply to the driver's call, so the driver only feeds the source and drains the
-sink. It keeps at most the sum of the stages' ``parallelism`` chunks in flight
-end to end (backpressure: the source is read only as chunks come back) and,
-with ``ordered=True``, yields them in source order. A worker that dies gets
-its chunks again from the one before it (each hop is a retried task call).
+The stages run in the workers and the chunks go from worker to worker
+(``runtime.worker._stages``): the driver sends each chunk of source items (the
+first stage's ``chunksize``) with the pipeline's *route*, pickled once, to the
+least loaded worker, and takes the last stage's values as the reply; in
+between it does nothing, so it no longer bounds the pipeline. A worker chains
+the next function stage itself while it has nothing else to do and sends the
+chunk on to a peer when work waits; an actor stage's methods are called by
+the worker that holds the chunk. The driver keeps at most the sum of the
+stages' ``parallelism`` chunks in flight end to end, so the source is read
+only as chunks come back (backpressure), and with ``ordered=True`` yields
+them in source order. A worker that dies gets its chunks again from the one
+that sent them (each hop is a retried task call).
 
-``DOVECOTE_PIPELINE=driver`` in the environment takes the former path, for
-comparison: each function stage a ``map`` over the workers and each actor
-stage calls from the driver, every item passing through the driver between
-stages; each stage pulls from the one before it only when its window has room.
+``DOVECOTE_PIPELINE`` picks another path, for comparison: ``hops`` makes each
+function stage a hop to the least loaded worker (the ZeroMQ pipeline pattern
+to the letter); ``driver`` is the former path, each function stage a ``map``
+over the workers and each actor stage called from the driver, every item back
+in the driver between stages, each stage pulling from the one before only
+when its own window has room.
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ class Stage:
 
     ``fn`` is a function (run in the workers) or an actor method
     (``ref.method``), or a list of actor methods to spread items over.
-    ``parallelism`` is how many items (or chunks) it holds in flight.
+    ``parallelism`` is the stage's share of the pipeline's window: at most the
+    sum over the stages of chunks is in flight. The first stage's ``chunksize``
+    sets how many items travel together through every stage. (On the former
+    path, ``DOVECOTE_PIPELINE=driver``: each stage's own window, and its own
+    chunks.)
     """
 
     fn: Callable[[Any], Any] | Sequence[Any]
