@@ -120,8 +120,10 @@ class Stages:
         return route
 
     def _advance(self, hop: _Hop, position: int, items: list[Any], failed: bool) -> None:
-        """Run ``hop``'s steps from ``position``: its first here, and the actor steps
-        after it from here; the next function step is another hop's."""
+        """Run ``hop``'s steps from ``position`` until the chunk leaves: its first
+        step here, actor steps by calls from here, and each later function step
+        here too unless ``_peer_for`` names another worker; after the last step,
+        the values go back as the reply."""
         steps = hop.steps
         try:
             while position < len(steps):
@@ -238,7 +240,8 @@ class _Gather:
                 out.append(call)
                 failed = True
             elif call.cancelled() or call.exception() is not None:
-                exc = call.exception() if not call.cancelled() else ActorStoppedError("cancelled")
+                cancelled = ActorStoppedError(f"{call.label} was cancelled")
+                exc = cancelled if call.cancelled() else call.exception()
                 out.append(wire.TaskFailure(wire.encode_error(exc)))
                 failed = True
             else:
