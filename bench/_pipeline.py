@@ -89,7 +89,7 @@ SIDES = {"driver": "via the driver", "": "worker to worker", "hops": "every stag
 
 
 def bench_pipeline(b: Bench) -> list[Line]:
-    n, reps = b.sizes.pipeline_items, b.sizes.task_reps
+    n, reps = b.sizes.pipeline_items, b.sizes.pipeline_reps
     with ActorSystem(workers=TASK_WORKERS) as system:
         workers = [psutil.Process(p) for p in worker_pids(system)]
         for name in SIDES:  # warm-ups, untimed
