@@ -14,7 +14,7 @@ them in source order. A worker that dies gets its chunks again from the one
 that sent them (each hop is a retried task call).
 
 ``DOVECOTE_PIPELINE`` picks another path, for comparison: ``hops`` makes each
-function stage a hop to the least loaded worker (the ZeroMQ pipeline pattern
+function stage a hop to another worker (the ZeroMQ pipeline pattern
 to the letter); ``driver`` is the former path, each function stage a ``map``
 over the workers and each actor stage called from the driver, every item back
 in the driver between stages, each stage pulling from the one before only

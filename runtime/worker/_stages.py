@@ -20,7 +20,8 @@ step and a hop costs two messages. When work does wait here, the chunk goes
 on to the peer with the fewest of this worker's hops in flight, one hop per
 peer at a time (``CREDIT``): fan-out where there is room, never a flood. With
 ``every`` (``DOVECOTE_PIPELINE=hops``) each function step is a hop of its
-own, to the least loaded worker: the ZeroMQ pipeline pattern to the letter.
+own, to another worker (the least loaded by this one's count): the ZeroMQ
+pipeline pattern to the letter.
 
 A hop is a task call with a retry table, so a worker that dies holding a chunk
 gets it again, in its successor, from the one that sent it (the driver, for
@@ -167,10 +168,11 @@ class Stages:
         """The worker for the chunk's next function step: None (this one, chained)
         while nothing else waits here; else the peer with the fewest of this
         worker's hops, if it has credit left. With ``every`` (each step a hop), the
-        least loaded worker, a peer before this one."""
+        peer with the fewest of this worker's hops (this worker, by a call to
+        itself, when it is the only one)."""
         inflight, here = self._inflight, self.slot
         if hop.every:
-            return min(hop.slots, key=lambda s: (inflight.get(s, 0), s == here))
+            return min(hop.slots, key=lambda s: (s == here, inflight.get(s, 0)))
         if not self._stash:
             return None
         slot = min(hop.slots, key=lambda s: (s == here, inflight.get(s, 0)))
