@@ -62,6 +62,13 @@ the usual Python peers with two worker processes each, in the same run:
   in this process to take about 50 ms) through ``system.map(burn, [n] * 40,
   chunksize=1)``, against ``Pool(2).map(burn, [n] * 40, chunksize=1)``. Parallel
   efficiency: 40 x the single-task time / (2 x the wall time).
+* ``pipeline``: 300,000 items through three tiny functions (``Stage(fn, 8,
+  64)`` each) on three paths of dovecote itself, in alternating rounds: worker
+  to worker (the default), every stage a hop (``DOVECOTE_PIPELINE=hops``), and
+  the former path through the driver (``DOVECOTE_PIPELINE=driver``), which is
+  the peer here. Items/s, and the driver's CPU share (its CPU time over the
+  wall time); the note gives every path's driver and worker shares. See
+  ``bench._pipeline``.
 
 The peers start their processes from a forkserver (this process holds threads
 and sockets: a forked child could inherit a lock held by one of them, and hang;

@@ -47,10 +47,20 @@ class Sizes:
     mesh_calls: int = 20_000  # asks per caller in the 4 x 4 metric
     actors: int = 1000  # actors spawned by the creation and memory metric
     bus_events: int = 200_000  # events per run in the events-per-frame metric
+    pipeline_items: int = 300_000  # items per run of the 3-stage pipeline metric
+    pipeline_reps: int = 5  # its rounds, each of the three paths once
 
 
 QUICK = Sizes(3, 500, 200, 20_000, 50_000, 2, 64 * MiB, 2, 1, 5, 1, 100_000, 5_000, 40, 2)
-QUICK = dataclasses.replace(QUICK, peer_asks=500, mesh_calls=5000, actors=200, bus_events=50_000)
+QUICK = dataclasses.replace(
+    QUICK,
+    peer_asks=500,
+    mesh_calls=5000,
+    actors=200,
+    bus_events=50_000,
+    pipeline_items=30_000,
+    pipeline_reps=2,
+)
 
 
 class Bench:

@@ -29,7 +29,7 @@ import zmq
 
 import bench
 from actors import ActorCrashedError, ActorRef
-from bench import _mesh, _raw, _tasks
+from bench import _mesh, _pipeline, _raw, _tasks
 from bench._actors import Echo
 from bench._common import (
     CALL_TIMEOUT,
@@ -550,6 +550,7 @@ TASK_METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "map-1m": bench_map,
     "submit-20k": bench_submit,
     "cpu-40": bench_cpu,
+    "pipeline": _pipeline.bench_pipeline,
 }
 ALL_METRICS = {**METRICS, **TASK_METRICS}
 COLUMNS = ("metric", "dovecote", "raw pyzmq", "dovecote/raw", "better", "target", "result")

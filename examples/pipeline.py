@@ -8,11 +8,14 @@ through three stages:
    items are spread over both actors (fan-out), each keeping its own state;
 3. ``fmt``: a plain function again.
 
-Results come out in source order (``ordered=True``, the default). Between
-stages the items pass through the driver. Each stage pulls from the one before
-only when its window (its ``parallelism``) has room, so the driver reads from
-the source only a little ahead of what the consumer has taken: the second part
-takes 5 results from an endless source and counts how many lines were pulled.
+Results come out in source order (``ordered=True``, the default). The chunks
+(16 lines, the first stage's ``chunksize``) go from worker to worker: a worker
+parses a chunk, calls the enrichers itself and formats what they return, and
+only the formatted lines come back to the driver. At most the sum of the
+stages' windows (their ``parallelism``: 4 + 8 + 8 chunks) is in flight, so the
+driver reads from the source only that far ahead of what the consumer has
+taken: the second part takes 5 results from an endless source and counts how
+many lines were pulled.
 
 Run it with ``python examples/pipeline.py``.
 """
@@ -85,7 +88,7 @@ def main() -> None:
         first = [next(out) for _ in range(5)]
         out.close()  # stops every stage; pending items are dropped
         print(f"took {len(first)} results from an endless source; lines pulled: {pulled[0]}")
-        print("  (what the stages' windows hold: 4 chunks of 16, then 8 and 8 items)")
+        print("  (what the stages' windows hold: 4 + 8 + 8 chunks of 16 lines)")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,11 @@ class Mailbox:
         self.batch: Batch | None = None  # being run from its entries
         self.backlog = 0
 
+    def waiting(self) -> bool:
+        """Whether messages read have not begun: stashed, or later in the batch that runs."""
+        batch = self.batch
+        return bool(self.stash) or (batch is not None and batch.next < len(batch.entries))
+
     def room(self) -> int:
         """How many more messages may be read now."""
         return self.size - self.backlog - len(self.stash)

@@ -120,11 +120,12 @@ async def _amap(
 ) -> AsyncIterator[Any]:
     """The windowed map of ``Tasks.map``, awaiting chunks instead of blocking."""
     chunks, limit = tasks.chunks(fn, iterable, chunksize)
+    send = tasks.chunk_sender("chunk", (fn,), retries, ("map", fn))
     flying: deque[tuple[ActorFuture[Any], int]] = deque()
     sent = 0
     try:
         while True:
-            sent = tasks._fill(flying, limit, chunks, fn, sent, retries)
+            sent = tasks._fill(flying, limit, chunks, send, sent)
             if not flying:
                 return
             future, length = await _next_done(flying, ordered, timeout)

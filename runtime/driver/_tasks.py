@@ -31,9 +31,10 @@ from actors._ref import ActorRef
 from runtime import observe, wire
 from runtime.client import Transport
 
-__all__ = ["DEFAULT_RETRIES", "Tasks", "as_completed"]
+__all__ = ["DEFAULT_RETRIES", "MapResults", "SendChunk", "Tasks", "as_completed"]
 
 WaitAny = Callable[[list[ActorFuture[Any]], "float | None"], None]
+SendChunk = Callable[[list[Any], int], ActorFuture[Any]]  # (chunk, its first item's index)
 DEFAULT_RETRIES = 3  # re-sends after a worker death
 WINDOW_PER_WORKER = 4  # chunks in flight per worker in map
 
@@ -59,7 +60,8 @@ class Tasks:
         """The task target of a worker; its retry table re-sends tasks after a crash."""
         ref = self._refs.get((slot, retries))
         if ref is None:
-            table = (("run", retries), ("chunk", retries)) if retries else ()
+            methods = ("run", "chunk", wire.STAGE_METHOD)  # a pipeline's first hop too
+            table = tuple((method, retries) for method in methods) if retries else ()
             ref = ActorRef(self.system_id, wire.TASK_ACTOR, slot, "tasks", table)
             self._refs[slot, retries] = ref
         return ref
@@ -110,17 +112,17 @@ class Tasks:
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
         chunks, limit = self.chunks(fn, iterable, chunksize, window)
         report = observe.progress_for(progress, total)
-        steps = self._chunk_results(fn, chunks, limit, ordered, timeout, retries, return_exceptions)
+        send = self.chunk_sender("chunk", (fn,), retries, ("map", fn))
+        steps = self.chunk_results(send, chunks, limit, ordered, timeout, return_exceptions)
         return MapResults.over(steps, report)
 
-    def _chunk_results(
+    def chunk_results(
         self,
-        fn: Callable[[Any], Any],
+        send: SendChunk,
         chunks: Iterator[list[Any]],
         limit: int,
         ordered: bool,
         timeout: float | None,
-        retries: int,
         return_exceptions: bool,
     ) -> Iterator[tuple[Iterator[Any], int]]:
         """Each chunk's results as an iterator that forgets what it yields, and the
@@ -129,7 +131,7 @@ class Tasks:
         sent = 0
         try:
             while True:
-                sent = self._fill(flying, limit, chunks, fn, sent, retries)
+                sent = self._fill(flying, limit, chunks, send, sent)
                 if not flying:
                     return
                 future, length = flying.popleft() if ordered else self._first_done(flying, timeout)
@@ -162,33 +164,40 @@ class Tasks:
         flying: deque[tuple[ActorFuture[Any], int]],
         limit: int,
         chunks: Iterator[list[Any]],
-        fn: Callable[[Any], Any],
+        send: SendChunk,
         sent: int,
-        retries: int,
     ) -> int:
         """Send chunks until ``limit`` are in flight; the number of items sent so far."""
         while len(flying) < limit:
             chunk = next(chunks, None)
             if chunk is None:
                 break
-            flying.append((self._send_chunk(fn, chunk, sent, retries, ("map", fn)), len(chunk)))
+            flying.append((send(chunk, sent), len(chunk)))
             sent += len(chunk)
         return sent
 
-    def _send_chunk(
+    def chunk_sender(
         self,
-        fn: Callable[[Any], Any],
-        chunk: list[Any],
-        first: int,
+        method: str,
+        head: tuple[Any, ...],
         retries: int,
         what: tuple[str, Any],
-    ) -> ActorFuture[Any]:
-        """Send one chunk, whose first item is input item ``first``."""
-        try:
-            return self._send("chunk", (fn, chunk), retries, what)
-        except SerializationError as exc:
-            items = ((f"input item {first + i}", item) for i, item in enumerate(chunk))
-            raise _unpicklable(what, [("the function", fn), *items], exc) from exc
+        pack: Callable[[list[Any]], Any] | None = None,
+    ) -> SendChunk:
+        """What sends a chunk as the call ``method(*head, chunk)``, the chunk as
+        ``pack`` makes it (raising SerializationError); a pickling error names the
+        function (``head[0]``, when ``method`` is a map's) or the item."""
+        named = [("the function", head[0])] if method == "chunk" else []
+
+        def send(chunk: list[Any], first: int) -> ActorFuture[Any]:
+            try:
+                args = (*head, chunk if pack is None else pack(chunk))
+                return self._send(method, args, retries, what)
+            except SerializationError as exc:
+                items = ((f"input item {first + i}", item) for i, item in enumerate(chunk))
+                raise _unpicklable(what, [*named, *items], exc) from exc
+
+        return send
 
     def _first_done(
         self, window: deque[tuple[ActorFuture[Any], int]], timeout: float | None
@@ -291,7 +300,7 @@ def _chunk_outcome(
     reply that does not unpickle) is, with ``return_exceptions``, that error in
     the place of each of its items."""
     try:
-        values, failed = future.result(timeout)
+        values, failed = _unpacked(future.result(timeout), future)
     except TimeoutError:
         raise
     except Exception as exc:
@@ -299,6 +308,17 @@ def _chunk_outcome(
             raise
         return [exc] * length
     return values if not failed else [_outcome(v, return_exceptions) for v in values]
+
+
+def _unpacked(result: Any, future: ActorFuture[Any]) -> tuple[list[Any], bool]:
+    """A chunk's ``(values, failed)``; a pipeline's comes pickled by its last stage
+    (relayed untouched by the workers before it)."""
+    if type(result) is not bytes:
+        return result  # type: ignore[no-any-return]
+    try:
+        return wire.loads(result)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise SerializationError(f"{future.label}: results do not unpickle: {exc!r}") from exc
 
 
 def _drain(values: list[Any]) -> Iterator[Any]:

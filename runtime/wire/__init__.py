@@ -106,6 +106,7 @@ from runtime.wire._shm import (
     looks_like_descriptor,
     mark_shared,
 )
+from runtime.wire._stages import STAGE_METHOD, pack_items
 
 __all__ = [
     "BARRIER_ACTOR",
@@ -126,6 +127,7 @@ __all__ = [
     "OUT_OF_BAND_MIN",
     "RAW",
     "SHARED",
+    "STAGE_METHOD",
     "STARTED",
     "TASK_ACTOR",
     "TELL",
@@ -195,6 +197,7 @@ __all__ = [
     "named_arguments",
     "op_name",
     "pack",
+    "pack_items",
     "parse_entries",
     "peer_name",
     "unpack",

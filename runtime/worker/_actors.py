@@ -27,6 +27,7 @@ from runtime.worker._health import ASYNC_ACTOR, Busy
 from runtime.worker._inbox import Inbox
 from runtime.worker._loop import leave_if_forked
 from runtime.worker._replies import Replies, unpickling_error
+from runtime.worker._stages import STAGE_METHOD
 from runtime.worker._tasks import run_task
 
 __all__ = ["DOWN_METHOD", "EVENT_METHOD", "Actors", "awaitable", "call_hook"]
@@ -59,6 +60,7 @@ class Actors:
         self.max_messages: int | None = None
         self.on_limit: Callable[[str], None] = lambda cause: None
         self.on_gone: Callable[[int, Request | None], None] = lambda actor_id, request: None
+        self.run_stage: Callable[[Request], None] = lambda request: None  # set by the worker
 
     def deliver(self, request: Request) -> None:
         if request.cancelled or self.inbox.recycling:
@@ -67,7 +69,10 @@ class Actors:
         if cell is None:
             if request.actor_id == wire.TASK_ACTOR:
                 self.busy.start(f"task {request.method}", wire.TASK_ACTOR)
-                run_task(request, self.inbox.call_user, self.replies)
+                if request.method == STAGE_METHOD:
+                    self.run_stage(request)  # a pipeline's chunk, on its way (see _stages)
+                else:
+                    run_task(request, self.inbox.call_user, self.replies)
                 self.busy.end()
                 self.tasks += 1
                 self.count()

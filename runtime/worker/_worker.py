@@ -47,6 +47,7 @@ from runtime.worker._local import LocalCalls
 from runtime.worker._loop import Reader, forked, noop
 from runtime.worker._observe import Tagger, counters
 from runtime.worker._replies import Replies
+from runtime.worker._stages import Stages
 
 __all__ = ["Worker", "main"]
 
@@ -105,6 +106,8 @@ class Worker:
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
         inbox.deliver = actors.deliver
         inbox.run_batch = functools.partial(run_batch, actors)
+        stages = Stages(self.loop, self.transport, replies, inbox, self.args.system_id)
+        actors.run_stage = stages.run
         actors.max_messages = self.args.options.max_messages
         actors.on_limit = self.recycle
         actors.on_gone = self._gone
