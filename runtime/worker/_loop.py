@@ -54,7 +54,12 @@ class Reader:
             return
         sock, handler, recv, dontwait = self.sock, self.handler, net.recv, net.DONTWAIT
         try:
-            for _ in range(BUDGET):  # read until EAGAIN: no poll before each message
+            for i in range(BUDGET):
+                # The first read is tried at once: the loop woke for it, and a message is
+                # almost always there. After it, a zero-timeout poll asks whether another
+                # waits: 2.6 us, where a read that fails costs 7 us in pyzmq (it raises).
+                if i and not net.readable(sock):
+                    return
                 try:
                     frames = recv(sock, dontwait)
                 except zmq.Again:
