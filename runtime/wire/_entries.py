@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.wire._frames import CALL, CANCEL, TELL, Buffer, ProtocolError, RawEntry
+from runtime.wire._frames import CALL, CANCEL, TELL, Buffer, ProtocolError
 
-__all__ = ["Request", "parse_entries"]
+__all__ = ["Request", "calls_only", "parse_entries"]
 
 _REQUEST_KINDS = frozenset({CALL, TELL, CANCEL})
 
@@ -39,27 +39,76 @@ class Request:
 
 
 def parse_entries(
-    peer: bytes, entries: list[RawEntry], buffers: Sequence[Buffer]
+    peer: bytes, entries: Any, buffers: Sequence[Buffer]
 ) -> tuple[list[Request], list[Exception], bool]:
-    """The requests of one batch (from ``decode_body``: its fields have their
-    types), in order; what was wrong with each entry dropped (an entry of an
-    unknown kind, or whose buffers are not there, is dropped alone: the next
-    one's buffers follow its own); and whether any is a cancel."""
+    """The requests of one batch, in order; what was wrong with each entry dropped
+    (a malformed entry is dropped alone, and so are the later ones with buffers
+    if its own buffer count cannot be read); and whether any is a cancel."""
+    if type(entries) is not list:
+        return [], [ProtocolError(f"a batch body of type {type(entries).__name__}")], False
     requests: list[Request] = []
     errors: list[Exception] = []
-    offset = 0
+    offset: int | None = 0  # None once a bad entry hides where the next one's buffers start
     cancels = False
-    for kind, msg_id, actor_id, method, blob, nbufs in entries:
-        if kind not in _REQUEST_KINDS:
-            errors.append(ProtocolError(f"an entry of kind {kind}"))
-        elif nbufs and offset + nbufs > len(buffers):
-            errors.append(ProtocolError(f"an entry whose {nbufs} buffers are not there"))
-        else:
-            if kind == CANCEL:
-                cancels = True
-            request = Request(peer, kind, msg_id, actor_id, method, blob, ())
-            if nbufs:
-                request.bufs = buffers[offset : offset + nbufs]
-            requests.append(request)
-        offset += nbufs
+    for entry in entries:  # each checked inline: this runs for every message
+        try:
+            kind, msg_id, actor_id, method, blob, nbufs = entry  # ValueError, TypeError
+            if (
+                type(method) is not str
+                or type(actor_id) is not int
+                or type(msg_id) is not int
+                or type(nbufs) is not int
+                or type(kind) is not int
+                or kind not in _REQUEST_KINDS
+                or nbufs < 0
+            ):
+                raise ProtocolError(_bad_entry(kind, msg_id, actor_id, method, nbufs))
+            if nbufs and (offset is None or offset + nbufs > len(buffers)):
+                raise ProtocolError(f"an entry whose {nbufs} buffers are not there")
+        except (ProtocolError, ValueError, TypeError) as exc:
+            errors.append(exc)
+            offset = _skip_buffers(entry, offset)
+            continue
+        if kind == CANCEL:
+            cancels = True
+        request = Request(peer, kind, msg_id, actor_id, method, blob, ())
+        if nbufs and offset is not None:  # checked above: its buffers are there
+            request.bufs = buffers[offset : offset + nbufs]
+            offset += nbufs
+        requests.append(request)
     return requests, errors, cancels
+
+
+def calls_only(entries: Any) -> bool:
+    """Whether a batch holds only well-formed calls and tells, with their buffers:
+    such a batch may run from its entries as they are (see worker/_batch)."""
+    if type(entries) is not list:
+        return False
+    for entry in entries:
+        if type(entry) is not tuple or len(entry) != 6:
+            return False
+        kind, msg_id, actor_id, method, _, nbufs = entry
+        if (
+            (kind != CALL and kind != TELL)
+            or type(kind) is not int
+            or type(msg_id) is not int
+            or type(actor_id) is not int
+            or type(method) is not str
+            or type(nbufs) is not int
+            or nbufs < 0
+        ):
+            return False
+    return True
+
+
+def _skip_buffers(entry: Any, offset: int | None) -> int | None:
+    """Past a dropped entry's buffers, if its count can be read; else None."""
+    if offset is None or type(entry) is not tuple or len(entry) != 6:
+        return None
+    nbufs = entry[5]
+    return offset + nbufs if type(nbufs) is int and nbufs >= 0 else None
+
+
+def _bad_entry(*fields: Any) -> str:
+    """What is wrong with an entry, by types only: a hostile value may not even repr."""
+    return "an entry of types " + ", ".join(type(field).__name__ for field in fields)

@@ -7,22 +7,20 @@ for (a restarted worker drops what was meant for the process before it). A batch
 whose large buffers went through shared memory has the ``SHARED`` bit set in its
 kind, and descriptors among its buffer frames (see ``_shm``).
 
-A ``BATCH`` body holds entries (see :class:`Entry`): calls, tells, cancels and
-replies. It is a count, a fixed struct per entry (kind, form, ids, buffer count,
-the method name's length), the method names, then one pickle: a lone entry's
-payload, or the list of a batch's payloads. A payload is a tuple, pickled with
-the message (a call's plain ``(args, kwargs)`` or a reply's ``(value,)``: the
-``RAW`` form), or the ``bytes`` of a pickle made at the call site (``BLOB``:
-what needs cloudpickle or has buffers; a bad argument fails where it was
-passed). A receiver gets a ``RAW`` payload decoded and a ``BLOB`` one as its
-bytes, unpickled when used. A ``CONTROL`` body is JSON (see ``_control``).
+A ``BATCH`` body is one pickle: the list of its entries (see :class:`Entry`),
+calls, tells, cancels and replies, with their payloads inside. A payload is a
+tuple, pickled with the batch at its flush (a call's plain ``(args, kwargs)``,
+a reply's ``(value,)``), or the ``bytes`` of a pickle made at the call site
+(what needs cloudpickle or has buffers: a bad argument fails where it was
+passed), unpickled where it is used. One C ``pickle.loads`` decodes a batch:
+measured, a struct per entry parsed in Python costs twice as much. A
+``CONTROL`` body is JSON (see ``_control``).
 """
 
 from __future__ import annotations
 
 import pickle
 import struct
-import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -31,18 +29,14 @@ from runtime.wire._shm import SHARED, read_descriptors
 __all__ = [
     "BARRIER_ACTOR",
     "BATCH",
-    "BLOB",
     "CALL",
     "CANCEL",
     "CANCELLED",
     "CONTROL",
-    "COUNT",
-    "ENTRY",
     "ERR",
     "HEADER",
     "MAGIC",
     "OK",
-    "RAW",
     "STARTED",
     "TASK_ACTOR",
     "TELL",
@@ -61,10 +55,6 @@ __all__ = [
 MAGIC = b"dc"
 VERSION = 2
 HEADER = struct.Struct("<2sBBII")  # magic, version, kind, buffer count, epoch
-COUNT = struct.Struct("<H")  # entries in a batch body (at most 1024: see core.MAX_BATCH)
-# An entry: kind, form (RAW or BLOB), msg id, actor id, buffer count, method length.
-ENTRY = struct.Struct("<BBqqIH")
-RAW, BLOB = 0, 1
 
 BATCH, CONTROL = 1, 2
 CALL, TELL, OK, ERR = 1, 2, 3, 4
@@ -84,9 +74,9 @@ class ProtocolError(ValueError):
 
 class Entry(NamedTuple):
     """One call, tell, cancel or reply in a batch. ``blob`` is its payload: a tuple
-    (``RAW``: a call's plain ``(args, kwargs)``, a reply's ``(value,)``) or the
-    ``bytes`` of a pickle made at the call site so that a bad argument fails
-    there; its out-of-band buffers are the batch's next ``nbufs`` buffer frames.
+    (a call's plain ``(args, kwargs)``, a reply's ``(value,)``) or the ``bytes``
+    of a pickle made at the call site so that a bad argument fails there; its
+    out-of-band buffers are the batch's next ``nbufs`` buffer frames.
 
     The fields of a :data:`RawEntry`, named: what is queued and travels is the
     plain tuple, in this order (a NamedTuple costs a fraction of a microsecond
@@ -139,93 +129,18 @@ def _descriptors(frames: Sequence[Any]) -> list[Any]:
 def encode_batch(
     entries: Sequence[RawEntry], buffers: Sequence[Buffer], epoch: int = 0
 ) -> list[Any]:
-    """``epoch`` is the incarnation of the worker the calls are for. The RAW
-    payloads are pickled here, once for the whole batch."""
-    if len(entries) == 1:  # the common case: one pickle, or the blob as it is
-        kind, msg_id, actor_id, method, payload, nbufs = entries[0]
-        name = _name_bytes(method)
-        blob = type(payload) is bytes
-        head = ENTRY.pack(kind, blob, msg_id, actor_id, nbufs, len(name))
-        section = payload if blob else pickle.dumps(payload, 5)
-        return pack(BATCH, b"".join((_ONE, head, name, section)), buffers, epoch)
-    parts = [COUNT.pack(len(entries))]
-    names = []
-    for kind, msg_id, actor_id, method, payload, nbufs in entries:
-        name = _name_bytes(method)
-        parts.append(ENTRY.pack(kind, type(payload) is bytes, msg_id, actor_id, nbufs, len(name)))
-        names.append(name)
-    parts += names
-    parts.append(pickle.dumps([entry[4] for entry in entries], 5))
-    return pack(BATCH, b"".join(parts), buffers, epoch)
+    """``epoch`` is the incarnation of the worker the calls are for. Plain payloads
+    are pickled here, once for the whole batch."""
+    return pack(BATCH, pickle.dumps(entries, 5), buffers, epoch)
 
 
-def decode_body(body: Any) -> list[RawEntry]:
-    """A batch's entries, their RAW payloads decoded. Whatever is wrong with it, even
+def decode_body(body: Any) -> Any:
+    """A batch's list of entries, unchecked. Whatever its unpickling raises, even
     SystemExit from a hostile pickle, becomes a ProtocolError."""
     try:
-        return _decode_body(memoryview(body))
-    except ProtocolError:
-        raise
+        return pickle.loads(body)
     except BaseException as exc:
-        raise ProtocolError(f"body does not parse: {type(exc).__name__}: {exc}") from None
-
-
-def _decode_body(body: memoryview) -> list[RawEntry]:
-    (count,) = COUNT.unpack_from(body)
-    if count == 1:  # a lone payload: RAW unpickled now, a BLOB's bytes when used
-        kind, form, msg_id, actor_id, nbufs, size = ENTRY.unpack_from(body, _FIRST)
-        end = _FIRST + ENTRY.size + size
-        name = _name(body[_FIRST + ENTRY.size : end])
-        payload = body[end:] if form == BLOB else _raw(pickle.loads(body[end:]))
-        return [(kind, msg_id, actor_id, name, payload, nbufs)]
-    heads = list(ENTRY.iter_unpack(body[_FIRST : _FIRST + count * ENTRY.size]))
-    if len(heads) != count or not count:
-        raise ProtocolError(f"a body of {len(body)} bytes for {count} entries")
-    offset = _FIRST + count * ENTRY.size
-    payloads = pickle.loads(body[offset + sum(head[5] for head in heads) :])
-    if type(payloads) is not list or len(payloads) != count:
-        raise ProtocolError(f"a batch of {count} entries with other payloads")
-    entries: list[RawEntry] = []
-    for (kind, form, msg_id, actor_id, nbufs, size), payload in zip(heads, payloads, strict=True):
-        if type(payload) is not (bytes if form == BLOB else tuple):
-            raise ProtocolError(f"an entry's payload of type {type(payload).__name__}")
-        name = _name(body[offset : offset + size])
-        entries.append((kind, msg_id, actor_id, name, payload, nbufs))
-        offset += size
-    return entries
-
-
-def _raw(payload: Any) -> tuple[Any, ...]:
-    if type(payload) is not tuple:
-        raise ProtocolError(f"a payload of type {type(payload).__name__}")
-    return payload
-
-
-_ONE = COUNT.pack(1)
-_FIRST = COUNT.size  # where the entries' structs start
-_NAMES_MAX = 4096  # method names cached each way; a peer's odd names are not kept
-_name_to_bytes: dict[str, bytes] = {}
-_bytes_to_name: dict[bytes, str] = {}
-
-
-def _name_bytes(method: str) -> bytes:
-    name = _name_to_bytes.get(method)
-    if name is None:
-        name = method.encode()
-        if len(_name_to_bytes) < _NAMES_MAX:
-            _name_to_bytes[method] = name
-    return name
-
-
-def _name(raw: memoryview) -> str:
-    """A method name, interned: the same str object for every message that names it."""
-    key = raw.tobytes()
-    name = _bytes_to_name.get(key)
-    if name is None:
-        name = key.decode()  # UnicodeDecodeError: the body is malformed
-        if len(_bytes_to_name) < _NAMES_MAX:
-            name = _bytes_to_name[key] = sys.intern(name)
-    return name
+        raise ProtocolError(f"body does not unpickle: {type(exc).__name__}") from None
 
 
 def peer_name(identity: bytes) -> str:

@@ -24,13 +24,14 @@ __all__ = ["run_batch"]
 
 log = logging.getLogger("dovecote")
 
-_CALL, _TELL, _OK = wire.CALL, wire.TELL, wire.OK
+_CALL, _OK = wire.CALL, wire.OK
 
 
 def run_batch(
     actors: Actors, peer: bytes, entries: Sequence[RawEntry], buffers: Sequence[Buffer]
 ) -> None:
-    """Run the entries of a batch that holds no cancel, nothing being stashed."""
+    """Run the entries of a batch of well-formed calls and tells (``wire.calls_only``),
+    nothing being stashed."""
     mailbox = actors.mailbox
     batch = mailbox.batch = Batch(peer, entries)  # what has not started stays cancellable
     try:
@@ -74,10 +75,8 @@ def _slow(
     actors: Actors, peer: bytes, entry: RawEntry, buffers: Sequence[Buffer], offset: int
 ) -> int:
     """An entry the usual way; where the next entry's buffers start."""
-    kind, nbufs = entry[0], entry[5]
-    if kind != _CALL and kind != _TELL:
-        actors.inbox.malformed(peer, wire.ProtocolError(f"an entry of kind {kind}"))
-    elif nbufs and offset + nbufs > len(buffers):
+    nbufs = entry[5]
+    if nbufs and offset + nbufs > len(buffers):
         error = wire.ProtocolError(f"an entry whose {nbufs} buffers are not there")
         actors.inbox.malformed(peer, error)
     else:

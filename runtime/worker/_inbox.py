@@ -106,8 +106,8 @@ class Inbox:
             return
         peer, entries, buffers = batch
         stash = self.mailbox.stash
-        batched = len(entries) > 1 and not stash and self.run_batch is not None
-        if batched and not any(entry[0] == _CANCEL for entry in entries):
+        batched = not stash and self.run_batch is not None and wire.calls_only(entries)
+        if batched and len(entries) > 1:  # no cancel, nothing malformed
             self.run_batch(peer, entries, buffers)  # type: ignore[misc]
             return
         requests = self.requests(peer, entries, buffers)
@@ -128,7 +128,7 @@ class Inbox:
         batch = self.decode(frames)
         return [] if batch is None else self.requests(*batch)
 
-    def decode(self, frames: list[Any]) -> tuple[bytes, list[wire.RawEntry], Any] | None:
+    def decode(self, frames: list[Any]) -> tuple[bytes, Any, Any] | None:
         """A message's sender, entries and buffers; None if it is dropped (logged)."""
         peer = bytes(frames[0])
         try:
@@ -145,9 +145,7 @@ class Inbox:
             self.malformed(peer, exc)
             return None
 
-    def requests(
-        self, peer: bytes, entries: list[wire.RawEntry], buffers: Sequence[Any]
-    ) -> list[Request]:
+    def requests(self, peer: bytes, entries: Any, buffers: Sequence[Any]) -> list[Request]:
         requests, errors, cancels = wire.parse_entries(peer, entries, buffers)
         for error in errors:
             self.malformed(peer, error)
