@@ -113,3 +113,10 @@ def rate_row(metric: str, n: int, raws: list[float], doves: list[float], target:
     """A throughput line from the median seconds for ``n`` messages each side."""
     rate, raw_rate = n / statistics.median(doves), n / statistics.median(raws)
     return row(metric, rate, raw_rate, "{:,.0f}/s", False, f">= {target:,}/s", rate >= target)
+
+
+def ratio_row(metric: str, n: int, raws: list[float], doves: list[float], times: float) -> Line:
+    """A throughput line whose target is ``times`` the raw side's rate, in the same run."""
+    rate, raw_rate = n / statistics.median(doves), n / statistics.median(raws)
+    target = f">= {times}x raw"
+    return row(metric, rate, raw_rate, "{:,.0f}/s", False, target, rate >= times * raw_rate)
