@@ -144,7 +144,7 @@ class Actors:
             # The reply of another call (perhaps to this very actor): forwarded when it
             # comes, and the actor is free meanwhile, so a call to itself cannot deadlock.
             # On the loop's turn: a cancel() in an actor's code would run it unlocked.
-            forward = functools.partial(self._forward, request)
+            forward = functools.partial(self.replies.forward, request)
             result.add_done_callback(lambda future: self.loop.call_soon(forward, future))
         elif awaitable(result):
             task = asyncio.ensure_future(_contained(result, request.actor_id))
@@ -160,15 +160,6 @@ class Actors:
         if cell.begun(task):
             self.process(cell)
             self.replies.schedule()
-
-    def _forward(self, request: Request, future: ActorFuture[Any]) -> None:
-        if future.cancelled():
-            self.replies.reply_error(request, ActorStoppedError(f"{future.label} was cancelled"))
-        elif future.exception() is not None:
-            self.replies.reply_error(request, future.exception())  # type: ignore[arg-type]
-        else:
-            self.replies.reply(request, future.result())
-        self.replies.schedule()
 
     def _finish(self, cell: Cell, request: Request, task: asyncio.Future[Any]) -> None:
         leave_if_forked()

@@ -11,7 +11,8 @@ from typing import Any
 
 import zmq
 
-from actors._errors import SerializationError
+from actors._errors import ActorStoppedError, SerializationError
+from actors._future import ActorFuture
 from runtime import net, wire
 from runtime.core import Outbox
 from runtime.net import Socket
@@ -68,6 +69,16 @@ class Replies:
             return
         entry = (wire.ERR, request.msg_id, 0, "", wire.encode_error(exc), 0)
         self.queue(request.peer, entry, [])
+
+    def forward(self, request: Request, future: ActorFuture[Any]) -> None:
+        """Reply with another call's outcome, and flush soon."""
+        if future.cancelled():
+            self.reply_error(request, ActorStoppedError(f"{future.label} was cancelled"))
+        elif future.exception() is not None:
+            self.reply_error(request, future.exception())  # type: ignore[arg-type]
+        else:
+            self.reply(request, future.result())
+        self.schedule()
 
     def verdict(self, peer: bytes, msg_id: int, dropped: bool) -> None:
         """The answer to a cancel: the call will not run, or it has started."""

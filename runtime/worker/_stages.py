@@ -192,13 +192,7 @@ class Stages:
 
     def _relay(self, request: Request, slot: int, future: ActorFuture[Any]) -> None:
         self._inflight[slot] -= 1
-        if future.cancelled():
-            self.replies.reply_error(request, ActorStoppedError(f"{future.label} was cancelled"))
-        elif future.exception() is not None:
-            self.replies.reply_error(request, future.exception())  # type: ignore[arg-type]
-        else:
-            self.replies.reply(request, future.result())
-        self.replies.schedule()
+        self.replies.forward(request, future)
 
     def _ref(self, slot: int, retries: int) -> ActorRef:
         """The task target of a worker, with the retry table of a hop."""
