@@ -106,9 +106,9 @@ class Inbox:
             return
         peer, entries, buffers = batch
         stash = self.mailbox.stash
-        batched = not stash and self.run_batch is not None and wire.calls_only(entries)
-        if batched and len(entries) > 1:  # no cancel, nothing malformed
-            self.run_batch(peer, entries, buffers)  # type: ignore[misc]
+        several = type(entries) is list and len(entries) > 1 and not stash
+        if several and self.run_batch is not None and wire.calls_only(entries):
+            self.run_batch(peer, entries, buffers)
             return
         requests = self.requests(peer, entries, buffers)
         if len(requests) != 1 or stash:
