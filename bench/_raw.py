@@ -93,7 +93,12 @@ class RawServer:
 
 def latency(server: RawServer, n: int) -> list[int]:
     """Round-trip times in ns of ``n`` pickled ints, one at a time."""
-    sock, samples = server.sock, []
+    return _pings(server.sock, n)
+
+
+def _pings(sock: zmq.Socket[bytes], n: int) -> list[int]:
+    """Round-trip times in ns of ``n`` pickled ints sent on ``sock``, one at a time."""
+    samples = []
     for i in range(n):
         t0 = time.perf_counter_ns()
         sock.send(pickle.dumps(i, 5))
@@ -164,16 +169,8 @@ def remote_latency(endpoint: str, n: int) -> list[int]:
     sock.setsockopt(zmq.RCVTIMEO, 20_000)
     sock.connect(endpoint)
     try:
-        for i in range(n):  # the first replies also prove the connection
-            sock.send(pickle.dumps(i, 5))
-            pickle.loads(sock.recv())
-        samples = []
-        for i in range(n):
-            t0 = time.perf_counter_ns()
-            sock.send(pickle.dumps(i, 5))
-            pickle.loads(sock.recv())
-            samples.append(time.perf_counter_ns() - t0)
-        return samples
+        _pings(sock, n)  # a warm-up: the first replies also prove the connection
+        return _pings(sock, n)
     finally:
         sock.close()
         ctx.term()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pathlib
 import signal
 import sys
 
 from actors import Actor
-from tests.helpers import wait_for_path
+from tests.helpers import hold_task
 
 
 class Talker(Actor):
@@ -50,9 +49,7 @@ class Talker(Actor):
         return os.getpid()
 
     def hold(self, started: str, release: str) -> str:
-        pathlib.Path(started).touch()
-        wait_for_path(release, timeout=60)
-        return "held"
+        return hold_task(started, release)
 
 
 def shout(text: str) -> int:

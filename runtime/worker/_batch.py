@@ -11,9 +11,7 @@ order either way, so each caller's order per actor holds.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from typing import Any
 
 from runtime import wire
 from runtime.core import Batch
@@ -22,9 +20,7 @@ from runtime.worker._actors import Actors, awaitable
 
 __all__ = ["run_batch"]
 
-log = logging.getLogger("dovecote")
-
-_CALL, _OK = wire.CALL, wire.OK
+_CALL = wire.CALL
 
 
 def run_batch(
@@ -66,8 +62,8 @@ def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:
         busy.end()
         if cell.stop_after is not False or awaitable(result):  # type: ignore[union-attr]
             actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
-        elif kind == _CALL:
-            _reply(actors, peer, entry, result)
+        elif kind == _CALL and actors.replies.ok(peer, msg_id, result) is not None:
+            actors.replies.reply(_request(peer, entry, ()), result)  # names the call
         actors.count()
 
 
@@ -87,12 +83,3 @@ def _slow(
 def _request(peer: bytes, entry: RawEntry, bufs: Sequence[Buffer]) -> Request:
     kind, msg_id, actor_id, method, payload, _ = entry
     return Request(peer, kind, msg_id, actor_id, method, payload, bufs)
-
-
-def _reply(actors: Actors, peer: bytes, entry: RawEntry, value: Any) -> None:
-    try:
-        payload, bufs = wire.dumps_reply(value)
-    except BaseException:  # the usual way names the call in the error
-        actors.replies.reply(_request(peer, entry, ()), value)
-        return
-    actors.replies.queue(peer, (_OK, entry[1], 0, "", payload, len(bufs)), bufs)

@@ -23,13 +23,14 @@ class Keeper(threading.Thread):
     """Answers for the worker while an actor's or a task's code holds the loop
     thread. Internal.
 
-    Once that code has run for KEEP_AFTER (seen on two looks), the keeper takes the
-    I/O lock (free only then: see ``Inbox.call_user``), sends the replies that are ready and reads
-    the mailbox: cancels are answered at once, calls are stashed for the loop in
-    arrival order. It looks every KEEPER_LOOKS while no code runs, and naps when
-    none has run for a while, so that calls of microseconds pay for no thread
-    wake-ups. So a long call delays no other call's reply by more than tens of
-    milliseconds, and a caller soon learns whether its cancel came in time.
+    Once that code has run for KEEP_AFTER (seen on two looks), the keeper takes
+    the I/O lock (free only then: see ``Inbox.call_user``), sends the replies that
+    are ready and reads the mailbox: cancels are answered at once, calls are
+    stashed for the loop in arrival order. It looks every KEEPER_LOOKS while no
+    code runs, and naps when none has run for a while, so that calls of
+    microseconds pay for no thread wake-ups. So a long call delays no other
+    call's reply by more than tens of milliseconds, and a caller soon learns
+    whether its cancel came in time.
     """
 
     def __init__(self, inbox: Inbox, busy: Busy) -> None:

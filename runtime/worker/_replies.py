@@ -49,13 +49,19 @@ class Replies:
     def reply(self, request: Request, value: Any) -> None:
         if request.kind != wire.CALL:
             return
+        exc = self.ok(request.peer, request.msg_id, value)
+        if exc is not None:  # SystemExit from a __reduce__ goes to the caller too
+            self.reply_error(request, _pickling_error(request, exc))
+
+    def ok(self, peer: bytes | None, msg_id: int, value: Any) -> BaseException | None:
+        """Queue the reply ``value`` to call ``msg_id``; if it does not pickle, the
+        error, and nothing queued."""
         try:
             blob, bufs = wire.dumps_reply(value)
-        except BaseException as exc:  # SystemExit from a __reduce__ goes to the caller
-            self.reply_error(request, _pickling_error(request, exc))
-            return
-        entry = (wire.OK, request.msg_id, 0, "", blob, len(bufs))
-        self.queue(request.peer, entry, bufs)
+        except BaseException as exc:
+            return exc
+        self.queue(peer, (wire.OK, msg_id, 0, "", blob, len(bufs)), bufs)
+        return None
 
     def reply_error(self, request: Request, exc: BaseException) -> None:
         if request.kind != wire.CALL:
