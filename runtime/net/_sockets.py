@@ -43,6 +43,9 @@ COPY_MIN = 64 * 1024  # frames at least this large are sent without a copy
 DONTWAIT = int(zmq.DONTWAIT)
 SNDMORE = int(zmq.SNDMORE)
 POLLIN = int(zmq.POLLIN)
+# pyzmq's send without its Python layer (which only adds DRAFT routing ids and
+# groups): a microsecond less per frame.
+_send = zmq.backend.Socket.send
 DATA_HWM = 64  # messages (batches) queued per peer before a send says EAGAIN
 
 
@@ -151,9 +154,9 @@ def send(sock: Socket, frames: list[Any], flags: int = 0) -> None:
     for i, frame in enumerate(frames):
         more = SNDMORE if i < last else 0
         if type(frame) is bytes:
-            sock.send(frame, flags | more)
+            _send(sock, frame, flags | more)
         else:
-            sock.send(frame, flags | more, copy=memoryview(frame).nbytes < COPY_MIN)
+            _send(sock, frame, flags | more, copy=memoryview(frame).nbytes < COPY_MIN)
         flags = 0  # later parts of an accepted message never block
 
 

@@ -3,7 +3,6 @@ the event bus, driven by its event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +14,7 @@ from actors._ref import ActorRef
 from actors._spec import MAX_RESTARTS, PERIOD, Child, RestartPolicy
 from runtime.client import Requests
 from runtime.net import Bus, Socket, Subscription, check_topic
-from runtime.worker._loop import Reader, noop
+from runtime.worker._loop import Reader, WorkerLoop, noop
 
 __all__ = ["ActorBus", "WorkerContext"]
 
@@ -24,7 +23,7 @@ class ActorBus:
     """The bus for a worker's actors: publishes and subscriptions, with the sync
     handshake run on the loop until it completes."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, bus_factory: Callable[..., Bus]) -> None:
+    def __init__(self, loop: WorkerLoop, bus_factory: Callable[..., Bus]) -> None:
         self.loop = loop
         self.bus = bus_factory(self._on_socket)
         self._readers: dict[Socket, Reader] = {}
@@ -49,7 +48,7 @@ class ActorBus:
             deliver = self.bus.subs[sock].deliver
             self._readers[sock] = Reader(self.loop, sock, lambda f: deliver(f[0].bytes), noop)
         else:
-            self.loop.remove_reader(self._readers.pop(sock).sock.FD)
+            self._readers.pop(sock).stop()
 
     def _schedule(self) -> None:
         if not self._handshaking:
@@ -64,8 +63,8 @@ class ActorBus:
             self.loop.call_later(0.01, self._handshake)
 
     def close(self) -> None:
-        for sock in list(self._readers):
-            self.loop.remove_reader(sock.FD)
+        for reader in self._readers.values():
+            reader.stop()
         self._readers.clear()
         self.bus.close()
 

@@ -18,7 +18,7 @@ from runtime import net, wire
 from runtime.core import Mailbox
 from runtime.net import Socket
 from runtime.wire import Request
-from runtime.worker._loop import BUDGET, Reader, leave_if_forked
+from runtime.worker._loop import Reader, leave_if_forked
 from runtime.worker._replies import REMOTE, Replies
 
 __all__ = ["Inbox"]
@@ -26,6 +26,7 @@ __all__ = ["Inbox"]
 log = logging.getLogger("dovecote")
 
 _CANCEL = wire.CANCEL
+BUDGET = 64  # messages the keeper takes from the mailbox in one turn
 
 
 class Napper(Protocol):
@@ -82,7 +83,6 @@ class Inbox:
             for each in (reader, self.remote):
                 if each is not None:
                     each.paused = False
-                    each.loop.call_soon(each.run)
 
     def on_remote(self, frames: list[Any]) -> None:
         """A batch from the tcp mailbox: its sender is marked, for the reply's way back."""
@@ -90,37 +90,26 @@ class Inbox:
         self.mailbox.stash.extend(self.parse(frames))
         self.deliver_stash()
 
-    def check(self) -> None:
-        """After a send: a socket's wake-up edge may have been taken."""
-        for reader in (self.reader, self.remote):
-            if reader is not None:
-                reader.check()
-
     # -- reading -------------------------------------------------------------------
     def on_frames(self, frames: list[Any]) -> None:
-        """A batch from the mailbox, by its reader. A lone call, with nothing stashed
-        before it, is delivered at once and its reply sent from its handler: the
-        reader looks at the socket again after it (a send may take the wake-up edge)."""
+        """A batch from the mailbox, by its reader. With nothing stashed before it, a
+        batch of well-formed calls and tells runs from its entries (see ``_batch``),
+        and the reply of a lone call is sent from its handler, with no outbox."""
         batch = self.decode(frames)
         if batch is None:
             return
         peer, entries, buffers = batch
         stash = self.mailbox.stash
-        several = type(entries) is list and len(entries) > 1 and not stash
-        if several and self.run_batch is not None and wire.calls_only(entries):
-            self.run_batch(peer, entries, buffers)
+        if not stash and self.run_batch is not None and wire.calls_only(entries):
+            replies = self.replies
+            replies.direct = len(entries) == 1
+            try:
+                self.run_batch(peer, entries, buffers)
+            finally:
+                replies.direct = False
             return
-        requests = self.requests(peer, entries, buffers)
-        if len(requests) != 1 or stash:
-            stash.extend(requests)
-            self.deliver_stash()
-            return
-        replies = self.replies
-        replies.direct = True
-        try:
-            self.deliver(requests[0])
-        finally:
-            replies.direct = False
+        stash.extend(self.requests(peer, entries, buffers))
+        self.deliver_stash()
 
     def parse(self, frames: list[Any]) -> list[Request]:
         """The calls and tells of one message. Cancels are answered here, at once. A
@@ -215,8 +204,8 @@ class Inbox:
                 self._after_user_code()
 
     def _after_user_code(self) -> None:
-        """The keeper worked meanwhile: its reads and sends may have taken the
-        socket's wake-up edge, and it may have stashed calls. The loop looks again."""
+        """The keeper worked meanwhile: it may have stashed calls, which go before
+        anything read later. The loop delivers them on its next turn."""
         self.kept = False
         if not self._stash_scheduled and self.reader is not None:
             self._stash_scheduled = True
@@ -224,7 +213,6 @@ class Inbox:
 
     def _after_keeper(self) -> None:
         """Deliver what the keeper read; this is not the mailbox reader's turn, so
-        flush the replies here, and look for what the keeper left in the socket."""
+        flush the replies here."""
         self.deliver_stash()
         self.replies.flush()
-        self.check()  # the keeper's reads and sends may have taken the wake-up edge

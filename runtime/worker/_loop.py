@@ -1,12 +1,15 @@
-"""The worker's event-loop plumbing: socket readers, and the guard against a
-child forked by an actor's code running the worker's loop."""
+"""The worker's event loop: asyncio's, with the ZeroMQ sockets polled beside it
+rather than through it; and the guard against a child forked by an actor's code
+running the worker's loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -15,21 +18,82 @@ import zmq
 from runtime import net
 from runtime.net import Socket
 
-__all__ = ["BUDGET", "Reader", "forked", "leave_if_forked", "noop"]
+__all__ = ["Reader", "WorkerLoop", "forked", "leave_if_forked", "noop"]
 
-BUDGET = 64  # messages taken from one socket before the loop serves anything else
+POLLIN = net.POLLIN
+
+
+class WorkerLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, with every ZeroMQ socket of the worker read outside it.
+
+    Each turn one ``zmq_poll`` waits on the sockets that have a :class:`Reader`
+    and on asyncio's own selector (its epoll fd is readable when a pipe or a
+    stream that asyncio watches is), for as long as asyncio has nothing to run
+    before its next timer. A message is handled at once, with no handle or
+    callback made for it, and asyncio takes its turn only when it has something
+    to do: a callback, a task's step, a due timer, a file it watches. So a lone
+    call costs one poll and one read, as in a plain pyzmq loop. zmq_poll looks
+    at each socket's ZMQ_EVENTS, so the edge-triggered FD of a ZeroMQ socket
+    needs no look after a send.
+    """
+
+    # asyncio's own state, read here (CPython's BaseEventLoop, 3.10 to 3.13)
+    _ready: deque[asyncio.Handle]
+    _scheduled: list[asyncio.TimerHandle]
+    _selector: Any  # epoll or kqueue: a selector with a fileno() of its own
+    _stopping: bool
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._readers: dict[Any, Reader] = {}
+        self._items: list[tuple[Any, int]] | None = None  # None: rebuild before the poll
+
+    def watch(self, reader: Reader) -> None:
+        self._readers[reader.sock] = reader
+        self._items = None
+
+    def unwatch(self, reader: Reader) -> None:
+        self._readers.pop(reader.sock, None)
+        self._items = None
+
+    def changed(self) -> None:
+        """A reader paused or resumed."""
+        self._items = None
+
+    def _run_once(self) -> None:
+        leave_if_forked()
+        items = self._items or self._poll_items()
+        scheduled = self._scheduled
+        asyncio_turn = bool(self._ready) or self._stopping
+        if asyncio_turn:
+            timeout = 0
+        elif scheduled:  # wait no longer than asyncio's next timer
+            timeout = max(0, math.ceil((scheduled[0].when() - self.time()) * 1e3))
+        else:
+            timeout = -1
+        for sock, _ in zmq.zmq_poll(items, timeout):
+            if type(sock) is int:  # asyncio's selector: a file it watches is ready
+                asyncio_turn = True
+                continue
+            reader = self._readers.get(sock)
+            if reader is not None:  # None: closed by a handler earlier in this turn
+                reader.run()
+        if asyncio_turn or self._ready or (scheduled and scheduled[0].when() <= self.time()):
+            super()._run_once()  # type: ignore[misc]  # it will not block: work is there
+
+    def _poll_items(self) -> list[tuple[Any, int]]:
+        items = [(sock, POLLIN) for sock, reader in self._readers.items() if not reader.paused]
+        items.append((self._selector.fileno(), POLLIN))
+        self._items = items
+        return items
 
 
 class Reader:
-    """Feeds one ZeroMQ socket to the event loop.
-
-    A socket's FD is edge-triggered and any send may consume the edge, so the
-    socket is drained until EAGAIN and checked again after every send.
-    """
+    """Feeds one ZeroMQ socket to its handler, from the worker's loop."""
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        loop: WorkerLoop,
         sock: Socket,
         handler: Callable[[list[Any]], None],
         after: Callable[[], None],
@@ -38,42 +102,39 @@ class Reader:
         self.sock = sock
         self.handler = handler
         self.after = after
-        self.paused = False
-        self._scheduled = False
-        loop.add_reader(sock.FD, self.run)
+        self._paused = False
+        loop.watch(self)
 
-    def check(self) -> None:
-        if not self._scheduled and not self.sock.closed and net.readable(self.sock):
-            self._scheduled = True
-            self.loop.call_soon(self.run)
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        """Not read while paused: the senders' pipes fill (backpressure)."""
+        self._paused = paused
+        self.loop.changed()
 
     def run(self) -> None:
-        leave_if_forked()
-        self._scheduled = False
-        if self.paused or self.sock.closed:
+        """Handle one message; the poll said the socket is readable. The loop's next
+        poll comes back at once if another waits, so the sockets take turns."""
+        if self._paused or self.sock.closed:
             return
-        sock, handler, recv, dontwait = self.sock, self.handler, net.recv, net.DONTWAIT
         try:
-            for i in range(BUDGET):
-                # The first read is tried at once: the loop woke for it, and a message is
-                # almost always there. After it, a zero-timeout poll asks whether another
-                # waits: 2.6 us, where a read that fails costs 7 us in pyzmq (it raises).
-                if i and not net.readable(sock):
-                    return
-                try:
-                    frames = recv(sock, dontwait)
-                except zmq.Again:
-                    return
-                handler(frames)
-                if self.paused:
-                    return
-            self._scheduled = True  # more may be queued: let the loop breathe first
-            self.loop.call_soon(self.run)
+            frames = net.recv(self.sock, net.DONTWAIT)
+        except zmq.Again:
+            return
+        try:
+            self.handler(frames)
         finally:
             self.after()
 
+    def stop(self) -> None:
+        """Read no more; the socket stays open for its owner to close."""
+        self.loop.unwatch(self)
+
     def close(self) -> None:
-        self.loop.remove_reader(self.sock.FD)
+        self.stop()
         self.sock.close(linger=0)
 
 

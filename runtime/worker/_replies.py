@@ -36,7 +36,6 @@ class Replies:
         self.remote: Socket | None = None  # in a cluster: the tcp mailbox
         self.slot = slot
         self.resolve_local = resolve_local  # a call from this worker to itself
-        self.after_flush: Callable[[], None] = lambda: None  # look at the inbox again
         # While the reader handles a lone call: its reply goes out at once, if no
         # other reply waits (the order per caller holds), without an outbox.
         self.direct = False
@@ -119,7 +118,6 @@ class Replies:
             # a caller is not reading yet: keep its replies, try again soon
             self._scheduled = True
             self.loop.call_later(0.001, self.flush)
-        self.after_flush()
 
     def send(self) -> bool:
         """Send every caller its replies; False if one of them is not reading. Loop

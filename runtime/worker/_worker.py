@@ -44,7 +44,7 @@ from runtime.worker._health import Busy, HealthThread, log_async_hangs
 from runtime.worker._inbox import Inbox
 from runtime.worker._keeper import Keeper
 from runtime.worker._local import LocalCalls
-from runtime.worker._loop import Reader, forked, noop
+from runtime.worker._loop import Reader, WorkerLoop, forked, noop
 from runtime.worker._observe import Tagger, counters
 from runtime.worker._replies import Replies
 from runtime.worker._stages import Stages
@@ -62,7 +62,7 @@ class Worker:
         self.slot = args.slot
         self.ctx: net.Context = zmq.Context()
         self.auth = _secure(self.ctx, args)
-        self.loop = asyncio.new_event_loop()
+        self.loop = WorkerLoop()
         self.busy = Busy()
         self._flush_scheduled = False
         self._done = self.loop.create_future()
@@ -146,7 +146,6 @@ class Worker:
         inbox = Reader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
         self.inbox.start(inbox)
         self._listen()
-        self.replies.after_flush = self.inbox.check  # a send may take a socket's wake-up edge
         self.inbox.keeper = self.keeper
         self._on_dealer(self.transport.control.sock, True)
         self.loop.add_reader(sys.stdin.fileno(), self._on_parent_pipe)
@@ -215,8 +214,8 @@ class Worker:
         for reader in (self.inbox.reader, self.inbox.remote):
             if reader is not None:
                 reader.close()
-        for sock in list(self._readers):
-            self.loop.remove_reader(sock.FD)
+        for reader in list(self._readers.values()):
+            reader.stop()
         self.transport.close_sockets()
         self.loop.close()
         if self.auth is not None:
@@ -237,8 +236,6 @@ class Worker:
         if not self.transport.flush():
             self._flush_scheduled = True
             self.loop.call_later(0.001, self.flush)
-        for reader in self._readers.values():
-            reader.check()
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
@@ -254,7 +251,7 @@ class Worker:
             handler = control.on_message if sock is control.sock else None
             self._readers[sock] = Reader(self.loop, sock, handler or self.transport.on_data, noop)
         else:
-            self.loop.remove_reader(self._readers.pop(sock).sock.FD)
+            self._readers.pop(sock).stop()
 
     def _gone(self, actor_id: int, request: Request | None) -> None:
         """An actor stopped for good: the supervisor frees its name; a stop() call is
