@@ -18,7 +18,7 @@ from runtime import net, wire
 from runtime.core import Mailbox
 from runtime.net import Socket
 from runtime.wire import Request
-from runtime.worker._loop import Reader, leave_if_forked
+from runtime.worker._loop import MailboxReader, leave_if_forked
 from runtime.worker._replies import REMOTE, Replies
 
 __all__ = ["Inbox"]
@@ -52,8 +52,8 @@ class Inbox:
         # A batch with no cancel, nothing stashed: run from its entries (see _batch).
         self.run_batch: Callable[[bytes, list[wire.RawEntry], Sequence[Any]], None] | None = None
         self.keeper: Napper | None = None  # woken when actor code runs, if it naps
-        self.reader: Reader | None = None
-        self.remote: Reader | None = None  # in a cluster: the tcp mailbox's reader
+        self.reader: MailboxReader | None = None
+        self.remote: MailboxReader | None = None  # in a cluster: the tcp mailbox's reader
         self.recycling: str | None = None  # past a limit: read nothing more
         # The loop thread holds the I/O lock (the mailbox socket, the replies, the
         # cells' queues) except while an actor's or a task's code runs.
@@ -61,7 +61,7 @@ class Inbox:
         self.kept = False  # the keeper has worked since the loop thread last looked
         self._stash_scheduled = False
 
-    def start(self, reader: Reader) -> None:
+    def start(self, reader: MailboxReader) -> None:
         self.reader = reader
         self.io_lock.acquire()
 

@@ -18,23 +18,23 @@ import zmq
 from runtime import net
 from runtime.net import Socket
 
-__all__ = ["Reader", "WorkerLoop", "forked", "leave_if_forked", "noop"]
+__all__ = ["MailboxReader", "Reader", "WorkerLoop", "forked", "leave_if_forked", "noop"]
 
+BUDGET = 64  # messages taken from a DEALER or SUB before the loop serves anything else
 POLLIN = net.POLLIN
 
 
 class WorkerLoop(asyncio.SelectorEventLoop):
-    """asyncio's loop, with every ZeroMQ socket of the worker read outside it.
+    """asyncio's loop, with the mailbox read outside it.
 
-    Each turn one ``zmq_poll`` waits on the sockets that have a :class:`Reader`
-    and on asyncio's own selector (its epoll fd is readable when a pipe or a
-    stream that asyncio watches is), for as long as asyncio has nothing to run
-    before its next timer. A message is handled at once, with no handle or
-    callback made for it, and asyncio takes its turn only when it has something
-    to do: a callback, a task's step, a due timer, a file it watches. So a lone
-    call costs one poll and one read, as in a plain pyzmq loop. zmq_poll looks
-    at each socket's ZMQ_EVENTS, so the edge-triggered FD of a ZeroMQ socket
-    needs no look after a send.
+    Each turn one ``zmq_poll`` waits on the mailbox (see :class:`MailboxReader`)
+    and on asyncio's own selector (its epoll fd is readable when a DEALER, a
+    SUB, a pipe or a stream that asyncio watches is), for as long as asyncio has
+    nothing to run before its next timer. A call is handled at once, with no
+    handle or callback made for it, and asyncio takes its turn only when it has
+    something to do: a callback, a task's step, a due timer, a file it watches.
+    So a lone call costs one poll and one read, as in a plain pyzmq loop, and
+    the mailbox needs no look after a send: zmq_poll reads ZMQ_EVENTS first.
     """
 
     # asyncio's own state, read here (CPython's BaseEventLoop, 3.10 to 3.13)
@@ -45,14 +45,14 @@ class WorkerLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         super().__init__()
-        self._readers: dict[Any, Reader] = {}
+        self._readers: dict[Any, MailboxReader] = {}
         self._items: list[tuple[Any, int]] | None = None  # None: rebuild before the poll
 
-    def watch(self, reader: Reader) -> None:
+    def watch(self, reader: MailboxReader) -> None:
         self._readers[reader.sock] = reader
         self._items = None
 
-    def unwatch(self, reader: Reader) -> None:
+    def unwatch(self, reader: MailboxReader) -> None:
         self._readers.pop(reader.sock, None)
         self._items = None
 
@@ -89,7 +89,13 @@ class WorkerLoop(asyncio.SelectorEventLoop):
 
 
 class Reader:
-    """Feeds one ZeroMQ socket to its handler, from the worker's loop."""
+    """Feeds one ZeroMQ socket to its handler from asyncio's selector, for a socket
+    that is seldom busy (a DEALER, a SUB): its poll costs nothing while it is quiet.
+
+    A socket's FD is edge-triggered and any send may consume the edge, so the
+    socket is drained until nothing waits, and its owner calls ``check`` after
+    every send on it.
+    """
 
     def __init__(
         self,
@@ -102,8 +108,48 @@ class Reader:
         self.sock = sock
         self.handler = handler
         self.after = after
+        self._scheduled = False
+        self._start()
+
+    def _start(self) -> None:
+        self.loop.add_reader(self.sock.FD, self.run)
+
+    def check(self) -> None:
+        if not self._scheduled and not self.sock.closed and net.readable(self.sock):
+            self._scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self._scheduled = False
+        if self.sock.closed:
+            return
+        sock, handler, recv, dontwait = self.sock, self.handler, net.recv, net.DONTWAIT
+        try:
+            for _ in range(BUDGET):
+                if not net.readable(sock):
+                    return
+                handler(recv(sock, dontwait))
+            self._scheduled = True  # more may be queued: let the loop breathe first
+            self.loop.call_soon(self.run)
+        finally:
+            self.after()
+
+    def stop(self) -> None:
+        """Read no more; the socket stays open for its owner to close."""
+        self.loop.remove_reader(self.sock.FD)
+
+    def close(self) -> None:
+        self.stop()
+        self.sock.close(linger=0)
+
+
+class MailboxReader(Reader):
+    """A mailbox ROUTER's reader: polled by the loop itself each turn (see
+    :class:`WorkerLoop`), one message at a time, and paused under backpressure."""
+
+    def _start(self) -> None:
         self._paused = False
-        loop.watch(self)
+        self.loop.watch(self)
 
     @property
     def paused(self) -> bool:
@@ -115,9 +161,12 @@ class Reader:
         self._paused = paused
         self.loop.changed()
 
+    def check(self) -> None:
+        """Nothing to do: the loop's zmq_poll reads ZMQ_EVENTS before it waits."""
+
     def run(self) -> None:
-        """Handle one message; the poll said the socket is readable. The loop's next
-        poll comes back at once if another waits, so the sockets take turns."""
+        """Handle one message; the poll said one is there. The loop's next poll comes
+        back at once if another waits, so the sockets take turns."""
         if self._paused or self.sock.closed:
             return
         try:
@@ -130,12 +179,7 @@ class Reader:
             self.after()
 
     def stop(self) -> None:
-        """Read no more; the socket stays open for its owner to close."""
         self.loop.unwatch(self)
-
-    def close(self) -> None:
-        self.stop()
-        self.sock.close(linger=0)
 
 
 def noop() -> None:

@@ -44,7 +44,7 @@ from runtime.worker._health import Busy, HealthThread, log_async_hangs
 from runtime.worker._inbox import Inbox
 from runtime.worker._keeper import Keeper
 from runtime.worker._local import LocalCalls
-from runtime.worker._loop import Reader, WorkerLoop, forked, noop
+from runtime.worker._loop import MailboxReader, Reader, WorkerLoop, forked, noop
 from runtime.worker._observe import Tagger, counters
 from runtime.worker._replies import Replies
 from runtime.worker._stages import Stages
@@ -143,7 +143,7 @@ class Worker:
         _engine.install(self.args.system_id, self.transport)
         asyncio.set_event_loop(self.loop)
         os.register_at_fork(after_in_child=forked)
-        inbox = Reader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
+        inbox = MailboxReader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
         self.inbox.start(inbox)
         self._listen()
         self.inbox.keeper = self.keeper
@@ -166,7 +166,7 @@ class Worker:
             return
         sock = net.router(self.ctx, self.args.listen)
         self.replies.remote = sock
-        self.inbox.remote = Reader(self.loop, sock, self.inbox.on_remote, self.replies.flush)
+        self.inbox.remote = MailboxReader(self.loop, sock, self.inbox.on_remote, self.replies.flush)
 
     def _check_async_hangs(self) -> None:
         threshold = self.args.options.hang_threshold
@@ -211,9 +211,9 @@ class Worker:
         for task in asyncio.all_tasks(self.loop):
             task.cancel()
         self.loop.run_until_complete(asyncio.sleep(0))
-        for reader in (self.inbox.reader, self.inbox.remote):
-            if reader is not None:
-                reader.close()
+        for mailbox in (self.inbox.reader, self.inbox.remote):
+            if mailbox is not None:
+                mailbox.close()
         for reader in list(self._readers.values()):
             reader.stop()
         self.transport.close_sockets()
@@ -236,6 +236,8 @@ class Worker:
         if not self.transport.flush():
             self._flush_scheduled = True
             self.loop.call_later(0.001, self.flush)
+        for reader in self._readers.values():
+            reader.check()  # a send may take its socket's wake-up edge
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
