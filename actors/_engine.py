@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from actors._future import ActorFuture
     from actors._ref import ActorRef
 
-__all__ = ["Engine", "get", "install", "remove"]
+__all__ = ["Engine", "engines", "get", "install", "remove"]
 
 
 class Engine(Protocol):
@@ -29,20 +29,20 @@ class Engine(Protocol):
     ) -> None: ...
 
 
-_engines: dict[str, Engine] = {}
+engines: dict[str, Engine] = {}  # by system id; ``get`` raises for a missing one
 
 
 def install(system_id: str, engine: Engine) -> None:
-    _engines[system_id] = engine
+    engines[system_id] = engine
 
 
 def remove(system_id: str) -> None:
-    _engines.pop(system_id, None)
+    engines.pop(system_id, None)
 
 
 def get(system_id: str) -> Engine:
     try:
-        return _engines[system_id]
+        return engines[system_id]
     except KeyError:
         raise ActorStoppedError(
             f"actor system {system_id} is not running in this process"

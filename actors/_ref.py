@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors import _engine
+from actors._engine import engines as _engines
 from actors._future import ActorFuture
 
 __all__ = ["ActorRef"]
@@ -105,10 +106,14 @@ class _Method:
         self.name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> ActorFuture[Any]:
-        return _engine.get(self.ref.system_id).call(self.ref, self.name, args, kwargs)
+        ref = self.ref  # the engine looked up inline: a call per message less
+        engine = _engines.get(ref.system_id) or _engine.get(ref.system_id)
+        return engine.call(ref, self.name, args, kwargs)
 
     def tell(self, *args: Any, **kwargs: Any) -> None:
-        _engine.get(self.ref.system_id).tell(self.ref, self.name, args, kwargs)
+        ref = self.ref
+        engine = _engines.get(ref.system_id) or _engine.get(ref.system_id)
+        engine.tell(ref, self.name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<method {self.name!r} of {self.ref!r}>"

@@ -129,15 +129,18 @@ class Transport:
         if outbox is not None and len(outbox.entries) >= self.outbox_limit:
             self._wait_for_room(slot)
         with self._lock:
-            self._check_open()
+            if self.control.closed is not None:
+                self._check_open()
             if pending is not None:
                 calls.pending[pending.future.call_id] = pending
             if outbox is None:
                 outbox = calls.outbox(slot)
-            outbox.entries.append(entry)
+            entries = outbox.entries
+            entries.append(entry)
             if bufs:
                 outbox.buffers.extend(bufs)
-            self._wake()
+            if len(entries) == 1:  # else the wake-up for the first is still to come
+                self._wake()
 
     def _submit_local(
         self, local: Local, entry: wire.RawEntry, bufs: list[Any], pending: Pending | None

@@ -40,6 +40,7 @@ _RECV_BUDGET = 256  # messages read from one socket before the others get a turn
 _EVENT_BUDGET = 4096  # events read from one subscription before the others get a turn
 POLLIN = net.POLLIN
 TICK = 0.005  # how late, at most, the background thread takes up work nobody waits for
+LONE_SLICE = 10  # ms between a lone call's looks at the control socket (see _lone)
 IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it
 
 
@@ -113,10 +114,10 @@ class DriverIO:
         self._events: list[tuple[str, Any]] = []  # published, not yet handed to the PUB
         self._sub_changes: list[tuple[bool, Subscription]] = []  # (add?, sub) for the owner
         # zmq_poll on prebuilt lists (zmq.Poller's wrapper costs microseconds a call):
-        # every socket; and all but the DEALERs, polled beside one by the direct path.
-        fixed: list[tuple[Any, int]] = [(self.transport.control.sock, POLLIN)]
-        fixed += [(self._wake_r, POLLIN), (self._sentinel, POLLIN)]
-        self._polled, self._others = fixed, list(fixed)
+        # every socket; and the pipes and SUBs, polled beside a DEALER by the direct path.
+        fixed: list[tuple[Any, int]] = [(self._wake_r, POLLIN), (self._sentinel, POLLIN)]
+        self._polled = [(self.transport.control.sock, POLLIN), *fixed]
+        self._others = fixed
         self._thread = threading.Thread(target=self._background, name="dovecote-io", daemon=True)
         self._thread.start()
 
@@ -388,21 +389,31 @@ def _lone(
     deadline: float | None,
 ) -> bool:
     """The direct path of a thread that holds the token for its lone call: send it,
-    then poll only its DEALER and ``others`` (the control socket, the wake pipe, the
-    supervisor's sentinel, the subscriptions) and read only the reply. False as soon
-    as anything else needs doing (a notice, another thread's call, an event, a full
-    peer): the general pump then takes over, the token still held."""
-    if net.readable(transport.control.sock):  # notices first, as in the pump
-        return False
+    then poll only its DEALER and ``others`` (the wake pipe, the supervisor's
+    sentinel, the subscriptions) and read only the reply. False as soon as anything
+    else needs doing (a notice, another thread's call, an event, a full peer): the
+    general pump then takes over, the token still held.
+
+    The control socket is looked at every LONE_SLICE ms rather than polled: each
+    ZeroMQ socket in a zmq_poll costs a getpid and two polls, and the notices it
+    brings (a worker's death) may wait that long. A notice that came before the
+    send is seen at the next look, as if it had come just after: the call is then
+    failed or re-sent like any other sent to that worker."""
     sock = transport.flush_slot(slot)
     if sock is None:
         return False
     polled = [(sock, POLLIN), *others]
     while True:
-        timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic()) * 1e3
-        ready = zmq.zmq_poll(polled, math.ceil(timeout))
+        timeout = LONE_SLICE
+        if deadline is not None:
+            timeout = min(timeout, math.ceil(max(0.0, deadline - time.monotonic()) * 1e3))
+        ready = zmq.zmq_poll(polled, timeout)
         if not ready:
-            return True  # the deadline passed: result() raises TimeoutError
+            if net.readable(transport.control.sock):
+                return False  # notices first, in the pump
+            if deadline is not None and time.monotonic() >= deadline:
+                return True  # result() raises TimeoutError
+            continue
         if len(ready) > 1 or ready[0][0] is not sock:
             return False
         transport.on_data(net.recv(sock, net.DONTWAIT))
