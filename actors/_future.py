@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ActorFuture", "describe"]
+__all__ = ["ActorFuture", "complete_all", "describe"]
 
 T = TypeVar("T")
 _FINISHED = "FINISHED"
 _SETTLED = frozenset({"FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"})
+_SET = object()  # complete_all: the value is set, the callbacks are to run
 
 # Called by result()/exception() before waiting: the engine uses it to drive its
 # sockets from the waiting thread, or to refuse to block an actor's event loop.
@@ -156,6 +158,33 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         if not self.done():
             yield from _bridge(self).__await__()
         return self.result()
+
+
+def complete_all(
+    condition: threading.Condition, outcomes: list[tuple[ActorFuture[Any], Any]]
+) -> None:
+    """Set the values of futures, in order: those that share ``condition`` (an
+    engine's) under it, taken once rather than once each. One already cancelled
+    keeps its state. Then the callbacks run, in the same order. For a batch of
+    replies."""
+    later: list[tuple[ActorFuture[Any], Any]] = []  # (future, value), or (future, _SET)
+    with condition:
+        for future, value in outcomes:
+            if future._condition is not condition:
+                later.append((future, value))  # set below, under its own condition
+            elif future._state not in _SETTLED:  # else cancelled: nobody wants it
+                future._result = value
+                future._state = _FINISHED
+                for waiter in future._waiters:
+                    waiter.add_result(future)
+                if future._done_callbacks:
+                    later.append((future, _SET))
+    for future, value in later:
+        if value is _SET:
+            future._invoke_callbacks()  # type: ignore[attr-defined]
+        else:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
+                future.set_result(value)
 
 
 def describe(what: object) -> str:

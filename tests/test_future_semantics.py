@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from actors import ActorCrashedError, SerializationError
+from actors._future import ActorFuture, complete_all
 from runtime import ActorSystem
 from tests.helpers import (
     Probe,
@@ -207,3 +208,19 @@ def test_map_without_retries_yields_a_crash_in_place_of_each_lost_item() -> None
         for index, result in enumerate(results):
             assert result == index or isinstance(result, ActorCrashedError)
         assert system.submit(abs, -3).result(timeout=20) == 3  # and the worker was replaced
+
+
+def test_a_batch_of_replies_completes_in_order_and_spares_a_cancelled_future() -> None:
+    """``complete_all``: one lock for a batch's values, the stdlib's semantics kept."""
+    shared = threading.Condition()
+    futures = [ActorFuture(f"call {i}", None, shared) for i in range(4)]
+    own = ActorFuture("barrier")  # a condition of its own
+    futures[1].cancel()
+    seen: list[str] = []
+    for future in (*futures, own):
+        future.add_done_callback(lambda f: seen.append(f.label))
+    seen.clear()  # futures[1]'s callback ran at once: it was cancelled already
+    complete_all(shared, [(futures[0], "a"), (futures[1], "b"), (futures[2], "c"), (own, "d")])
+    assert [f.done() for f in futures] == [True, True, True, False]
+    assert futures[1].cancelled() and futures[0].result() == "a" and own.result() == "d"
+    assert seen == ["call 0", "call 2", "barrier"]

@@ -90,10 +90,14 @@ def test_pending_calls_fail_with_the_signal_and_retryable_ones_are_resent(
     system: ActorSystem, tmp_path: Path
 ) -> None:
     ref = _spawn(system, tmp_path, worker=0)
+    other = _spawn(system, tmp_path, "b", worker=1)
     pid = ref.pid().result(timeout=5)
     os.kill(pid, signal.SIGSTOP)  # hold it so that the calls are surely in flight
     plain = ref.add_once(1)
     retried = ref.add(1)
+    # A call waited for sends every outbox first: the two are in flight after it
+    # (a call not yet sent when its worker dies goes to the successor instead).
+    other.pid().result(timeout=5)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(ActorCrashedError, match="SIGKILL"):
         plain.result(timeout=10)

@@ -6,7 +6,7 @@ is allowed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from actors._future import ActorFuture
@@ -24,7 +24,7 @@ class Local(Protocol):
     slot: int
 
     def submit(
-        self, entry: wire.RawEntry, bufs: list[Any], future: ActorFuture[Any] | None
+        self, entry: wire.RawEntry, bufs: Sequence[Any], future: ActorFuture[Any] | None
     ) -> bool:
         """Deliver on the loop; False if the call needs no delivery (a self-stop)."""
 

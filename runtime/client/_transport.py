@@ -17,7 +17,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -28,7 +28,7 @@ from actors._errors import (
     MailboxFullError,
     SerializationError,
 )
-from actors._future import ActorFuture, Waiter
+from actors._future import ActorFuture, Waiter, complete_all
 from actors._ref import ActorRef
 from runtime import net, wire
 from runtime.client._cancel import Cancels, Local
@@ -118,7 +118,7 @@ class Transport:
         self._submit(ref.slot, entry, bufs, None)
 
     def _submit(
-        self, slot: int, entry: wire.RawEntry, bufs: list[Any], pending: Pending | None
+        self, slot: int, entry: wire.RawEntry, bufs: Sequence[Any], pending: Pending | None
     ) -> None:
         local = self._local
         if local is not None and slot == local.slot:
@@ -143,7 +143,7 @@ class Transport:
                 self._wake()
 
     def _submit_local(
-        self, local: Local, entry: wire.RawEntry, bufs: list[Any], pending: Pending | None
+        self, local: Local, entry: wire.RawEntry, bufs: Sequence[Any], pending: Pending | None
     ) -> None:
         self._check_open()
         future = None if pending is None else pending.future
@@ -264,13 +264,21 @@ class Transport:
         with self._lock:
             waiting = [pending.pop(e[1], None) if e[0] <= wire.ERR else None for e in entries]
         offset = 0
+        plain: list[tuple[ActorFuture[Any], Any]] = []  # values, set under one lock
+        condition = self._futures_condition
         for (kind, msg_id, _, _, blob, nbufs), call in zip(entries, waiting, strict=True):
-            bufs = buffers[offset : offset + nbufs] if nbufs else ()
-            if call is not None:
+            if call is None:
+                if kind > wire.ERR:
+                    self.cancels.on_verdict(kind, msg_id)
+            elif kind == wire.OK and type(blob) is tuple:
+                plain.append((call.future, blob[0]))  # a plain value: no buffers
+            else:
+                complete_all(condition, plain)  # first the earlier ones: in order
+                plain = []
+                bufs = buffers[offset : offset + nbufs] if nbufs else ()
                 self._complete(call.future, kind, blob, bufs)
-            elif kind > wire.ERR:
-                self.cancels.on_verdict(kind, msg_id)
             offset += nbufs
+        complete_all(condition, plain)
 
     def resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
         """One reply (or cancel verdict) for the call ``msg_id``."""

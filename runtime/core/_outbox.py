@@ -4,6 +4,7 @@ worker dies. The transport holds its lock around every use and does the I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from runtime.wire import CALL, Buffer, RawEntry
@@ -24,7 +25,7 @@ class Pending:
         future: Any,
         slot: int,
         entry: RawEntry | None = None,
-        bufs: list[Buffer] | None = None,
+        bufs: Sequence[Buffer] | None = None,
         retries: int = 0,
     ) -> None:
         self.future = future
@@ -43,7 +44,7 @@ class Outbox:
         self.entries: list[RawEntry] = []
         self.buffers: list[Buffer] = []
 
-    def add(self, entry: RawEntry, bufs: list[Buffer]) -> None:
+    def add(self, entry: RawEntry, bufs: Sequence[Buffer]) -> None:
         self.entries.append(entry)
         if bufs:
             self.buffers.extend(bufs)

@@ -33,6 +33,7 @@ __all__ = [
 # Buffers below this travel inside the pickle: a frame of their own costs more.
 OUT_OF_BAND_MIN = 64 * 1024
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+_NO_BUFFERS: tuple[pickle.PickleBuffer, ...] = ()
 
 
 def _is_plain(obj: Any) -> bool:
@@ -124,12 +125,12 @@ def loads(blob: Any, buffers: Sequence[Buffer] = ()) -> Any:
     return pickle.loads(blob, buffers=[getattr(b, "buffer", b) for b in buffers])
 
 
-def dumps_reply(value: Any) -> tuple[Any, list[pickle.PickleBuffer]]:
+def dumps_reply(value: Any) -> tuple[Any, Sequence[pickle.PickleBuffer]]:
     """A reply's payload: a plain value as ``(value,)`` (pickled with its batch),
     else its pickle. Raises what pickling raises."""
     kind = type(value)
     if kind in _PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
-        return (value,), []
+        return (value,), _NO_BUFFERS
     return dumps(value)
 
 
@@ -145,13 +146,18 @@ def load_reply(payload: Any, buffers: Sequence[Buffer]) -> Any:
 
 def dumps_call(
     what: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, list[pickle.PickleBuffer]]:
+) -> tuple[Any, Sequence[pickle.PickleBuffer]]:
     """A call's payload: its plain arguments as they are (pickled with the batch
     they travel in), or else their pickle, made now so that a bad argument fails
     here, named."""
+    for arg in args:  # _is_plain inline: this runs for every call and tell
+        kind = type(arg)
+        if kind not in _PLAIN or (kind is bytes and len(arg) >= OUT_OF_BAND_MIN):
+            break
+    else:
+        if not kwargs or _is_plain(((), kwargs)):
+            return (args, kwargs), _NO_BUFFERS
     payload = (args, kwargs)
-    if _is_plain(payload):
-        return payload, []
     try:
         return dumps(payload)
     except Exception as exc:

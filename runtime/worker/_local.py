@@ -4,6 +4,7 @@ loop without sockets, and cancellable until they start (``client.Local``)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from actors._future import ActorFuture
@@ -25,7 +26,7 @@ class LocalCalls:
         self._waiting: dict[int, Request] = {}  # calls not yet delivered, by msg id
 
     def submit(
-        self, entry: wire.RawEntry, bufs: list[Any], future: ActorFuture[Any] | None
+        self, entry: wire.RawEntry, bufs: Sequence[Any], future: ActorFuture[Any] | None
     ) -> bool:
         """Deliver on the loop's next turn; False for a self-stop, which completes now
         (awaiting it must not deadlock)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -90,7 +90,7 @@ class Replies:
         kind = wire.CANCELLED if dropped else wire.STARTED
         self.queue(peer, (kind, msg_id, 0, "", b"", 0), [])
 
-    def queue(self, peer: bytes | None, entry: wire.RawEntry, bufs: list[Any]) -> None:
+    def queue(self, peer: bytes | None, entry: wire.RawEntry, bufs: Sequence[Any]) -> None:
         if peer is None:  # a call from this worker to itself: no memory shared
             copies = [bytes(memoryview(b)) for b in bufs]
             kind, msg_id, _, _, blob, _ = entry
@@ -130,7 +130,7 @@ class Replies:
             return self.remote, peer[1:]
         return self.sock, peer
 
-    def _send_now(self, peer: bytes, entry: wire.RawEntry, bufs: list[Any]) -> bool:
+    def _send_now(self, peer: bytes, entry: wire.RawEntry, bufs: Sequence[Any]) -> bool:
         """One reply sent at once; False if the caller's pipe is full (queue it)."""
         sock, route = self._route(peer)
         try:
