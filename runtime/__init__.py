@@ -53,9 +53,12 @@ One package per concern; imports go down this list, and the process packages
 One ask, end to end: ``ref.method(...)`` → ``client.Transport.call`` pickles
 the arguments (``wire``), queues its entry in ``core.Calls`` and wakes the
 I/O owner (``driver.DriverIO``), which flushes one ``BATCH`` on the DEALER to
-worker k (``net``). There ``worker.Inbox`` parses it into ``Request`` records,
-``worker.Actors`` runs the method, ``worker.Replies`` sends the outcome back
-through the ROUTER envelope, and ``Transport.resolve`` completes the future.
+worker k (``net``). There the worker's loop (``worker._loop.WorkerLoop``) reads it,
+``worker.Inbox`` runs its entries (``run_batch``: an idle actor's known
+method straight from the entry; anything else as a ``Request`` through
+``worker.Actors``), ``worker.Replies`` sends the outcome back through the
+ROUTER envelope, and ``Transport.on_data`` (``client.Results``) completes the
+future.
 """
 
 from __future__ import annotations

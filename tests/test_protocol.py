@@ -131,7 +131,7 @@ def test_refs_are_small_hashable_and_picklable() -> None:
 
 def test_plain_arguments_travel_raw_and_others_as_a_pickle() -> None:
     raw, none = proto.dumps_call("x", (1, "two", b"3"), {"k": None})
-    assert (raw, none) == (((1, "two", b"3"), {"k": None}), [])  # pickled with the batch
+    assert (raw, none) == (((1, "two", b"3"), {"k": None}), ())  # pickled with the batch
     blob, _ = proto.dumps_call("x", ([1],), {})
     assert type(blob) is bytes  # a list: pickled at the call site
     entries = [

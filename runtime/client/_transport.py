@@ -26,13 +26,13 @@ from actors._errors import (
     ActorCrashedError,
     ActorStoppedError,
     MailboxFullError,
-    SerializationError,
 )
-from actors._future import ActorFuture, Waiter, complete_all
+from actors._future import ActorFuture, Waiter
 from actors._ref import ActorRef
 from runtime import net, wire
 from runtime.client._cancel import Cancels, Local
 from runtime.client._control import Control, settle
+from runtime.client._results import Results
 from runtime.core import Calls, Pending
 from runtime.net import Context, Socket
 
@@ -76,6 +76,9 @@ class Transport:
         self.control.handlers[wire.Placed] = self.on_placed
         self.control.handlers[wire.Epochs] = lambda message: self.set_epochs(message.epochs)
         self.cancels = Cancels(self.calls, lock, self._wake, self._wait, clock, local)
+        results = Results(self.calls, lock, self.cancels, self._futures_condition)
+        self.on_data = results.on_data  # a BATCH of replies from a worker
+        self.resolve = results.resolve  # one reply, from this process's own worker
         self._canceller = self.cancels.cancel  # bound once: every call's future holds it
 
     def set_epochs(self, epochs: Iterable[tuple[int, int]]) -> None:
@@ -238,71 +241,6 @@ class Transport:
 
     def dealers(self) -> list[Socket]:
         return list(self._dealers.values())
-
-    # -- replies ------------------------------------------------------------------
-    def on_data(self, frames: list[Any]) -> None:
-        """A BATCH of replies from a worker."""
-        try:
-            kind, body, buffers, _ = wire.unpack(frames)
-            buffers = net.attach(buffers)  # views of shared memory, if any came in it
-            if kind != wire.BATCH:
-                raise wire.ProtocolError(f"a reply of kind {kind}")
-            entries = wire.decode_body(body)
-        except wire.ProtocolError as exc:
-            log.warning("dropped a malformed reply: %s", exc)
-            return
-        if len(entries) == 1:  # the common case of a lone call: no lists, no zip
-            kind, msg_id, _, _, blob, _ = entries[0]
-            self.resolve(kind, msg_id, blob, buffers)
-            return
-        self._resolve_batch(entries, buffers)
-
-    def _resolve_batch(self, entries: list[tuple[Any, ...]], buffers: Any) -> None:
-        """The replies of one batch: their futures taken under one lock, not one each
-        (the threads that send calls want it too)."""
-        pending = self.calls.pending
-        with self._lock:
-            waiting = [pending.pop(e[1], None) if e[0] <= wire.ERR else None for e in entries]
-        offset = 0
-        plain: list[tuple[ActorFuture[Any], Any]] = []  # values, set under one lock
-        condition = self._futures_condition
-        for (kind, msg_id, _, _, blob, nbufs), call in zip(entries, waiting, strict=True):
-            if call is None:
-                if kind > wire.ERR:
-                    self.cancels.on_verdict(kind, msg_id)
-            elif kind == wire.OK and type(blob) is tuple:
-                plain.append((call.future, blob[0]))  # a plain value: no buffers
-            else:
-                complete_all(condition, plain)  # first the earlier ones: in order
-                plain = []
-                bufs = buffers[offset : offset + nbufs] if nbufs else ()
-                self._complete(call.future, kind, blob, bufs)
-            offset += nbufs
-        complete_all(condition, plain)
-
-    def resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
-        """One reply (or cancel verdict) for the call ``msg_id``."""
-        if kind > wire.ERR:
-            self.cancels.on_verdict(kind, msg_id)
-            return
-        with self._lock:
-            pending = self.calls.pending.pop(msg_id, None)
-        if pending is not None:  # None: already failed by a crash notice
-            self._complete(pending.future, kind, blob, bufs)
-
-    def _complete(self, future: ActorFuture[Any], kind: int, blob: Any, bufs: Any) -> None:
-        if kind == wire.ERR:
-            settle(future, exc=wire.decode_error(blob, bufs))
-            return
-        try:
-            value = wire.load_reply(blob, bufs)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # SystemExit from unpickling stays out of result()
-            err = SerializationError(f"{future.label}: reply does not unpickle: {exc!r}")
-            settle(future, exc=err)
-            return
-        settle(future, value=value)
 
     # -- deaths ---------------------------------------------------------------------
     def _on_worker_died(self, notice: wire.WorkerDied) -> None:

@@ -30,7 +30,7 @@ from runtime.worker._replies import Replies, unpickling_error
 from runtime.worker._stages import STAGE_METHOD
 from runtime.worker._tasks import run_task
 
-__all__ = ["DOWN_METHOD", "EVENT_METHOD", "Actors", "awaitable", "call_hook"]
+__all__ = ["AWAITABLE", "DOWN_METHOD", "EVENT_METHOD", "Actors", "awaitable", "call_hook"]
 
 log = logging.getLogger("dovecote")
 
@@ -288,17 +288,17 @@ def _describe(actor: Actor | None, actor_id: int) -> str:
     return f"actor #{actor_id}" if actor is None else repr(actor.ref)
 
 
-_AWAITABLE: dict[type, bool] = {}
+AWAITABLE: dict[type, bool] = {}  # by type: is a value of it awaitable (see awaitable)
 
 
 def awaitable(value: Any) -> bool:
     """``inspect.isawaitable`` for the per-message path, cached per type."""
     kind = type(value)
-    known = _AWAITABLE.get(kind)
+    known = AWAITABLE.get(kind)
     if known is None:
         if kind is types.GeneratorType:  # awaitable or not per object
             return inspect.isawaitable(value)
-        known = _AWAITABLE[kind] = inspect.isawaitable(value)
+        known = AWAITABLE[kind] = inspect.isawaitable(value)
     return known
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from runtime import wire
 from runtime.core import Batch
 from runtime.wire import Buffer, RawEntry, Request
-from runtime.worker._actors import Actors, awaitable
+from runtime.worker._actors import AWAITABLE, Actors
 
 __all__ = ["run_batch"]
 
@@ -60,7 +60,8 @@ def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:
             actors.count()
             continue
         busy.end()
-        if cell.stop_after is not False or awaitable(result):  # type: ignore[union-attr]
+        # a result of a type never seen, or awaitable, or a stop: the usual way
+        if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
             actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
         elif kind == _CALL and actors.replies.ok(peer, msg_id, result) is not None:
             actors.replies.reply(_request(peer, entry, ()), result)  # names the call

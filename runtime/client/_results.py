@@ -1,0 +1,98 @@
+"""The replies to a process's calls: each completes its call's future."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from actors._errors import SerializationError
+from actors._future import ActorFuture, complete_all
+from runtime import net, wire
+from runtime.client._cancel import Cancels
+from runtime.client._control import settle
+from runtime.core import Calls
+
+__all__ = ["Results"]
+
+log = logging.getLogger("dovecote")
+
+
+class Results:
+    """Replies in, futures completed: the receiving half of a ``Transport``."""
+
+    def __init__(
+        self,
+        calls: Calls,
+        lock: threading.Lock,
+        cancels: Cancels,
+        condition: threading.Condition,
+    ) -> None:
+        self.calls = calls
+        self._lock = lock
+        self.cancels = cancels
+        self._futures_condition = condition  # the one the engine's futures share
+
+    def on_data(self, frames: list[Any]) -> None:
+        """A BATCH of replies from a worker."""
+        try:
+            kind, body, buffers, _ = wire.unpack(frames)
+            buffers = net.attach(buffers)  # views of shared memory, if any came in it
+            if kind != wire.BATCH:
+                raise wire.ProtocolError(f"a reply of kind {kind}")
+            entries = wire.decode_body(body)
+        except wire.ProtocolError as exc:
+            log.warning("dropped a malformed reply: %s", exc)
+            return
+        if len(entries) == 1:  # the common case of a lone call: no lists, no zip
+            kind, msg_id, _, _, blob, _ = entries[0]
+            self.resolve(kind, msg_id, blob, buffers)
+            return
+        self._resolve_batch(entries, buffers)
+
+    def _resolve_batch(self, entries: list[tuple[Any, ...]], buffers: Any) -> None:
+        """The replies of one batch: their futures taken under one lock, not one each
+        (the threads that send calls want it too)."""
+        pending = self.calls.pending
+        with self._lock:
+            waiting = [pending.pop(e[1], None) if e[0] <= wire.ERR else None for e in entries]
+        offset = 0
+        plain: list[tuple[ActorFuture[Any], Any]] = []  # values, set under one lock
+        condition = self._futures_condition
+        for (kind, msg_id, _, _, blob, nbufs), call in zip(entries, waiting, strict=True):
+            if call is None:
+                if kind > wire.ERR:
+                    self.cancels.on_verdict(kind, msg_id)
+            elif kind == wire.OK and type(blob) is tuple:
+                plain.append((call.future, blob[0]))  # a plain value: no buffers
+            else:
+                complete_all(condition, plain)  # first the earlier ones: in order
+                plain = []
+                bufs = buffers[offset : offset + nbufs] if nbufs else ()
+                self._complete(call.future, kind, blob, bufs)
+            offset += nbufs
+        complete_all(condition, plain)
+
+    def resolve(self, kind: int, msg_id: int, blob: Any, bufs: Any) -> None:
+        """One reply (or cancel verdict) for the call ``msg_id``."""
+        if kind > wire.ERR:
+            self.cancels.on_verdict(kind, msg_id)
+            return
+        with self._lock:
+            pending = self.calls.pending.pop(msg_id, None)
+        if pending is not None:  # None: already failed by a crash notice
+            self._complete(pending.future, kind, blob, bufs)
+
+    def _complete(self, future: ActorFuture[Any], kind: int, blob: Any, bufs: Any) -> None:
+        if kind == wire.ERR:
+            settle(future, exc=wire.decode_error(blob, bufs))
+            return
+        try:
+            value = wire.load_reply(blob, bufs)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from unpickling stays out of result()
+            err = SerializationError(f"{future.label}: reply does not unpickle: {exc!r}")
+            settle(future, exc=err)
+            return
+        settle(future, value=value)
