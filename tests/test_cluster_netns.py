@@ -553,8 +553,8 @@ def test_node_killed_mid_map_loses_no_result_and_its_actor_answers_elsewhere(
     victim = world.host(mid["where"])
     assert victim in ("b", "c"), mid
     node = world.cluster.nodes[victim]
-    killed_at = time.time()
     killed = _kill_host(world.lab, victim)
+    killed_at = time.time()  # once all of it is gone: a task on it may end while it is killed
     assert node.pid in killed, (node.pid, killed)
     drv.send({"killed_at": killed_at})
     result = drv.expect("result", 150)
