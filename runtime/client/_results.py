@@ -36,10 +36,13 @@ class Results:
     def on_data(self, frames: list[Any]) -> None:
         """A BATCH of replies from a worker."""
         try:
-            kind, body, buffers, _ = wire.unpack(frames)
-            buffers = net.attach(buffers)  # views of shared memory, if any came in it
-            if kind != wire.BATCH:
-                raise wire.ProtocolError(f"a reply of kind {kind}")
+            body = wire.plain_body(frames[0], 0) if len(frames) == 1 else None
+            buffers: Any = ()
+            if body is None:  # not the usual reply: one frame, no buffers
+                kind, body, buffers, _ = wire.unpack(frames)
+                buffers = net.attach(buffers)  # views of shared memory, if any came in it
+                if kind != wire.BATCH:
+                    raise wire.ProtocolError(f"a reply of kind {kind}")
             entries = wire.decode_body(body)
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)

@@ -93,6 +93,7 @@ from runtime.wire._frames import (
     encode_batch,
     pack,
     peer_name,
+    plain_body,
     unpack,
 )
 from runtime.wire._shm import (
@@ -194,5 +195,6 @@ __all__ = [
     "pack_items",
     "parse_entries",
     "peer_name",
+    "plain_body",
     "unpack",
 ]

@@ -121,6 +121,10 @@ class Inbox:
         """A message's sender, entries and buffers; None if it is dropped (logged)."""
         peer = bytes(frames[0])
         try:
+            if len(frames) == 2:  # the usual message: one frame, no buffers
+                body = wire.plain_body(frames[1], self.epoch)
+                if body is not None:
+                    return peer, wire.decode_body(body), ()
             kind, body, buffers, epoch = wire.unpack(frames[1:])
             if buffers:  # views of shared memory, from a caller on this host only
                 buffers = net.attach(buffers, near=peer[:1] != REMOTE)
