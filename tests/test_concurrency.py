@@ -93,6 +93,26 @@ class Ordered(InFlight):
     max_concurrency = 8  # the class attribute, as the decorator sets it
 
 
+_SPINNING = {"on": True}  # one per worker process: shared by the actors of a worker
+
+
+class Spinner(Actor):
+    async def spin(self) -> int:
+        turns = 0
+        while _SPINNING["on"]:
+            await asyncio.sleep(0)  # a step always ready: asyncio is never idle
+            turns += 1
+        return turns
+
+
+class Pinger(Actor):
+    def ping(self) -> str:
+        return "pong"
+
+    def stop_spinning(self) -> None:
+        _SPINNING["on"] = False
+
+
 def test_declared_concurrency_overlaps_async_calls(system: ActorSystem) -> None:
     actor = system.spawn(Rendezvous)
     calls = [actor.meet(i) for i in range(4)]
@@ -209,3 +229,14 @@ def test_each_hung_task_of_a_cell_is_logged_once(caplog: pytest.LogCaptureFixtur
         log_async_hangs([cell], 0.5, 0)
         log_async_hangs([cell], 0.5, 0)
     assert sum("where it waits" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_task_that_never_idles_does_not_starve_the_mailbox(system: ActorSystem) -> None:
+    """The worker's loop reads its mailbox every turn, even while asyncio always has
+    a step ready (see WorkerLoop): another actor of the worker answers meanwhile."""
+    spinner = system.spawn(Spinner, worker=0)
+    pinger = system.spawn(Pinger, worker=0)
+    spinning = spinner.spin()
+    assert pinger.ping().result(timeout=10) == "pong"
+    pinger.stop_spinning().result(timeout=10)
+    assert spinning.result(timeout=10) >= 0
