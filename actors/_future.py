@@ -91,23 +91,23 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
     # the condition of an ActorFuture (result() and exception() wait through the
     # engine, concurrent.futures.wait through _waiters), and it costs microseconds.
     def set_result(self, result: T) -> None:
+        self._finish(result, None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._finish(None, exception)
+
+    def _finish(self, result: Any, exception: BaseException | None) -> None:
         with self._condition:
             if self._state in _SETTLED:
                 raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
             self._result = result
-            self._state = _FINISHED
-            for waiter in self._waiters:
-                waiter.add_result(self)
-        self._invoke_callbacks()  # type: ignore[attr-defined]
-
-    def set_exception(self, exception: BaseException | None) -> None:
-        with self._condition:
-            if self._state in _SETTLED:
-                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
             self._exception = exception
             self._state = _FINISHED
             for waiter in self._waiters:
-                waiter.add_exception(self)
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
         self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def cancel(self) -> bool:
