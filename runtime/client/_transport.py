@@ -70,6 +70,7 @@ class Transport:
         self._futures_condition = threading.Condition()
         self.calls = Calls()
         self._dealers: dict[int, Socket] = {}
+        self.sent: set[Socket] = set()  # sockets sent on, for an owner that must look again
         self.shm = net.Sharing(lambda slot: on_this_host(self, slot), net.Pool.open())
         self.control = Control(ctx, addresses, identity, lock, self._wake, self._waiter, self._ids)
         self.control.handlers[wire.WorkerDied] = self._on_worker_died
@@ -209,6 +210,8 @@ class Transport:
         for slot, outbox in list(self.calls.outboxes.items()):
             if outbox.entries:
                 ok = self.flush_slot(slot) is not None and ok
+        if self.control.has_outgoing():
+            self.sent.add(self.control.sock)
         return self.control.flush() and ok
 
     def flush_slot(self, slot: int) -> Socket | None:  # its DEALER; None: the worker is full
@@ -219,6 +222,7 @@ class Transport:
             outbox = self.calls.outboxes[slot]
             entries, buffers = outbox.take()
         sock = self._dealer(slot)
+        self.sent.add(sock)
         while entries:
             try:
                 frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))

@@ -125,10 +125,17 @@ class Reader:
             return
         sock, handler, recv, dontwait = self.sock, self.handler, net.recv, net.DONTWAIT
         try:
-            for _ in range(BUDGET):
-                if not net.readable(sock):
+            for i in range(BUDGET):
+                # The first read is tried at once: the socket's FD fired, or a look found
+                # a message. After it, a zero-timeout poll asks whether another waits:
+                # 2.3 us, where a read that fails costs 7 us in pyzmq (it raises).
+                if i and not net.readable(sock):
                     return
-                handler(recv(sock, dontwait))
+                try:
+                    frames = recv(sock, dontwait)
+                except zmq.Again:
+                    return  # the FD fired for something else than a message
+                handler(frames)
             self._scheduled = True  # more may be queued: let the loop breathe first
             self.loop.call_soon(self.run)
         finally:

@@ -233,11 +233,15 @@ class Worker:
         control = self._readers.get(self.transport.control.sock)
         if control is not None and net.readable(control.sock):
             control.run()  # notices first: a worker's death changes how calls are sent
-        if not self.transport.flush():
+        transport = self.transport
+        if not transport.flush():
             self._flush_scheduled = True
             self.loop.call_later(0.001, self.flush)
-        for reader in self._readers.values():
-            reader.check()  # a send may take its socket's wake-up edge
+        for sock in transport.sent:  # a send may take its socket's wake-up edge
+            reader = self._readers.get(sock)
+            if reader is not None:
+                reader.check()
+        transport.sent.clear()
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
