@@ -45,6 +45,7 @@ class WorkerLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         super().__init__()
+        self._turn_end: list[Callable[[], None]] = []
         self._readers: dict[Any, MailboxReader] = {}
         self._items: list[tuple[Any, int]] | None = None  # None: rebuild before the poll
 
@@ -56,6 +57,11 @@ class WorkerLoop(asyncio.SelectorEventLoop):
         self._readers.pop(reader.sock, None)
         self._items = None
 
+    def at_turn_end(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once this turn's messages and callbacks have run, before the loop
+        waits again: a flush of what they queued, without a turn of its own."""
+        self._turn_end.append(fn)
+
     def changed(self) -> None:
         """A reader paused or resumed."""
         self._items = None
@@ -65,7 +71,7 @@ class WorkerLoop(asyncio.SelectorEventLoop):
         items = self._items or self._poll_items()
         scheduled = self._scheduled
         asyncio_turn = bool(self._ready) or self._stopping
-        if asyncio_turn:
+        if asyncio_turn or self._turn_end:
             timeout = 0
         elif scheduled:  # wait no longer than asyncio's next timer
             timeout = max(0, math.ceil((scheduled[0].when() - self.time()) * 1e3))
@@ -80,6 +86,9 @@ class WorkerLoop(asyncio.SelectorEventLoop):
                 reader.run()
         if asyncio_turn or self._ready or (scheduled and scheduled[0].when() <= self.time()):
             super()._run_once()  # type: ignore[misc]  # it will not block: work is there
+        turn_end = self._turn_end
+        while turn_end:
+            turn_end.pop(0)()
 
     def _poll_items(self) -> list[tuple[Any, int]]:
         items = [(sock, POLLIN) for sock, reader in self._readers.items() if not reader.paused]

@@ -4,7 +4,6 @@ ROUTER_MANDATORY an unreachable caller is an error, logged, not a silent drop.""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from runtime import net, wire
 from runtime.core import Outbox
 from runtime.net import Socket
 from runtime.wire import Request
+from runtime.worker._loop import WorkerLoop
 
 __all__ = ["REMOTE", "Replies", "unpickling_error", "what"]
 
@@ -28,9 +28,7 @@ Resolve = Callable[[int, int, Any, Any], None]
 
 
 class Replies:
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: Socket, slot: int, resolve_local: Resolve
-    ) -> None:
+    def __init__(self, loop: WorkerLoop, sock: Socket, slot: int, resolve_local: Resolve) -> None:
         self.loop = loop
         self.sock = sock
         self.remote: Socket | None = None  # in a cluster: the tcp mailbox
@@ -108,7 +106,7 @@ class Replies:
     def schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            self.loop.call_soon(self.flush)
+            self.loop.at_turn_end(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False

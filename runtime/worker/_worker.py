@@ -226,7 +226,7 @@ class Worker:
     def _wake(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
+            self.loop.at_turn_end(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
