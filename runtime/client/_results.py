@@ -83,7 +83,11 @@ class Results:
             return
         with self._lock:
             pending = self.calls.pending.pop(msg_id, None)
-        if pending is not None:  # None: already failed by a crash notice
+        if pending is None:  # already failed by a crash notice
+            return
+        if kind == wire.OK and type(blob) is tuple:
+            settle(pending.future, value=blob[0])  # a plain value (see wire.dumps_reply)
+        else:
             self._complete(pending.future, kind, blob, bufs)
 
     def _complete(self, future: ActorFuture[Any], kind: int, blob: Any, bufs: Any) -> None:
