@@ -24,6 +24,10 @@ BUDGET = 64  # messages taken from a DEALER or SUB before the loop serves anythi
 POLLIN = net.POLLIN
 
 
+if not hasattr(asyncio.BaseEventLoop, "_run_once"):  # checked on 3.10 to 3.13
+    raise ImportError("dovecote's worker loop needs asyncio.BaseEventLoop._run_once (CPython)")
+
+
 class WorkerLoop(asyncio.SelectorEventLoop):
     """asyncio's loop, with the mailbox read outside it.
 
