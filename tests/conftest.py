@@ -77,13 +77,8 @@ class SharedSystem:
     def pids(self) -> set[int]:
         """Its supervisor and the supervisor's children (the workers): not a test's leak.
         What a worker forks is a grandchild, and still counted as the test's."""
-        if self.running is None or self.running._closed:
-            return set()
-        try:
-            supervisor = psutil.Process(self.running._link.proc.pid)
-            return {supervisor.pid} | {child.pid for child in supervisor.children()}
-        except psutil.NoSuchProcess:
-            return set()
+        supervisor = _supervisor(self.running)
+        return set() if supervisor is None else {supervisor.pid, *_children(supervisor)}
 
     def clean(self) -> None:
         running = self.running
@@ -102,7 +97,8 @@ class SharedSystem:
                 with contextlib.suppress(ActorStoppedError):
                     stop.result(timeout=10)
             _wait_until(lambda: _is_clean(running), 20, "no actor and both workers ready")
-            if any(child.pid not in self.pids() for child in _descendants(running)):
+            supervisor = _supervisor(running)
+            if supervisor is None or _children(supervisor, True) != _children(supervisor):
                 raise RuntimeError("a worker has a child of its own (a test forked it)")
         except Exception:  # left dirty: the next test gets a new system, as before
             self.close()
@@ -118,11 +114,21 @@ def _is_clean(running: ActorSystem) -> bool:
     return not status.actors and sorted(w.slot for w in status.workers if w.ready) == [0, 1]
 
 
-def _descendants(running: ActorSystem) -> list[psutil.Process]:
+def _supervisor(running: ActorSystem | None) -> psutil.Process | None:
+    proc = getattr(running._link, "proc", None) if running is not None else None
+    if running is None or running._closed or proc is None:
+        return None
     try:
-        return psutil.Process(running._link.proc.pid).children(recursive=True)
+        return psutil.Process(proc.pid)
     except psutil.NoSuchProcess:
-        return []
+        return None
+
+
+def _children(process: psutil.Process, recursive: bool = False) -> set[int]:
+    try:
+        return {child.pid for child in process.children(recursive=recursive)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
