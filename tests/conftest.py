@@ -93,10 +93,11 @@ class SharedSystem:
                 ActorRef(running.system_id, actor.actor_id, actor.worker).stop()
                 for actor in running.status().actors
             ]
+            deadline = time.monotonic() + 10
             for stop in stops:  # one that ended meanwhile (a group given up) raises
                 with contextlib.suppress(ActorStoppedError):
-                    stop.result(timeout=10)
-            _wait_until(lambda: _is_clean(running), 20, "no actor and both workers ready")
+                    stop.result(timeout=max(0.0, deadline - time.monotonic()))
+            _wait_until(lambda: _is_clean(running), 10, "no actor and both workers ready")
             supervisor = _supervisor(running)
             if supervisor is None or _children(supervisor, True) != _children(supervisor):
                 raise RuntimeError("a worker has a child of its own (a test forked it)")
