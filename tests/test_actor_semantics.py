@@ -109,7 +109,7 @@ def test_error_texts_name_what_the_user_knows(tmp_path: Path, system: ActorSyste
     counter = system.spawn(Counter, name="counter", worker=0)
     assert repr(counter) == f"ActorRef(Counter 'counter' #{counter.actor_id} on worker 0)"
     with pytest.raises(TimeoutError, match=r"^submit\(sleep\) did not complete"):
-        system.submit(time.sleep, 2).result(timeout=0.01)
+        system.submit(time.sleep, 0.5).result(timeout=0.01)
     with pytest.raises(AttributeError, match="Counter has no method 'nosuch'"):
         counter.nosuch().result(timeout=10)
     probe = system.spawn(Probe, name="probe", worker=1)

@@ -115,7 +115,7 @@ def test_async_map_errors_and_return_exceptions(system: ActorSystem) -> None:
 
 def test_async_map_timeout(system: ActorSystem) -> None:
     async def scenario() -> list[Any]:
-        return [x async for x in system.aio.map(time.sleep, [2.0], timeout=0.2)]
+        return [x async for x in system.aio.map(time.sleep, [1.0], timeout=0.2)]
 
     with pytest.raises(TimeoutError):
         asyncio.run(scenario())

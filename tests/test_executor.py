@@ -74,7 +74,7 @@ def test_map_raises_at_the_failing_item(executor: DovecoteExecutor) -> None:
 def test_map_timeout_counts_from_the_call(executor: DovecoteExecutor) -> None:
     results = []
     with pytest.raises(TimeoutError):
-        for value in executor.map(time.sleep, [0, 0, 3], timeout=1.5):
+        for value in executor.map(time.sleep, [0, 0, 2], timeout=1.5):
             results.append(value)
     assert results == [None, None]
 

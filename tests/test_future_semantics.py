@@ -9,7 +9,6 @@ import functools
 import gc
 import itertools
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,16 +35,29 @@ class Box:
         self.n = n
 
 
-def test_a_finished_tasks_result_does_not_wait_for_a_later_task() -> None:
+def _hold_if_given(gate: tuple[str, str] | None) -> str | None:
+    """None at once; given a gate (started, release), holds its worker until released."""
+    return None if gate is None else hold_task(*gate)
+
+
+def test_a_finished_tasks_result_does_not_wait_for_a_later_task(tmp_path: Path) -> None:
     with ActorSystem(workers=1) as system:
+        release = str(tmp_path / "release")
         first = system.submit(abs, -1)
-        later = system.submit(time.sleep, 4)  # sent in the same batch, most likely
-        assert first.result(timeout=2) == 1  # came at 4 s
-        later.result(timeout=10)
-        results = system.map(time.sleep, [0, 0, 3], timeout=1.5)
-        assert [next(results), next(results)] == [None, None]
-        with pytest.raises(TimeoutError):
-            next(results)
+        later = system.submit(hold_task, str(tmp_path / "started"), release)  # same batch, likely
+        try:
+            assert first.result(timeout=2) == 1  # came with the later one's, when it ended
+        finally:
+            touch_file(release)
+        assert later.result(timeout=10) == "held"
+        gate = (str(tmp_path / "started-2"), str(tmp_path / "release-2"))
+        results = system.map(_hold_if_given, [None, None, gate], timeout=1.5)
+        try:
+            assert [next(results), next(results)] == [None, None]
+            with pytest.raises(TimeoutError):
+                next(results)
+        finally:
+            touch_file(gate[1])
 
 
 def test_a_reply_leaves_while_a_long_actor_call_runs(tmp_path: Path) -> None:

@@ -11,26 +11,32 @@ import pytest
 
 from actors import ActorCrashedError, ActorStoppedError
 from runtime import ActorSystem
-from tests.helpers import Counter, Incarnation, RefusesRestart, Waiter
+from tests.helpers import Counter, Probe, RefusesRestart, Waiter, touch_file
 from tests.test_supervision import _after_crash
 
 
-def test_a_waiting_thread_gets_its_reply_while_another_thread_pumps(tmp_path: Path) -> None:
-    with ActorSystem(workers=2) as system:
-        slow = system.spawn(Incarnation, "s", str(tmp_path / "log"), worker=0)
-        fast = system.spawn(Counter, 7, worker=1)
-        started = threading.Event()
+def test_a_waiting_thread_gets_its_reply_while_another_thread_pumps(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    slow = system.spawn(Probe, worker=0)
+    fast = system.spawn(Counter, 7, worker=1)
+    started = threading.Event()
+    release = str(tmp_path / "release")
 
-        def wait_long() -> None:
-            call = slow.nap(3.0)
-            started.set()
-            call.result(timeout=20)  # this thread now drives the sockets for 3 s
+    def wait_long() -> None:
+        call = slow.hold(str(tmp_path / "holding"), release)
+        started.set()
+        call.result(timeout=20)  # this thread now drives the sockets until the release
 
-        other = threading.Thread(target=wait_long)
-        other.start()
+    other = threading.Thread(target=wait_long)
+    other.start()
+    try:
         assert started.wait(timeout=10)
-        assert fast.get().result(timeout=1.5) == 7  # not held until the nap ends
+        assert fast.get().result(timeout=1.5) == 7  # not held until the long call ends
+    finally:
+        touch_file(release)
         other.join(timeout=20)
+    assert not other.is_alive()
 
 
 def test_calls_between_workers_after_both_restarted(system: ActorSystem) -> None:
