@@ -22,6 +22,7 @@ __all__ = ["MailboxReader", "Reader", "WorkerLoop", "forked", "leave_if_forked",
 
 BUDGET = 64  # messages taken from a DEALER or SUB before the loop serves anything else
 POLLIN = net.POLLIN
+BUSY_POLL = 0.0002  # s: while asyncio has work, the mailbox is polled once in this long
 
 
 if not hasattr(asyncio.BaseEventLoop, "_run_once"):  # checked on 3.10 to 3.13
@@ -39,6 +40,9 @@ class WorkerLoop(asyncio.SelectorEventLoop):
     something to do: a callback, a task's step, a due timer, a file it watches.
     So a lone call costs one poll and one read, as in a plain pyzmq loop, and
     the mailbox needs no look after a send: zmq_poll reads ZMQ_EVENTS first.
+    While asyncio has work turn after turn, the mailbox is polled once every
+    BUSY_POLL: a turn of asyncio's costs tens of microseconds here, a poll a
+    few, and a call waits no longer than that for a busy loop.
     """
 
     # asyncio's own state, read here (CPython's BaseEventLoop, 3.10 to 3.13)
@@ -50,6 +54,7 @@ class WorkerLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__()
         self._turn_end: list[Callable[[], None]] = []
+        self._polled_at = 0.0  # when the mailbox was last looked at
         self._readers: dict[Any, MailboxReader] = {}
         self._items: list[tuple[Any, int]] | None = None  # None: rebuild before the poll
 
@@ -72,24 +77,38 @@ class WorkerLoop(asyncio.SelectorEventLoop):
 
     def _run_once(self) -> None:
         leave_if_forked()
-        items = self._items or self._poll_items()
         scheduled = self._scheduled
-        asyncio_turn = bool(self._ready) or self._stopping
-        if asyncio_turn or self._turn_end:
+        now = self.time()
+        if self._ready or self._stopping or self._turn_end:
+            if now - self._polled_at < BUSY_POLL:  # asyncio's turn alone, mailbox unread
+                if self._ready or self._stopping:
+                    super()._run_once()  # type: ignore[misc]  # it will not block
+                self._end_turn()
+                return
             timeout = 0
         elif scheduled:  # wait no longer than asyncio's next timer
-            timeout = max(0, math.ceil((scheduled[0].when() - self.time()) * 1e3))
+            timeout = max(0, math.ceil((scheduled[0].when() - now) * 1e3))
         else:
             timeout = -1
-        for sock, _ in zmq.zmq_poll(items, timeout):
+        asyncio_turn = timeout == 0
+        for sock, _ in zmq.zmq_poll(self._items or self._poll_items(), timeout):
             if type(sock) is int:  # asyncio's selector: a file it watches is ready
                 asyncio_turn = True
                 continue
             reader = self._readers.get(sock)
             if reader is not None:  # None: closed by a handler earlier in this turn
                 reader.run()
-        if asyncio_turn or self._ready or (scheduled and scheduled[0].when() <= self.time()):
-            super()._run_once()  # type: ignore[misc]  # it will not block: work is there
+        self._polled_at = self.time()
+        if asyncio_turn or self._ready or (scheduled and scheduled[0].when() <= self._polled_at):
+            self._asyncio_turn()
+        else:
+            self._end_turn()
+
+    def _asyncio_turn(self) -> None:
+        super()._run_once()  # type: ignore[misc]  # it will not block: work is there
+        self._end_turn()
+
+    def _end_turn(self) -> None:
         turn_end = self._turn_end
         while turn_end:
             turn_end.pop(0)()
