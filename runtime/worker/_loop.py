@@ -11,6 +11,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 import zmq
@@ -76,14 +77,16 @@ class WorkerLoop(asyncio.SelectorEventLoop):
         self._items = None
 
     def _run_once(self) -> None:
-        leave_if_forked()
+        if _in_forked_child:
+            leave_if_forked()
         scheduled = self._scheduled
-        now = self.time()
+        now = monotonic()  # asyncio's clock (loop.time), without its method call
         if self._ready or self._stopping or self._turn_end:
             if now - self._polled_at < BUSY_POLL:  # asyncio's turn alone, mailbox unread
                 if self._ready or self._stopping:
                     super()._run_once()  # type: ignore[misc]  # it will not block
-                self._end_turn()
+                if self._turn_end:
+                    self._end_turn()
                 return
             timeout = 0
         elif scheduled:  # wait no longer than asyncio's next timer
@@ -98,10 +101,10 @@ class WorkerLoop(asyncio.SelectorEventLoop):
             reader = self._readers.get(sock)
             if reader is not None:  # None: closed by a handler earlier in this turn
                 reader.run()
-        self._polled_at = self.time()
+        self._polled_at = monotonic()
         if asyncio_turn or self._ready or (scheduled and scheduled[0].when() <= self._polled_at):
             self._asyncio_turn()
-        else:
+        elif self._turn_end:
             self._end_turn()
 
     def _asyncio_turn(self) -> None:
