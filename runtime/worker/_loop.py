@@ -186,8 +186,8 @@ class Reader:
 
 
 class MailboxReader(Reader):
-    """A mailbox ROUTER's reader: polled by the loop itself each turn (see
-    :class:`WorkerLoop`), one message at a time, and paused under backpressure."""
+    """A mailbox ROUTER's reader: polled by the loop itself (see :class:`WorkerLoop`),
+    one message at a time, and paused under backpressure."""
 
     def _start(self) -> None:
         self._paused = False
