@@ -201,6 +201,7 @@ class Transport:
         message sent on the old one just after the death would be lost with it."""
         sock = self._dealers.pop(slot, None)
         if sock is not None:
+            self.sent.discard(sock)  # else the driver, which never reads it, keeps it
             self._on_socket(sock, False)
             sock.close(linger=0)
 
@@ -291,6 +292,7 @@ class Transport:
         for sock in self._dealers.values():
             sock.close(linger=0)
         self._dealers.clear()
+        self.sent.clear()
         self.control.close()
         self.shm.close()
 

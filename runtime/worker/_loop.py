@@ -203,9 +203,6 @@ class MailboxReader(Reader):
         self._paused = paused
         self.loop.changed()
 
-    def check(self) -> None:
-        """Nothing to do: the loop's zmq_poll reads ZMQ_EVENTS before it waits."""
-
     def run(self) -> None:
         """Handle one message; the poll said one is there. The loop's next poll comes
         back at once if another waits, so the sockets take turns."""
