@@ -37,34 +37,56 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
     for ``concurrent.futures.wait`` and ``as_completed``.
     """
 
+    # Future.__init__'s fields, made here: a condition shared by an engine's futures
+    # (a Condition per call costs more than the rest of the call; sharing is safe:
+    # waiters re-check their own future's state on wake-up), and its two lists made
+    # on first use. The pipelined calls a program holds are the most numerous objects
+    # in many drivers: the garbage collector's passes grow with every object each
+    # keeps, and would cost more than the rest of the call.
     def __init__(
         self,
         what: object = "call",
         waiter: Waiter | None = None,
         condition: threading.Condition | None = None,
         canceller: Canceller | None = None,
+        method: str | None = None,
     ) -> None:
-        if condition is None:
-            super().__init__()
-        else:
-            # The fields of Future.__init__, with a condition shared by an engine's
-            # futures: a Condition per call costs more than the rest of the call.
-            # Sharing is safe: waiters re-check their own future's state on wake-up.
-            self._condition = condition
-            self._state = "PENDING"
-            self._result = None
-            self._exception = None
-            self._waiters = []
-            self._done_callbacks: list[Callable[[Any], object]] = []
-        self._what = what
+        self._condition = threading.Condition() if condition is None else condition
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+        self._waiting: list[Any] | None = None  # _waiters, once there is one
+        self._callbacks: list[Callable[[Any], object]] | None = None  # _done_callbacks
+        self._what = what  # with ``method``: an actor's call, labelled ``(what, method)``
+        self._method = method
         self._waiter = waiter
         self._canceller = canceller
         self.call_id = 0  # the engine's id for the call, for its canceller
 
     @property
+    def _waiters(self) -> list[Any]:  # concurrent.futures.wait appends to it
+        if self._waiting is None:
+            self._waiting = []
+        return self._waiting
+
+    @_waiters.setter
+    def _waiters(self, waiters: list[Any]) -> None:
+        self._waiting = waiters
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Any], object]]:
+        if self._callbacks is None:
+            self._callbacks = []
+        return self._callbacks
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, callbacks: list[Callable[[Any], object]]) -> None:
+        self._callbacks = callbacks
+
+    @property
     def label(self) -> str:
         """What this future waits for, as error messages name it."""
-        return describe(self._what)
+        return describe(self._what if self._method is None else (self._what, self._method))
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
         super().add_done_callback(fn)
@@ -103,12 +125,13 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             self._result = result
             self._exception = exception
             self._state = _FINISHED
-            for waiter in self._waiters:
+            for waiter in self._waiting or ():
                 if exception is None:
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        if self._callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def cancel(self) -> bool:
         if self._state == "PENDING" and self._canceller is not None:
@@ -175,9 +198,9 @@ def complete_all(
             elif future._state not in _SETTLED:  # else cancelled: nobody wants it
                 future._result = value
                 future._state = _FINISHED
-                for waiter in future._waiters:
+                for waiter in future._waiting or ():
                     waiter.add_result(future)
-                if future._done_callbacks:
+                if future._callbacks:
                     later.append((future, _SET))
     for future, value in later:
         if value is _SET:

@@ -525,8 +525,8 @@ def bench_cpu(b: Bench) -> list[Line]:
             f"{POOL}.map, chunksize=1",
             f"{pool_eff:.1%} ({pool_wall:.2f} s)",
             eff / pool_eff,
-            ">= 90%",
-            eff >= 0.9,
+            ">= 95%",
+            eff >= 0.95,
         )
     ]
 

@@ -68,7 +68,7 @@ def dealer(system: ActorSystem) -> Iterator[zmq.Socket[bytes]]:
 def _send(sock: zmq.Socket[bytes], ref: ActorRef, calls: list[tuple[int, str, Any]]) -> None:
     """One batch: (kind, method, argument); a call's msg id is its index + 1."""
     entries = [
-        (kind, i + 1 if kind == proto.CALL else 0, ref.actor_id, method, ((arg,), {}), 0)
+        (kind, i + 1 if kind == proto.CALL else 0, ref.actor_id, method, (arg,), 0)
         for i, (kind, method, arg) in enumerate(calls)
     ]
     sock.send_multipart(proto.encode_batch(entries, []))

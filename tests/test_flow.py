@@ -58,7 +58,7 @@ def test_backpressure_blocks_then_raises_and_loses_nothing(tmp_path: Path) -> No
         [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 0, 0) + b"\x80\x05nonsense"],
         [proto.HEADER.pack(b"dc", proto.VERSION, proto.BATCH, 3, 0) + pickle.dumps([])],
         proto.encode_batch([(proto.CALL, 1, 2)], []),  # an entry of the wrong shape
-        [proto.encode_batch([(proto.CALL, 1, 2, "add", ((5,), {}), 0)], [])[0][:-3]],  # cut
+        [proto.encode_batch([(proto.CALL, 1, 2, "add", (5,), 0)], [])[0][:-3]],  # cut
         [proto.encode_batch([(proto.CALL, 1, 2, "é", b"", 0)], [])[0].replace(b"\xc3", b"\xff")],
         proto.encode_batch([(99, 1, 2, "add", b"", 0)], []),  # an unknown entry kind
         [b"", b"", b""],

@@ -236,3 +236,22 @@ def test_a_batch_of_replies_completes_in_order_and_spares_a_cancelled_future() -
     assert [f.done() for f in futures] == [True, True, True, False]
     assert futures[1].cancelled() and futures[0].result() == "a" and own.result() == "d"
     assert seen == ["call 0", "call 2", "barrier"]
+
+
+def test_a_future_without_waiters_or_callbacks_keeps_no_list_and_still_works() -> None:
+    """ActorFuture makes Future's two lists on first use; the stdlib's functions that
+    use them (wait, as_completed, callbacks) see no difference."""
+    shared = threading.Condition()
+    plain, waited, called = (ActorFuture(name, None, shared) for name in "abc")
+    seen: list[object] = []
+    called.add_done_callback(lambda f: seen.append(f.result()))
+    assert plain._waiting is None and plain._callbacks is None
+    _, not_done = concurrent.futures.wait([waited], timeout=0)  # installs, then removes
+    assert not_done == {waited} and waited._waiting == []
+    complete_all(shared, [(plain, 1), (waited, 2)])
+    called.set_result(3)
+    assert seen == [3]
+    done, _ = concurrent.futures.wait([plain, waited, called], timeout=10)
+    assert {f.result() for f in done} == {1, 2, 3}
+    assert sorted(f.result() for f in concurrent.futures.as_completed([plain, waited])) == [1, 2]
+    assert plain._callbacks is None

@@ -131,7 +131,9 @@ def test_refs_are_small_hashable_and_picklable() -> None:
 
 def test_plain_arguments_travel_raw_and_others_as_a_pickle() -> None:
     raw, none = proto.dumps_call("x", (1, "two", b"3"), {"k": None})
-    assert (raw, none) == (((1, "two", b"3"), {"k": None}), ())  # pickled with the batch
+    assert (raw, none) == ([(1, "two", b"3"), {"k": None}], ())  # pickled with the batch
+    args, _ = proto.dumps_call("x", (1, 2.5), {})
+    assert args == (1, 2.5)  # no keywords: the args tuple itself
     blob, _ = proto.dumps_call("x", ([1],), {})
     assert type(blob) is bytes  # a list: pickled at the call site
     entries = [
@@ -144,6 +146,7 @@ def test_plain_arguments_travel_raw_and_others_as_a_pickle() -> None:
     assert [e[:4] for e in got] == [e[:4] for e in entries]
     assert proto.load_call(got[0][4], ()) == ((1, "two", b"3"), {"k": None})
     assert proto.load_call(got[1][4], ()) == (([1],), {})
+    assert proto.load_call(args, ()) == ((1, 2.5), {})
     assert proto.load_reply(got[2][4], ()) == 7
 
 

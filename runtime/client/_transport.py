@@ -99,10 +99,13 @@ class Transport:
         what: object = None,
     ) -> ActorFuture[Any]:
         """``what`` labels the call in errors; by default ``(ref, method)``."""
-        what = what or (ref, method)
-        blob, bufs = wire.dumps_call(what, args, kwargs)
+        blob, bufs = wire.dumps_call(what or (ref, method), args, kwargs)
         future: ActorFuture[Any] = ActorFuture(
-            what, self._waiter, self._futures_condition, self._canceller
+            what or ref,
+            self._waiter,
+            self._futures_condition,
+            self._canceller,
+            None if what else method,
         )
         msg_id = future.call_id = next(self._ids)
         entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))

@@ -57,6 +57,8 @@ class Outbox:
             return entries, buffers
         entries = self.entries[:MAX_BATCH]
         del self.entries[:MAX_BATCH]
+        if not self.buffers:  # the usual case: no entry has any (lock held: be quick)
+            return entries, []
         nbufs = sum(count for *_, count in entries)
         buffers = self.buffers[:nbufs]
         del self.buffers[:nbufs]

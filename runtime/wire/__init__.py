@@ -20,6 +20,7 @@ from runtime.wire._cluster import (
     Signal,
 )
 from runtime.wire._codec import (
+    NO_KWARGS,
     OUT_OF_BAND_MIN,
     TaskFailure,
     decode_error,
@@ -118,6 +119,7 @@ __all__ = [
     "ERR",
     "HEADER",
     "MAGIC",
+    "NO_KWARGS",
     "OK",
     "OUT_OF_BAND_MIN",
     "SHARED",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pickle
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -16,6 +16,7 @@ from actors._future import describe
 from runtime.wire._frames import Buffer
 
 __all__ = [
+    "NO_KWARGS",
     "OUT_OF_BAND_MIN",
     "TaskFailure",
     "decode_error",
@@ -34,6 +35,9 @@ __all__ = [
 OUT_OF_BAND_MIN = 64 * 1024
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 _NO_BUFFERS: tuple[pickle.PickleBuffer, ...] = ()
+# A call's keywords when it has none. Read-only by its type; a dict, as ``f(**kw)``
+# unpacks a dict fastest.
+NO_KWARGS: Mapping[str, Any] = {}
 
 
 def _is_plain(obj: Any) -> bool:
@@ -136,7 +140,13 @@ def dumps_reply(value: Any) -> tuple[Any, Sequence[pickle.PickleBuffer]]:
 
 def load_call(payload: Any, buffers: Sequence[Buffer]) -> Any:
     """A call's ``(args, kwargs)`` from its payload (see ``dumps_call``)."""
-    return payload if type(payload) is tuple else loads(payload, buffers)
+    kind = type(payload)
+    if kind is tuple:
+        return payload, NO_KWARGS
+    if kind is list:
+        args, kwargs = payload
+        return args, kwargs
+    return loads(payload, buffers)
 
 
 def load_reply(payload: Any, buffers: Sequence[Buffer]) -> Any:
@@ -147,16 +157,20 @@ def load_reply(payload: Any, buffers: Sequence[Buffer]) -> Any:
 def dumps_call(
     what: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, Sequence[pickle.PickleBuffer]]:
-    """A call's payload: its plain arguments as they are (pickled with the batch
-    they travel in), or else their pickle, made now so that a bad argument fails
-    here, named."""
+    """A call's payload: its plain arguments as they are, pickled with the batch
+    they travel in (the ``args`` tuple itself, or ``[args, kwargs]`` with
+    keywords: no tuple to build, and each call's payload lives until its batch
+    goes, so an object fewer per call for the garbage collector to look at);
+    or else their pickle, made now so that a bad argument fails here, named."""
     for arg in args:  # _is_plain inline: this runs for every call and tell
         kind = type(arg)
         if kind not in _PLAIN or (kind is bytes and len(arg) >= OUT_OF_BAND_MIN):
             break
     else:
-        if not kwargs or _is_plain(((), kwargs)):
-            return (args, kwargs), _NO_BUFFERS
+        if not kwargs:
+            return args, _NO_BUFFERS
+        if _is_plain(((), kwargs)):
+            return [args, kwargs], _NO_BUFFERS
     payload = (args, kwargs)
     try:
         return dumps(payload)

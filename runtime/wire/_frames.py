@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 MAGIC = b"dc"
-VERSION = 2
+VERSION = 3  # 3: a call's raw payload is its args tuple, or [args, kwargs] (wire.dumps_call)
 HEADER = struct.Struct("<2sBBII")  # magic, version, kind, buffer count, epoch
 
 BATCH, CONTROL = 1, 2

@@ -21,6 +21,7 @@ from runtime.worker._actors import AWAITABLE, Actors
 __all__ = ["run_batch"]
 
 _CALL = wire.CALL
+_NO_KWARGS = wire.NO_KWARGS
 
 
 def run_batch(
@@ -47,13 +48,17 @@ def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:
             continue
         cell = cells.get(actor_id)
         fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
-        if fn is None or nbufs or type(payload) is not tuple or inbox.recycling:
+        raw = type(payload)  # raw arguments (see wire.dumps_call): args, or [args, kwargs]
+        if fn is None or nbufs or (raw is not tuple and raw is not list) or inbox.recycling:
             offset = _slow(actors, peer, entry, buffers, offset)
             continue
         busy.start(method, actor_id)
         try:
-            args, kwargs = payload
-            result = inbox.call_user(fn, args, kwargs)
+            if raw is tuple:
+                result = inbox.call_user(fn, payload, _NO_KWARGS)
+            else:
+                args, kwargs = payload
+                result = inbox.call_user(fn, args, kwargs)
         except BaseException as exc:  # as in Actors._execute: the caller gets it
             busy.end()
             actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]

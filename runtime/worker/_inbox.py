@@ -200,7 +200,7 @@ class Inbox:
         lock = self.io_lock
         lock.release()
         try:
-            return fn(*args, **kwargs)
+            return fn(*args, **kwargs) if kwargs else fn(*args)
         finally:
             leave_if_forked()  # before the lock: a forked child may hold no keeper
             lock.acquire()
