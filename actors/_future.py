@@ -83,6 +83,15 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
     def _done_callbacks(self, callbacks: list[Callable[[Any], object]]) -> None:
         self._callbacks = callbacks
 
+    def __repr__(self) -> str:  # Future's names the class: the engine's subclass here
+        with self._condition:
+            state, exc, result = self._state, self._exception, self._result
+        if state == _FINISHED:
+            outcome = f"raised {type(exc).__name__}" if exc else f"returned {type(result).__name__}"
+        else:
+            outcome = "cancelled" if state in _SETTLED else state.lower()
+        return f"<ActorFuture {self.label}: {outcome}>"
+
     @property
     def label(self) -> str:
         """What this future waits for, as error messages name it."""

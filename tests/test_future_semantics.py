@@ -255,3 +255,4 @@ def test_a_future_without_waiters_or_callbacks_keeps_no_list_and_still_works() -
     assert {f.result() for f in done} == {1, 2, 3}
     assert sorted(f.result() for f in concurrent.futures.as_completed([plain, waited])) == [1, 2]
     assert plain._callbacks is None
+    assert repr(plain) == "<ActorFuture a: returned int>"

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from actors._future import ActorFuture
 from runtime import wire
+from runtime.client._call import Call
 from runtime.core import Calls
 
 __all__ = ["CANCEL_TIMEOUT", "Cancels", "Local"]
@@ -35,7 +36,7 @@ class Local(Protocol):
 class Cancels:
     def __init__(
         self,
-        calls: Calls,
+        calls: Calls[Call],
         lock: threading.Lock,
         wake: Callable[[], None],
         wait: Callable[[Callable[[], bool], float], None],
@@ -112,9 +113,9 @@ class Cancels:
         if pending is None:
             return  # its reply came first: the call had run
         if kind == wire.CANCELLED:
-            pending.future.mark_cancelled(late=True)
+            pending.mark_cancelled(late=True)
         else:
-            pending.future.mark_running()
+            pending.mark_running()
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from actors._errors import SerializationError
 from actors._future import ActorFuture, complete_all
 from runtime import net, wire
+from runtime.client._call import Call
 from runtime.client._cancel import Cancels
 from runtime.client._control import settle
 from runtime.core import Calls
@@ -23,7 +24,7 @@ class Results:
 
     def __init__(
         self,
-        calls: Calls,
+        calls: Calls[Call],
         lock: threading.Lock,
         cancels: Cancels,
         condition: threading.Condition,
@@ -67,12 +68,12 @@ class Results:
                 if kind > wire.ERR:
                     self.cancels.on_verdict(kind, msg_id)
             elif kind == wire.OK and type(blob) is tuple:
-                plain.append((call.future, blob[0]))  # a plain value: no buffers
+                plain.append((call, blob[0]))  # a plain value: no buffers
             else:
                 complete_all(condition, plain)  # first the earlier ones: in order
                 plain = []
                 bufs = buffers[offset : offset + nbufs] if nbufs else ()
-                self._complete(call.future, kind, blob, bufs)
+                self._complete(call, kind, blob, bufs)
             offset += nbufs
         complete_all(condition, plain)
 
@@ -86,9 +87,9 @@ class Results:
         if pending is None:  # already failed by a crash notice
             return
         if kind == wire.OK and type(blob) is tuple:
-            settle(pending.future, value=blob[0])  # a plain value (see wire.dumps_reply)
+            settle(pending, value=blob[0])  # a plain value (see wire.dumps_reply)
         else:
-            self._complete(pending.future, kind, blob, bufs)
+            self._complete(pending, kind, blob, bufs)
 
     def _complete(self, future: ActorFuture[Any], kind: int, blob: Any, bufs: Any) -> None:
         if kind == wire.ERR:

@@ -30,10 +30,11 @@ from actors._errors import (
 from actors._future import ActorFuture, Waiter
 from actors._ref import ActorRef
 from runtime import net, wire
+from runtime.client._call import Call
 from runtime.client._cancel import Cancels, Local
 from runtime.client._control import Control, settle
 from runtime.client._results import Results
-from runtime.core import Calls, Pending
+from runtime.core import Calls
 from runtime.net import Context, Socket
 
 __all__ = ["Transport", "settle"]
@@ -68,7 +69,7 @@ class Transport:
         self._local = local
         self._ids = itertools.count(1)
         self._futures_condition = threading.Condition()
-        self.calls = Calls()
+        self.calls: Calls[Call] = Calls()
         self._dealers: dict[int, Socket] = {}
         self.sent: set[Socket] = set()  # sockets sent on, for an owner that must look again
         self.shm = net.Sharing(lambda slot: on_this_host(self, slot), net.Pool.open())
@@ -100,22 +101,22 @@ class Transport:
     ) -> ActorFuture[Any]:
         """``what`` labels the call in errors; by default ``(ref, method)``."""
         blob, bufs = wire.dumps_call(what or (ref, method), args, kwargs)
-        future: ActorFuture[Any] = ActorFuture(
+        call = Call(
             what or ref,
             self._waiter,
             self._futures_condition,
             self._canceller,
             None if what else method,
         )
-        msg_id = future.call_id = next(self._ids)
+        msg_id = call.call_id = next(self._ids)
+        slot = call.slot = ref.slot
         entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
-        pending = Pending(future, ref.slot)
         for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
             if name == method:
-                pending = Pending(future, ref.slot, entry, bufs, retries)
+                call.entry, call.bufs, call.retries = entry, bufs, retries
                 break
-        self._submit(ref.slot, entry, bufs, pending)
-        return future
+        self._submit(slot, entry, bufs, call)
+        return call
 
     def tell(
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -125,11 +126,11 @@ class Transport:
         self._submit(ref.slot, entry, bufs, None)
 
     def _submit(
-        self, slot: int, entry: wire.RawEntry, bufs: Sequence[Any], pending: Pending | None
+        self, slot: int, entry: wire.RawEntry, bufs: Sequence[Any], call: Call | None
     ) -> None:
         local = self._local
         if local is not None and slot == local.slot:
-            self._submit_local(local, entry, bufs, pending)
+            self._submit_local(local, entry, bufs, call)
             return
         calls = self.calls
         outbox = calls.outboxes.get(slot)
@@ -138,8 +139,8 @@ class Transport:
         with self._lock:
             if self.control.closed is not None:
                 self._check_open()
-            if pending is not None:
-                calls.pending[pending.future.call_id] = pending
+            if call is not None:
+                calls.pending[call.call_id] = call
             if outbox is None:
                 outbox = calls.outbox(slot)
             entries = outbox.entries
@@ -150,14 +151,14 @@ class Transport:
                 self._wake()
 
     def _submit_local(
-        self, local: Local, entry: wire.RawEntry, bufs: Sequence[Any], pending: Pending | None
+        self, local: Local, entry: wire.RawEntry, bufs: Sequence[Any], call: Call | None
     ) -> None:
         self._check_open()
-        future = None if pending is None else pending.future
-        if not local.submit(entry, bufs, future):
-            settle(future, value=None)  # a self-stop: awaiting it must not deadlock
-        elif pending is not None:
-            self.calls.pending[pending.future.call_id] = Pending(pending.future, local.slot)
+        if not local.submit(entry, bufs, call):
+            settle(call, value=None)  # a self-stop: awaiting it must not deadlock
+        elif call is not None:
+            call.entry = None  # never re-sent: its worker is this process
+            self.calls.pending[call.call_id] = call
 
     def _wait_for_room(self, slot: int) -> None:
         """Block until the outbox of ``slot`` has room, or raise MailboxFullError."""
@@ -282,13 +283,14 @@ class Transport:
     def barrier(self) -> list[ActorFuture[Any]]:
         """One future per worker this process has sent to; each completes once the
         worker has taken in everything sent to it before."""
-        futures = []
+        futures: list[ActorFuture[Any]] = []
         for slot in list(self.calls.outboxes):
-            future: ActorFuture[Any] = ActorFuture(f"barrier on worker {slot}", self._waiter)
-            msg_id = future.call_id = next(self._ids)
-            entry: wire.RawEntry = (wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", ((), {}), 0)
-            self._submit(slot, entry, [], Pending(future, slot))
-            futures.append(future)
+            call = Call(f"barrier on worker {slot}", self._waiter)
+            msg_id = call.call_id = next(self._ids)
+            call.slot = slot
+            entry: wire.RawEntry = (wire.CALL, msg_id, wire.BARRIER_ACTOR, "barrier", (), 0)
+            self._submit(slot, entry, [], call)
+            futures.append(call)
         return futures
 
     def close_sockets(self) -> None:

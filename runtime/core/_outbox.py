@@ -5,7 +5,7 @@ worker dies. The transport holds its lock around every use and does the I/O."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 from runtime.wire import CALL, Buffer, RawEntry
 
@@ -14,25 +14,15 @@ __all__ = ["MAX_BATCH", "Calls", "Outbox", "Pending"]
 MAX_BATCH = 1024  # entries in one message: bounds latency and the size of a frame
 
 
-class Pending:
-    """A call waiting for its reply. A retryable one keeps what it sent and how many
-    re-sends it has left: it is sent again if its worker dies."""
+class Pending(Protocol):
+    """A call waiting for its reply, as ``Calls`` keeps it: its future itself (the
+    client's ``Call``), which knows its slot; a retryable one also what it sent and
+    how many re-sends it has left: it is sent again if its worker dies."""
 
-    __slots__ = ("bufs", "entry", "future", "retries", "slot")
-
-    def __init__(
-        self,
-        future: Any,
-        slot: int,
-        entry: RawEntry | None = None,
-        bufs: Sequence[Buffer] | None = None,
-        retries: int = 0,
-    ) -> None:
-        self.future = future
-        self.slot = slot
-        self.entry = entry
-        self.bufs = bufs
-        self.retries = retries
+    slot: int
+    entry: RawEntry | None
+    bufs: Sequence[Buffer] | None
+    retries: int
 
 
 class Outbox:
@@ -84,11 +74,14 @@ class Outbox:
         self.buffers.clear()
 
 
-class Calls:
+P = TypeVar("P", bound=Pending)
+
+
+class Calls(Generic[P]):
     """Every call of one process: queued per slot, or sent and pending."""
 
     def __init__(self) -> None:
-        self.pending: dict[int, Pending] = {}
+        self.pending: dict[int, P] = {}
         self.outboxes: dict[int, Outbox] = {}
         self.epochs: dict[int, int] = {}  # slot -> incarnation of its worker, as last told
 
@@ -134,7 +127,7 @@ class Calls:
         del self.pending[msg_id]
         return True, pending.slot
 
-    def fail_slot(self, slot: int, epoch: int) -> tuple[list[Any], int]:
+    def fail_slot(self, slot: int, epoch: int) -> tuple[list[P], int]:
         """The worker in ``slot`` died and ``epoch`` is its successor's. Calls sent to it
         are re-sent if retryable with retries left, ahead of those queued after them
         (FIFO holds); the futures of the others are returned, to be failed. Calls
@@ -143,7 +136,7 @@ class Calls:
         outbox = self.outboxes.get(slot)
         unsent = {m for kind, m, *_ in outbox.entries if kind == CALL} if outbox else set()
         sent = sorted(m for m, p in self.pending.items() if p.slot == slot and m not in unsent)
-        failed: list[Any] = []
+        failed: list[P] = []
         entries: list[RawEntry] = []
         buffers: list[Buffer] = []
         for msg_id in sent:
@@ -154,14 +147,14 @@ class Calls:
                 buffers.extend(pending.bufs or ())
             else:
                 del self.pending[msg_id]
-                failed.append(pending.future)
+                failed.append(pending)
         if entries:
             self.outbox(slot).put_back(entries, buffers)
         return failed, len(entries)
 
-    def fail_all(self) -> list[Any]:
+    def fail_all(self) -> list[P]:
         """Forget everything; the futures of the pending calls, to be failed."""
-        futures = [p.future for p in self.pending.values()]
+        futures = list(self.pending.values())
         self.pending.clear()
         for outbox in self.outboxes.values():
             outbox.clear()
