@@ -140,7 +140,7 @@ class Actors:
 
     def _outcome(self, cell: Cell, request: Request, result: Any) -> None:
         """Reply with what a method returned: at once, or when what it returned completes."""
-        if type(result) is ActorFuture:
+        if isinstance(result, ActorFuture):
             # The reply of another call (perhaps to this very actor): forwarded when it
             # comes, and the actor is free meanwhile, so a call to itself cannot deadlock.
             # On the loop's turn: a cancel() in an actor's code would run it unlocked.
