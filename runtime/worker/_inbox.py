@@ -196,6 +196,7 @@ class Inbox:
         answers for the worker meanwhile (see ``keep``)."""
         keeper = self.keeper
         if keeper is not None and keeper.asleep:
+            keeper.asleep = False  # the next calls need not wake it again meanwhile
             keeper.wake.set()
         lock = self.io_lock
         lock.release()
