@@ -128,7 +128,9 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         self._finish(None, exception)
 
     def _finish(self, result: Any, exception: BaseException | None) -> None:
-        with self._condition:
+        condition = self._condition
+        condition.acquire()  # its lock's own method: ``with`` adds two Python calls
+        try:
             if self._state in _SETTLED:
                 raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
             self._result = result
@@ -139,6 +141,8 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
+        finally:
+            condition.release()
         if self._callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
@@ -200,7 +204,8 @@ def complete_all(
     keeps its state. Then the callbacks run, in the same order. For a batch of
     replies."""
     later: list[tuple[ActorFuture[Any], Any]] = []  # (future, value), or (future, _SET)
-    with condition:
+    condition.acquire()  # as in _finish
+    try:
         for future, value in outcomes:
             if future._condition is not condition:
                 later.append((future, value))  # set below, under its own condition
@@ -211,6 +216,8 @@ def complete_all(
                     waiter.add_result(future)
                 if future._callbacks:
                     later.append((future, _SET))
+    finally:
+        condition.release()
     for future, value in later:
         if value is _SET:
             future._invoke_callbacks()  # type: ignore[attr-defined]

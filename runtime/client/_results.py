@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import InvalidStateError
 from typing import Any
 
 from actors._errors import SerializationError
@@ -86,8 +87,11 @@ class Results:
             pending = self.calls.pending.pop(msg_id, None)
         if pending is None:  # already failed by a crash notice
             return
-        if kind == wire.OK and type(blob) is tuple:
-            settle(pending, value=blob[0])  # a plain value (see wire.dumps_reply)
+        if kind == wire.OK and type(blob) is tuple:  # a plain value (wire.dumps_reply)
+            try:  # noqa: SIM105  # contextlib.suppress costs three Python calls
+                pending.set_result(blob[0])
+            except InvalidStateError:  # cancelled: nobody wants it (settle, inline)
+                pass
         else:
             self._complete(pending, kind, blob, bufs)
 
