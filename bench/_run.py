@@ -328,8 +328,8 @@ def bench_bus(b: Bench) -> list[Line]:
         "-",
         "-",
         "higher",
-        ">= 200,000/s",
-        "PASS" if rate >= 200_000 and not missed else "MISS",
+        ">= 500,000/s",
+        "PASS" if rate >= 500_000 and not missed else "MISS",
     )
     b.notes.append(
         f"bus: median of {len(results)} runs of {n:,} events; in it {received:,} "

@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from typing import Any
 
 import pytest
 
-from actors import Actor, ActorStoppedError, concurrent
+from actors import Actor, ActorRef, ActorStoppedError, concurrent
 from runtime import ActorSystem
 from runtime.core import Cell
 from runtime.worker._health import log_async_hangs
+from tests.helpers import Counter
 
 
 class InFlight(Actor):
@@ -111,6 +113,50 @@ class Pinger(Actor):
 
     def stop_spinning(self) -> None:
         _SPINNING["on"] = False
+
+
+class BusyLoop(Actor):
+    """Keeps its worker's loop busy (a step ready every turn) until ``halt(key)``."""
+
+    async def spin(self, key: str, topic: str | None = None) -> int:
+        if topic is not None:
+            self.system.publish(topic, "published, then the loop kept busy")
+        turns = 0
+        while _SPINNING.setdefault(key, True):
+            await asyncio.sleep(0)
+            turns += 1
+        return turns
+
+    async def ask_other(self, other: ActorRef) -> Any:
+        return await other.echo("answered")
+
+    def halt(self, key: str) -> None:
+        _SPINNING[key] = False
+
+
+def test_a_busy_loop_still_sends_its_events(system: ActorSystem) -> None:
+    """Events go out before the loop's next poll (WorkerLoop.before_poll): one comes
+    while the task that published it keeps the loop busy, not when it ends."""
+    spinner, stopper = (system.spawn(BusyLoop, worker=0) for _ in range(2))
+    with system.subscribe("busy") as sub:
+        spinning = spinner.spin("events", "busy")
+        assert sub.get(timeout=10) == ("busy", "published, then the loop kept busy")
+        assert not spinning.done()
+    stopper.halt("events").result(timeout=10)
+    assert spinning.result(timeout=10) >= 0
+
+
+def test_a_busy_loop_still_reads_a_reply_on_a_dealer(system: ActorSystem) -> None:
+    """A busy loop skips asyncio's select while its last poll found nothing there
+    (_QuietSelector); a reply that comes on a DEALER meanwhile is read at the
+    next poll."""
+    spinner, asker = (system.spawn(BusyLoop, worker=0) for _ in range(2))
+    callee = system.spawn(Counter, worker=1)
+    spinning = spinner.spin("replies")
+    assert asker.ask_other(callee).result(timeout=10) == "answered"
+    assert not spinning.done()
+    asker.halt("replies").result(timeout=10)
+    assert spinning.result(timeout=10) >= 0
 
 
 def test_declared_concurrency_overlaps_async_calls(system: ActorSystem) -> None:

@@ -53,7 +53,7 @@ class ActorBus:
     def _schedule(self) -> None:
         if not self._handshaking:
             self._handshaking = True
-            self.loop.call_soon(self._handshake)
+            self.loop.before_poll(self._handshake)  # the turns' events in one frame
 
     def _handshake(self) -> None:
         """Sync messages until they come back; then the held events go out."""

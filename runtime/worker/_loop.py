@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import math
 import os
+import selectors
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +31,21 @@ if not hasattr(asyncio.BaseEventLoop, "_run_once"):  # checked on 3.10 to 3.13
     raise ImportError("dovecote's worker loop needs asyncio.BaseEventLoop._run_once (CPython)")
 
 
+class _QuietSelector(selectors.DefaultSelector):
+    """asyncio's selector, which skips the system call of a turn's zero-timeout
+    select while the loop's last zmq_poll, which polls this selector's own fd,
+    found none of its files ready. A busy loop (a task's step every turn) then
+    takes no epoll_wait a turn; a file that becomes ready meanwhile is seen at the
+    next poll, within BUSY_POLL."""
+
+    quiet = False
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        if self.quiet and timeout == 0:
+            return []
+        return super().select(timeout)
+
+
 class WorkerLoop(asyncio.SelectorEventLoop):
     """asyncio's loop, with the mailbox read outside it.
 
@@ -49,12 +65,13 @@ class WorkerLoop(asyncio.SelectorEventLoop):
     # asyncio's own state, read here (CPython's BaseEventLoop, 3.10 to 3.13)
     _ready: deque[asyncio.Handle]
     _scheduled: list[asyncio.TimerHandle]
-    _selector: Any  # epoll or kqueue: a selector with a fileno() of its own
+    _selector: Any  # a _QuietSelector: epoll or kqueue, with a fileno() of its own
     _stopping: bool
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(_QuietSelector())
         self._turn_end: list[Callable[[], None]] = []
+        self._before_poll: list[Callable[[], None]] = []
         self._polled_at = 0.0  # when the mailbox was last looked at
         self._readers: dict[Any, MailboxReader] = {}
         self._items: list[tuple[Any, int]] | None = None  # None: rebuild before the poll
@@ -72,6 +89,13 @@ class WorkerLoop(asyncio.SelectorEventLoop):
         waits again: a flush of what they queued, without a turn of its own."""
         self._turn_end.append(fn)
 
+    def before_poll(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once, before the loop next polls its sockets: as it is about to
+        wait, or within BUSY_POLL while asyncio has work turn after turn. For what
+        may go out a little later in fewer, larger messages: the bus's events, which
+        a task that publishes one a turn would otherwise send one frame each."""
+        self._before_poll.append(fn)
+
     def changed(self) -> None:
         """A reader paused or resumed."""
         self._items = None
@@ -81,22 +105,28 @@ class WorkerLoop(asyncio.SelectorEventLoop):
             leave_if_forked()
         scheduled = self._scheduled
         now = monotonic()  # asyncio's clock (loop.time), without its method call
+        busy = self._ready or self._stopping or self._turn_end
+        if busy and now - self._polled_at < BUSY_POLL:  # asyncio's turn alone, mailbox unread
+            if self._ready or self._stopping:
+                super()._run_once()  # type: ignore[misc]  # it will not block
+            if self._turn_end:
+                self._end_turn()
+            return
+        if self._before_poll:
+            self._run_before_poll()  # first: what it schedules decides the timeout
         if self._ready or self._stopping or self._turn_end:
-            if now - self._polled_at < BUSY_POLL:  # asyncio's turn alone, mailbox unread
-                if self._ready or self._stopping:
-                    super()._run_once()  # type: ignore[misc]  # it will not block
-                if self._turn_end:
-                    self._end_turn()
-                return
             timeout = 0
         elif scheduled:  # wait no longer than asyncio's next timer
             timeout = max(0, math.ceil((scheduled[0].when() - now) * 1e3))
         else:
             timeout = -1
         asyncio_turn = timeout == 0
+        selector = self._selector
+        selector.quiet = True  # unless the poll finds one of its files ready
         for sock, _ in zmq.zmq_poll(self._items or self._poll_items(), timeout):
             if type(sock) is int:  # asyncio's selector: a file it watches is ready
                 asyncio_turn = True
+                selector.quiet = False
                 continue
             reader = self._readers.get(sock)
             if reader is not None:  # None: closed by a handler earlier in this turn
@@ -110,6 +140,11 @@ class WorkerLoop(asyncio.SelectorEventLoop):
     def _asyncio_turn(self) -> None:
         super()._run_once()  # type: ignore[misc]  # it will not block: work is there
         self._end_turn()
+
+    def _run_before_poll(self) -> None:
+        before, self._before_poll = self._before_poll, []
+        for fn in before:
+            fn()
 
     def _end_turn(self) -> None:
         turn_end = self._turn_end
