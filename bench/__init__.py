@@ -60,8 +60,9 @@ the usual Python peers with two worker processes each, in the same run:
   result, against ``ProcessPoolExecutor(2).submit`` the same way. Tasks/s.
 * ``cpu-40``: 40 pure-Python tasks (``bench._tasks.burn``, its count calibrated
   in this process to take about 50 ms) through ``system.map(burn, [n] * 40,
-  chunksize=1)``, against ``Pool(2).map(burn, [n] * 40, chunksize=1)``. Parallel
-  efficiency: 40 x the single-task time / (2 x the wall time).
+  chunksize=1)``, against ``Pool(2).map(burn, [n] * 40, chunksize=1)``. Worker
+  use: the time the tasks ran, each timed in its worker, / (2 x the wall time);
+  and parallel efficiency: 40 x the single-task time / (2 x the wall time).
 * ``pipeline``: 300,000 items through three tiny functions (``Stage(fn, 8,
   64)`` each) on three paths of dovecote itself, in alternating rounds: worker
   to worker (the default), every stage a hop (``DOVECOTE_PIPELINE=hops``), and

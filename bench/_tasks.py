@@ -12,7 +12,6 @@ import importlib.metadata
 import math
 import multiprocessing
 import multiprocessing.pool
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -32,6 +31,14 @@ def burn(n: int) -> int:
     return total
 
 
+def timed_burn(n: int) -> tuple[int, float]:
+    """``burn(n)``, and the seconds it ran in the process that ran it: summed over a
+    map's tasks, the time its workers spent in them (cpu-40's worker use)."""
+    t0 = time.perf_counter()
+    total = burn(n)
+    return total, time.perf_counter() - t0
+
+
 def timed(run: Callable[[], Any]) -> tuple[float, Any]:
     """Seconds ``run()`` took, and what it returned."""
     t0 = time.perf_counter()
@@ -40,16 +47,18 @@ def timed(run: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def calibrate(seconds: float, samples: int = 5) -> tuple[int, float]:
-    """A count for which ``burn`` takes about ``seconds`` here; and its median time."""
-
-    def took(n: int) -> float:
-        return timed(lambda: burn(n))[0]
-
+    """A count for which ``burn`` takes about ``seconds`` here; and its best time
+    (the least of ``samples``: noise only ever adds, see ``burn_time``)."""
     n = 10_000
-    while (probe := took(n)) < seconds / 10:
+    while (probe := burn_time(n, 1)) < seconds / 10:
         n *= 4
     n = max(1, round(n * seconds / probe))
-    return n, statistics.median(took(n) for _ in range(samples))
+    return n, burn_time(n, samples)
+
+
+def burn_time(n: int, samples: int) -> float:
+    """The least time ``burn(n)`` took here in ``samples`` runs, single-threaded."""
+    return min(timed(lambda: burn(n))[0] for _ in range(samples))
 
 
 def pool_chunksize(items: int, workers: int) -> int:
