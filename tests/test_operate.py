@@ -184,6 +184,7 @@ def test_the_metrics_command_serves_another_terminals_system(system: ActorSystem
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps its threads
     ) as proc:
         try:
             assert proc.stdout is not None
@@ -195,7 +196,18 @@ def test_the_metrics_command_serves_another_terminals_system(system: ActorSystem
             assert ({"actor": "t", "class": "Talker"}, 1.0) in samples["dovecote_actors"]
         finally:
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=10) == 0
+            _exits_or_dumps(proc)
+
+
+def _exits_or_dumps(proc: subprocess.Popen[str]) -> None:
+    """``proc`` exits 0 within 10 s; else its threads' stacks are the failure."""
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"it did not exit on SIGINT; its stacks:\n{err[-6000:]}")
+    assert code == 0, proc.stderr.read() if proc.stderr else code
 
 
 @pytest.mark.parametrize(
