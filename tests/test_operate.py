@@ -177,10 +177,19 @@ def test_the_metrics_endpoint_is_scraped_and_parsed(runtime_dir: Path) -> None:
     assert "dovecote_worker_rss_bytes" in samples
 
 
+# `python -m runtime._cli ARGS` as from a terminal, where Ctrl-C raises KeyboardInterrupt:
+# a suite started in the background by a non-interactive shell has SIGINT ignored, its
+# children inherit that, and Python then leaves it ignored (seen in a CI run).
+_WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'dovecote'; runpy.run_module('runtime._cli', run_name='__main__')"
+)
+
+
 def test_the_metrics_command_serves_another_terminals_system(system: ActorSystem) -> None:
     system.spawn(Talker, name="t").pid().result(timeout=10)
     with subprocess.Popen(
-        [sys.executable, "-m", "runtime._cli", "metrics", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-c", _WITH_CTRL_C, "metrics", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -186,8 +186,7 @@ def _metrics(args: argparse.Namespace) -> int:
     print(f"serving http://{host}:{server.port}/metrics for system {entry['system_id']}")
     sys.stdout.flush()
     try:
-        while True:  # Ctrl-C may land in the server's thread: the main thread must
-            time.sleep(0.2)  # wake to run Python's handler (a bare wait() would not)
+        threading.Event().wait()
     finally:
         server.close()
     return 0
