@@ -508,7 +508,9 @@ def bench_cpu(b: Bench) -> list[Line]:
             run(args[:w])  # a warm-up, untimed
             return timed_side
 
-        dove = side("dovecote", lambda items: list(system.map(burn, items, chunksize=1)))
+        dove = side(
+            "dovecote", lambda items: list(system.map(burn, items, chunksize=1, timeout=TIMEOUT))
+        )
         peer = side(POOL, lambda items: _tasks.pool_map(pool, burn, items, 1, TIMEOUT))
         times = rounds(reps, {"dovecote": dove, POOL: peer})
     single = min(single, _tasks.burn_time(count, 5))  # before and after: the machine drifts

@@ -34,9 +34,8 @@ def burn(n: int) -> int:
 def timed_burn(n: int) -> tuple[int, float]:
     """``burn(n)``, and the seconds it ran in the process that ran it: summed over a
     map's tasks, the time its workers spent in them (cpu-40's worker use)."""
-    t0 = time.perf_counter()
-    total = burn(n)
-    return total, time.perf_counter() - t0
+    took, total = timed(lambda: burn(n))
+    return total, took
 
 
 def timed(run: Callable[[], Any]) -> tuple[float, Any]:
