@@ -188,7 +188,7 @@ class Inbox:
         for _ in range(min(self.mailbox.room(), BUDGET)):
             if not net.readable(self.sock):
                 break
-            self.mailbox.stash.extend(self.parse(net.recv(self.sock, net.DONTWAIT)))
+            self.mailbox.stash.extend(self.parse(net.recv_routed(self.sock, net.DONTWAIT)))
         self.replies.send()  # cancel verdicts
 
     def call_user(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:

@@ -13,7 +13,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -46,6 +46,13 @@ class _QuietSelector(selectors.DefaultSelector):
         return super().select(timeout)
 
 
+class _Timer(Protocol):
+    """An asyncio.TimerHandle as the loop reads it: ``_when`` is what its ``when()``
+    returns, without a method call (two a turn)."""
+
+    _when: float
+
+
 class WorkerLoop(asyncio.SelectorEventLoop):
     """asyncio's loop, with the mailbox read outside it.
 
@@ -64,7 +71,7 @@ class WorkerLoop(asyncio.SelectorEventLoop):
 
     # asyncio's own state, read here (CPython's BaseEventLoop, 3.10 to 3.13)
     _ready: deque[asyncio.Handle]
-    _scheduled: list[asyncio.TimerHandle]
+    _scheduled: list[_Timer]
     _selector: Any  # a _QuietSelector: epoll or kqueue, with a fileno() of its own
     _stopping: bool
 
@@ -117,7 +124,7 @@ class WorkerLoop(asyncio.SelectorEventLoop):
         if self._ready or self._stopping or self._turn_end:
             timeout = 0
         elif scheduled:  # wait no longer than asyncio's next timer
-            timeout = max(0, math.ceil((scheduled[0].when() - now) * 1e3))
+            timeout = max(0, math.ceil((scheduled[0]._when - now) * 1e3))
         else:
             timeout = -1
         asyncio_turn = timeout == 0
@@ -132,7 +139,7 @@ class WorkerLoop(asyncio.SelectorEventLoop):
             if reader is not None:  # None: closed by a handler earlier in this turn
                 reader.run()
         self._polled_at = monotonic()
-        if asyncio_turn or self._ready or (scheduled and scheduled[0].when() <= self._polled_at):
+        if asyncio_turn or self._ready or (scheduled and scheduled[0]._when <= self._polled_at):
             self._asyncio_turn()
         elif self._turn_end:
             self._end_turn()
@@ -244,7 +251,7 @@ class MailboxReader(Reader):
         if self._paused or self.sock.closed:
             return
         try:
-            frames = net.recv(self.sock, net.DONTWAIT)
+            frames = net.recv_routed(self.sock, net.DONTWAIT)
         except zmq.Again:
             return
         try:

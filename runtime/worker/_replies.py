@@ -22,6 +22,9 @@ __all__ = ["REMOTE", "Replies", "unpickling_error", "what"]
 
 log = logging.getLogger("dovecote")
 
+_OK = wire.OK
+_SNDMORE_DONTWAIT = int(zmq.SNDMORE) | net.DONTWAIT
+
 REMOTE = b"T"  # the mark of a peer of the tcp mailbox (ROUTER ids start with 0x00)
 
 Resolve = Callable[[int, int, Any, Any], None]
@@ -34,8 +37,8 @@ class Replies:
         self.remote: Socket | None = None  # in a cluster: the tcp mailbox
         self.slot = slot
         self.resolve_local = resolve_local  # a call from this worker to itself
-        # While the reader handles a lone call: its reply goes out at once, if no
-        # other reply waits (the order per caller holds), without an outbox.
+        # While the reader handles a lone call: its plain reply goes out at once, if
+        # no other reply waits (the order per caller holds), without an outbox.
         self.direct = False
         # Large buffers for callers on this host (the ipc mailbox's): shared memory,
         # through the worker's pool (set by the worker).
@@ -57,7 +60,12 @@ class Replies:
             blob, bufs = wire.dumps_reply(value)
         except BaseException as exc:
             return exc
-        self.queue(peer, (wire.OK, msg_id, 0, "", blob, len(bufs)), bufs)
+        entry = (_OK, msg_id, 0, "", blob, len(bufs))
+        # a lone call's plain reply, when no other reply waits (the order holds)
+        direct = self.direct and not bufs and not self._outboxes
+        if direct and peer is not None and self._send_now(peer, entry):
+            return None
+        self.queue(peer, entry, bufs)
         return None
 
     def reply_error(self, request: Request, exc: BaseException) -> None:
@@ -94,8 +102,6 @@ class Replies:
             kind, msg_id, _, _, blob, _ = entry
             self.resolve_local(kind, msg_id, blob, copies)
             return
-        if self.direct and not self._outboxes and self._send_now(peer, entry, bufs):
-            return
         outbox = self._outboxes.get(peer)
         if outbox is None:
             outbox = self._outboxes[peer] = Outbox()
@@ -128,11 +134,16 @@ class Replies:
             return self.remote, peer[1:]
         return self.sock, peer
 
-    def _send_now(self, peer: bytes, entry: wire.RawEntry, bufs: Sequence[Any]) -> bool:
-        """One reply sent at once; False if the caller's pipe is full (queue it)."""
+    def _send_now(self, peer: bytes, entry: wire.RawEntry) -> bool:
+        """A lone call's plain reply, sent at once from its handler, in two sends
+        (the Python between a reply and its send is on the caller's round trip);
+        False if the caller's pipe is full: queue it."""
         sock, route = self._route(peer)
         try:
-            self.shm.send(sock, [route, *wire.encode_batch([entry], bufs)], peer, 1)
+            net.send_part(
+                sock, route, _SNDMORE_DONTWAIT
+            )  # a full pipe or an unknown caller fails here
+            net.send_part(sock, wire.encode_batch((entry,), ())[0], 0)  # one frame: no buffers
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
