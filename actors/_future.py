@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
@@ -15,6 +16,7 @@ T = TypeVar("T")
 _FINISHED = "FINISHED"
 _SETTLED = frozenset({"FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"})
 _SET = object()  # complete_all: the value is set, the callbacks are to run
+_LOGGER = logging.getLogger("concurrent.futures")  # where Future logs a callback's error
 
 # Called by result()/exception() before waiting: the engine uses it to drive its
 # sockets from the waiting thread, or to refuse to block an actor's event loop.
@@ -98,8 +100,23 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         return describe(self._what if self._method is None else (self._what, self._method))
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
-        super().add_done_callback(fn)
-        if not self.done() and self._waiter is not None:
+        """As ``Future.add_done_callback``, with its lock taken once, not twice."""
+        condition = self._condition
+        condition.acquire()  # as in _finish
+        try:
+            pending = self._state not in _SETTLED
+            if pending:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+        finally:
+            condition.release()
+        if not pending:
+            try:
+                fn(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
+        elif self._waiter is not None:
             self._waiter(self, -1.0)  # nobody will block on it: the engine must deliver it
 
     def result(self, timeout: float | None = None) -> T:
@@ -192,7 +209,7 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             concurrent.futures.wait([self], timeout=timeout)
 
     def __await__(self) -> Generator[Any, None, T]:
-        if not self.done():
+        if self._state not in _SETTLED:  # done(), without its lock
             yield from _bridge(self).__await__()
         return self.result()
 

@@ -32,18 +32,20 @@ if not hasattr(asyncio.BaseEventLoop, "_run_once"):  # checked on 3.10 to 3.13
 
 
 class _QuietSelector(selectors.DefaultSelector):
-    """asyncio's selector, which skips the system call of a turn's zero-timeout
-    select while the loop's last zmq_poll, which polls this selector's own fd,
-    found none of its files ready. A busy loop (a task's step every turn) then
-    takes no epoll_wait a turn; a file that becomes ready meanwhile is seen at the
-    next poll, within BUSY_POLL."""
+    """asyncio's selector, which never waits (the loop waits in its zmq_poll, which
+    polls this selector's own fd) and skips the system call of a turn's select
+    unless that zmq_poll found one of its files ready, and it has not selected
+    since. A busy loop (a task's step every turn) then takes no epoll_wait a turn,
+    nor does the turn that runs the step a reply woke; a file that becomes ready
+    meanwhile is seen at the next poll, within BUSY_POLL."""
 
     quiet = False
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
-        if self.quiet and timeout == 0:
+        if self.quiet:
             return []
-        return super().select(timeout)
+        self.quiet = True  # looked now: the loop's next zmq_poll says when again
+        return super().select(0)
 
 
 class _Timer(Protocol):

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import zmq
@@ -53,6 +54,8 @@ __all__ = ["Worker", "main"]
 
 log = logging.getLogger("dovecote")
 
+NOTICES_EVERY = 0.01  # s: how often a flush looks for notices before it sends
+
 
 class Worker:
     """The composition root of a worker process."""
@@ -65,6 +68,7 @@ class Worker:
         self.loop = WorkerLoop()
         self.busy = Busy()
         self._flush_scheduled = False
+        self._control_seen = 0.0  # when a flush last looked for notices first
         self._done = self.loop.create_future()
         self.mailbox = Mailbox(args.options.mailbox_size, args.expect)
         self.local = LocalCalls(self.slot, self.loop, self.mailbox)
@@ -230,9 +234,17 @@ class Worker:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        control = self._readers.get(self.transport.control.sock)
-        if control is not None and net.readable(control.sock):
-            control.run()  # notices first: a worker's death changes how calls are sent
+        now = time.monotonic()
+        if now - self._control_seen >= NOTICES_EVERY:
+            # Notices first: a worker's death changes how calls are sent. Looked for
+            # at most once in NOTICES_EVERY (a zmq_poll a flush costs an actor that
+            # asks one call at a time a tenth of its round trip): a notice that came
+            # just before is read by its reader after the send, as if it had come just
+            # after, and the call is failed or re-sent as any call to a dead worker.
+            self._control_seen = now
+            control = self._readers.get(self.transport.control.sock)
+            if control is not None and net.readable(control.sock):
+                control.run()
         transport = self.transport
         if not transport.flush():
             self._flush_scheduled = True
