@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import selectors
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from actors import Actor, ActorRef, ActorStoppedError, concurrent
 from runtime import ActorSystem
 from runtime.core import Cell
 from runtime.worker._health import log_async_hangs
+from runtime.worker._loop import _QuietSelector
 from tests.helpers import Counter
 
 
@@ -157,6 +160,27 @@ def test_a_busy_loop_still_reads_a_reply_on_a_dealer(system: ActorSystem) -> Non
     assert not spinning.done()
     asker.halt("replies").result(timeout=10)
     assert spinning.result(timeout=10) >= 0
+
+
+def test_the_quiet_selector_never_waits_and_selects_once_per_poll_that_found_it() -> None:
+    """asyncio's selector in a worker: the loop waits in its zmq_poll, never in the
+    selector (even with a timeout asyncio computed); it selects only after a poll
+    that found one of its files ready, once."""
+    selector = _QuietSelector()
+    read_end, write_end = os.pipe()
+    try:
+        selector.register(read_end, selectors.EVENT_READ)
+        assert selector.select(None) == []  # nothing ready, and no wait
+        assert selector.quiet
+        os.write(write_end, b"x")
+        assert selector.select(0) == []  # quiet: no poll has found it ready since
+        selector.quiet = False  # as the loop's zmq_poll does when its fd is ready
+        assert [key.fd for key, _ in selector.select(3600)] == [read_end]
+        assert selector.select(3600) == []  # once per poll: the loop's next says again
+    finally:
+        selector.close()
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_declared_concurrency_overlaps_async_calls(system: ActorSystem) -> None:

@@ -256,3 +256,27 @@ def test_a_future_without_waiters_or_callbacks_keeps_no_list_and_still_works() -
     assert sorted(f.result() for f in concurrent.futures.as_completed([plain, waited])) == [1, 2]
     assert plain._callbacks is None
     assert repr(plain) == "<ActorFuture a: returned int>"
+
+
+def test_a_callback_added_once_done_runs_at_once_and_a_raising_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ActorFuture.add_done_callback takes its lock once; it keeps Future's rules: a
+    callback added to a done future runs at once, in the adding thread, and one
+    that raises is logged by concurrent.futures' logger, the others still run."""
+    future: ActorFuture[int] = ActorFuture("f")
+    seen: list[object] = []
+
+    def boom(_: object) -> None:
+        raise ValueError("callback failed")
+
+    future.add_done_callback(boom)
+    future.add_done_callback(lambda f: seen.append(("before", f.result())))
+    assert seen == []
+    future.set_result(7)
+    assert seen == [("before", 7)]
+    future.add_done_callback(lambda f: seen.append(("after", threading.get_ident())))
+    future.add_done_callback(boom)
+    assert seen == [("before", 7), ("after", threading.get_ident())]
+    errors = [r for r in caplog.records if r.name == "concurrent.futures"]
+    assert len(errors) == 2 and all("callback failed" in r.exc_text for r in errors)
