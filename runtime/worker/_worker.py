@@ -237,9 +237,9 @@ class Worker:
         now = time.monotonic()
         if now - self._control_seen >= NOTICES_EVERY:
             # Notices first: a worker's death changes how calls are sent. Looked for
-            # at most once in NOTICES_EVERY (a zmq_poll a flush costs an actor that
-            # asks one call at a time a tenth of its round trip): a notice that came
-            # just before is read by its reader after the send, as if it had come just
+            # at most once in NOTICES_EVERY, not with a zmq_poll every flush (every
+            # call, for an actor that asks one at a time): a notice that came just
+            # before is read by its reader after the send, as if it had come just
             # after, and the call is failed or re-sent as any call to a dead worker.
             self._control_seen = now
             control = self._readers.get(self.transport.control.sock)
