@@ -14,6 +14,8 @@ from actors import MailboxFullError
 from runtime import ActorSystem
 from runtime import net as _sockets
 from runtime import wire as proto
+from runtime.worker._loop import WorkerLoop
+from runtime.worker._replies import Replies
 from tests.helpers import Counter
 
 
@@ -100,3 +102,46 @@ def test_256_mib_array_round_trip(system: ActorSystem) -> None:
     assert back.shape == array.shape and back[-1] == array[-1]
     assert np.array_equal(back[::4096], array[::4096])
     assert not back.flags.owndata  # a view of the received frame, not a copy
+
+
+def test_a_lone_reply_to_a_full_or_gone_caller_is_queued_or_logged_never_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lone call's plain reply goes out from its handler (Replies.lone); when the
+    caller's pipe is full it is not sent but queued, behind nothing, and goes once
+    the caller reads; a caller that is gone gets a logged drop."""
+    ctx: _sockets.Context = zmq.Context()
+    loop = WorkerLoop()
+    router = ctx.socket(zmq.ROUTER)
+    caller = ctx.socket(zmq.DEALER)
+    try:
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.SNDHWM, 4)
+        caller.setsockopt(zmq.RCVHWM, 4)
+        caller.setsockopt(zmq.ROUTING_ID, b"\x00caller")
+        router.bind("inproc://lone-replies")
+        caller.connect("inproc://lone-replies")
+        caller.send(b"hello")
+        peer = router.recv_multipart()[0]
+        replies = Replies(loop, router, 0, lambda *_: None)
+        sent = 0
+        while replies.lone(peer, sent, sent):  # the caller does not read: its pipe fills
+            sent += 1
+        assert 4 <= sent < 1000
+        replies.reply(proto.Request(peer, proto.CALL, sent, 1, "m", (), ()), sent)  # queued
+        assert not replies.lone(peer, sent + 1, sent + 1)  # a reply waits: not before it
+        replies.reply(proto.Request(peer, proto.CALL, sent + 1, 1, "m", (), ()), sent + 1)
+        got: list[int] = []
+        while len(got) < sent + 2:
+            replies.send()
+            if caller.poll(1000):
+                body = memoryview(caller.recv())[proto.HEADER.size :]
+                got += [entry[1] for entry in pickle.loads(body)]
+        assert got == list(range(sent + 2))  # every reply, in order
+        assert replies.lone(b"\x00gone", 1, 1)  # dropped, and said
+        assert "1 reply undeliverable" in caplog.text
+    finally:
+        caller.close(0)
+        router.close(0)
+        loop.close()
+        ctx.term()

@@ -32,6 +32,7 @@ from runtime.wire._codec import (
     load_call,
     load_reply,
     loads,
+    lone_reply,
     named_arguments,
 )
 from runtime.wire._control import (
@@ -189,6 +190,7 @@ __all__ = [
     "load_call",
     "load_reply",
     "loads",
+    "lone_reply",
     "looks_like_descriptor",
     "mark_shared",
     "named_arguments",

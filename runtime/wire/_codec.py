@@ -13,7 +13,7 @@ import cloudpickle
 
 from actors._errors import RemoteError, RemoteTraceback, SerializationError
 from actors._future import describe
-from runtime.wire._frames import Buffer
+from runtime.wire._frames import BATCH, OK, Buffer, pack
 
 __all__ = [
     "NO_KWARGS",
@@ -28,6 +28,7 @@ __all__ = [
     "load_call",
     "load_reply",
     "loads",
+    "lone_reply",
     "named_arguments",
 ]
 
@@ -136,6 +137,19 @@ def dumps_reply(value: Any) -> tuple[Any, Sequence[pickle.PickleBuffer]]:
     if kind in _PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
         return (value,), _NO_BUFFERS
     return dumps(value)
+
+
+_REPLY_HEAD: bytes = pack(BATCH, b"")[0]  # a batch's header as replies have it: epoch 0
+
+
+def lone_reply(msg_id: int, value: Any) -> bytes | None:
+    """The one frame of a batch of one reply, as ``dumps_reply`` and ``encode_batch``
+    would make it, if ``value`` is plain; else None. For a lone call's reply, sent
+    from its handler: one call, where those two are four."""
+    kind = type(value)
+    if kind in _PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
+        return _REPLY_HEAD + pickle.dumps([(OK, msg_id, 0, "", (value,), 0)], 5)
+    return None
 
 
 def load_call(payload: Any, buffers: Sequence[Buffer]) -> Any:

@@ -18,7 +18,7 @@ from runtime.core import Batch
 from runtime.wire import Buffer, RawEntry, Request
 from runtime.worker._actors import AWAITABLE, Actors
 
-__all__ = ["run_batch"]
+__all__ = ["run_batch", "run_lone"]
 
 _CALL = wire.CALL
 _NO_KWARGS = wire.NO_KWARGS
@@ -35,6 +35,36 @@ def run_batch(
         _run(actors, batch, buffers)
     finally:
         mailbox.batch = None
+
+
+def run_lone(actors: Actors, peer: bytes, entry: RawEntry) -> None:
+    """A message of one call or tell with no buffers, well-formed, nothing stashed:
+    ``_run``'s step for one entry, without a Batch (a lone entry starts at once, so
+    no cancel can find it waiting) and with its plain reply sent from here. The
+    step is written out again rather than shared: as a function of its own it
+    would cost every entry of a burst of tells a call more."""
+    kind, msg_id, actor_id, method, payload, nbufs = entry
+    cell = actors.cells.get(actor_id)
+    fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
+    inbox = actors.inbox
+    if fn is None or nbufs or type(payload) is not tuple or inbox.recycling:
+        run_batch(actors, peer, (entry,), ())  # the usual way, as _run's _slow
+        return
+    busy = actors.busy
+    busy.start(method, actor_id)
+    try:
+        result = inbox.call_user(fn, payload, _NO_KWARGS)
+    except BaseException as exc:  # as in Actors._execute: the caller gets it
+        busy.end()
+        actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
+        actors.count()
+        return
+    busy.end()
+    if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
+        actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
+    elif kind == _CALL and not actors.replies.lone(peer, msg_id, result):
+        actors.replies.reply(_request(peer, entry, ()), result)
+    actors.count()
 
 
 def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:

@@ -51,6 +51,7 @@ class Inbox:
         self.deliver: Callable[[Request], None] = lambda request: None  # to the actors
         # A batch with no cancel, nothing stashed: run from its entries (see _batch).
         self.run_batch: Callable[[bytes, list[wire.RawEntry], Sequence[Any]], None] | None = None
+        self.run_lone: Callable[[bytes, wire.RawEntry], None] | None = None  # one, no buffers
         self.keeper: Napper | None = None  # woken when actor code runs, if it naps
         self.reader: MailboxReader | None = None
         self.remote: MailboxReader | None = None  # in a cluster: the tcp mailbox's reader
@@ -94,19 +95,17 @@ class Inbox:
     def on_frames(self, frames: list[Any]) -> None:
         """A batch from the mailbox, by its reader. With nothing stashed before it, a
         batch of well-formed calls and tells runs from its entries (see ``_batch``),
-        and the reply of a lone call is sent from its handler, with no outbox."""
+        and a lone call's plain reply is sent from its handler, with no outbox."""
         batch = self.decode(frames)
         if batch is None:
             return
         peer, entries, buffers = batch
         stash = self.mailbox.stash
         if not stash and self.run_batch is not None and wire.calls_only(entries):
-            replies = self.replies
-            replies.direct = len(entries) == 1
-            try:
+            if len(entries) == 1 and not buffers and self.run_lone is not None:
+                self.run_lone(peer, entries[0])
+            else:
                 self.run_batch(peer, entries, buffers)
-            finally:
-                replies.direct = False
             return
         stash.extend(self.requests(peer, entries, buffers))
         self.deliver_stash()

@@ -22,7 +22,6 @@ __all__ = ["REMOTE", "Replies", "unpickling_error", "what"]
 
 log = logging.getLogger("dovecote")
 
-_OK = wire.OK
 _SNDMORE_DONTWAIT = int(zmq.SNDMORE) | net.DONTWAIT
 
 REMOTE = b"T"  # the mark of a peer of the tcp mailbox (ROUTER ids start with 0x00)
@@ -37,9 +36,6 @@ class Replies:
         self.remote: Socket | None = None  # in a cluster: the tcp mailbox
         self.slot = slot
         self.resolve_local = resolve_local  # a call from this worker to itself
-        # While the reader handles a lone call: its plain reply goes out at once, if
-        # no other reply waits (the order per caller holds), without an outbox.
-        self.direct = False
         # Large buffers for callers on this host (the ipc mailbox's): shared memory,
         # through the worker's pool (set by the worker).
         self.shm = net.Sharing(_near, None)
@@ -60,13 +56,29 @@ class Replies:
             blob, bufs = wire.dumps_reply(value)
         except BaseException as exc:
             return exc
-        entry = (_OK, msg_id, 0, "", blob, len(bufs))
-        # a lone call's plain reply, when no other reply waits (the order holds)
-        direct = self.direct and not bufs and not self._outboxes
-        if direct and peer is not None and self._send_now(peer, entry):
-            return None
-        self.queue(peer, entry, bufs)
+        self.queue(peer, (wire.OK, msg_id, 0, "", blob, len(bufs)), bufs)
         return None
+
+    def lone(self, peer: bytes, msg_id: int, value: Any) -> bool:
+        """Send the reply of a lone call at once, from its handler, with no outbox:
+        True if it went (or its caller is gone: logged). False, and nothing sent, if
+        it is to go the usual way: its value is not plain, other replies wait to go
+        first (the order per caller holds), or the caller's pipe is full."""
+        frame = None if self._outboxes else wire.lone_reply(msg_id, value)
+        if frame is None:
+            return False
+        sock, route = self._route(peer)
+        try:  # a full pipe or an unknown caller fails at the first part, sending nothing
+            net.send_part(sock, route, _SNDMORE_DONTWAIT)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            log.warning("worker %d: 1 reply undeliverable: %s", self.slot, wire.peer_name(peer))
+            return True
+        net.send_part(sock, frame, 0)
+        return True
 
     def reply_error(self, request: Request, exc: BaseException) -> None:
         if request.kind != wire.CALL:
@@ -133,24 +145,6 @@ class Replies:
         if peer[:1] == REMOTE and self.remote is not None:
             return self.remote, peer[1:]
         return self.sock, peer
-
-    def _send_now(self, peer: bytes, entry: wire.RawEntry) -> bool:
-        """A lone call's plain reply, sent at once from its handler, in two sends
-        (the Python between a reply and its send is on the caller's round trip);
-        False if the caller's pipe is full: queue it."""
-        sock, route = self._route(peer)
-        try:
-            net.send_part(
-                sock, route, _SNDMORE_DONTWAIT
-            )  # a full pipe or an unknown caller fails here
-            net.send_part(sock, wire.encode_batch((entry,), ())[0], 0)  # one frame: no buffers
-        except zmq.Again:
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
-            log.warning("worker %d: 1 reply undeliverable: %s", self.slot, wire.peer_name(peer))
-        return True
 
     def _send_to(self, peer: bytes) -> bool:
         outbox = self._outboxes[peer]

@@ -39,7 +39,7 @@ from runtime.core import Cell, Mailbox, ProcessArgs
 from runtime.net import Bus, Socket
 from runtime.wire import Request
 from runtime.worker._actors import DOWN_METHOD, EVENT_METHOD, Actors, call_hook
-from runtime.worker._batch import run_batch
+from runtime.worker._batch import run_batch, run_lone
 from runtime.worker._context import ActorBus, WorkerContext
 from runtime.worker._health import Busy, HealthThread, log_async_hangs
 from runtime.worker._inbox import Inbox
@@ -110,6 +110,7 @@ class Worker:
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
         inbox.deliver = actors.deliver
         inbox.run_batch = functools.partial(run_batch, actors)
+        inbox.run_lone = functools.partial(run_lone, actors)
         stages = Stages(self.loop, self.transport, replies, inbox, self.args.system_id)
         actors.run_stage = stages.run
         actors.max_messages = self.args.options.max_messages
