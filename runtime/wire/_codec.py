@@ -145,7 +145,7 @@ _REPLY_HEAD: bytes = pack(BATCH, b"")[0]  # a batch's header as replies have it:
 def lone_reply(msg_id: int, value: Any) -> bytes | None:
     """The one frame of a batch of one reply, as ``dumps_reply`` and ``encode_batch``
     would make it, if ``value`` is plain; else None. For a lone call's reply, sent
-    from its handler: one call, where those two are four."""
+    from its handler: one function call where theirs take four."""
     kind = type(value)
     if kind in _PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
         return _REPLY_HEAD + pickle.dumps([(OK, msg_id, 0, "", (value,), 0)], 5)
