@@ -28,8 +28,11 @@ Line = tuple[str, ...]
 
 @dataclass(frozen=True)
 class Sizes:
-    rounds: int = 5  # latency rounds of `calls` calls each, after `warmup` calls
-    calls: int = 2000
+    # Latency rounds of `calls` calls each, after `warmup` calls, raw and dovecote
+    # alternating: many short rounds, so that the two sides of a pair run within a
+    # second of each other (this machine's speed moves within seconds).
+    rounds: int = 25
+    calls: int = 400
     warmup: int = 500
     pipelined: int = 100_000
     tells: int = 200_000
@@ -43,7 +46,7 @@ class Sizes:
     submits: int = 20_000
     cpu_tasks: int = 40
     task_reps: int = 3  # rounds of the task metrics (joblib runs in one of them)
-    peer_asks: int = 2000  # actor-to-actor asks per round (``rounds`` rounds)
+    peer_asks: int = 400  # actor-to-actor asks per round (``rounds`` rounds)
     mesh_calls: int = 20_000  # asks per caller in the 4 x 4 metric
     actors: int = 1000  # actors spawned by the creation and memory metric
     bus_events: int = 200_000  # events per run in the events-per-frame metric
