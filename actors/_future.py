@@ -120,8 +120,11 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             self._waiter(self, -1.0)  # nobody will block on it: the engine must deliver it
 
     def result(self, timeout: float | None = None) -> T:
-        if self._state not in _SETTLED:  # _wait's first look, inline: a call less
-            self._wait(timeout)
+        if self._state not in _SETTLED:  # _wait, inline: two calls less
+            if self._waiter is not None:
+                self._waiter(self, timeout)
+            else:
+                concurrent.futures.wait([self], timeout=timeout)
         if self._state == _FINISHED and self._exception is None:
             return self._result  # type: ignore[return-value]  # final state
         try:

@@ -226,7 +226,7 @@ class Transport:
         with self._lock:
             outbox = self.calls.outboxes[slot]
             entries, buffers = outbox.take()
-        sock = self._dealer(slot)
+        sock = self._dealers.get(slot) or self._dealer(slot)  # made once, looked up inline
         self.sent.add(sock)
         while entries:
             try:
