@@ -165,7 +165,15 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
         finally:
             condition.release()
         if self._callbacks:
-            self._invoke_callbacks()  # type: ignore[attr-defined]
+            self._invoke_callbacks()
+
+    def _invoke_callbacks(self) -> None:
+        """Future's, over the list as it is (its ``_done_callbacks`` is a property here)."""
+        for callback in self._callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
 
     def cancel(self) -> bool:
         if self._state == "PENDING" and self._canceller is not None:
@@ -186,7 +194,7 @@ class ActorFuture(concurrent.futures.Future, Generic[T]):  # type: ignore[type-a
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        self._invoke_callbacks()
         return True
 
     def mark_running(self) -> None:
@@ -241,7 +249,7 @@ def complete_all(
         condition.release()
     for future, value in later:
         if value is _SET:
-            future._invoke_callbacks()  # type: ignore[attr-defined]
+            future._invoke_callbacks()
         else:
             with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
                 future.set_result(value)
@@ -266,7 +274,8 @@ def _bridge(future: ActorFuture[Any]) -> asyncio.Future[None]:
 
     def wake(_: object) -> None:
         if threading.get_ident() == loop_thread:
-            _set_once(waiter)
+            if not waiter.done():  # _set_once, inline: this is every await's wake-up
+                waiter.set_result(None)
         else:
             loop.call_soon_threadsafe(_set_once, waiter)
 
