@@ -183,6 +183,32 @@ def test_the_quiet_selector_never_waits_and_selects_once_per_poll_that_found_it(
         os.close(write_end)
 
 
+class LocalCaller(Actor):
+    """Calls an actor of its own worker: those calls go without sockets (LocalCalls)."""
+
+    async def add_three_cancel_one(self, other: ActorRef) -> tuple[bool, list[int]]:
+        first, dropped, last = other.add(1), other.add(10), other.add(100)
+        cancelled = dropped.cancel()  # in the same turn: not delivered yet
+        return cancelled, [await first, await last]
+
+    async def burst(self, other: ActorRef, n: int) -> list[int]:
+        futures = [other.add(1) for _ in range(n)]
+        return [await f for f in futures]
+
+
+def test_calls_within_a_worker_keep_their_order_and_cancel_until_delivered(
+    system: ActorSystem,
+) -> None:
+    """A turn's calls from one actor to another of its worker are delivered together,
+    in order, each run as it comes (or queued behind a busy actor); one cancelled
+    before its delivery never runs."""
+    caller, counter = system.spawn(LocalCaller, worker=0), system.spawn(Counter, worker=0)
+    cancelled, totals = caller.add_three_cancel_one(counter).result(timeout=10)
+    assert cancelled and totals == [1, 101]  # the 10 never added
+    assert caller.burst(counter, 500).result(timeout=10) == list(range(102, 602))
+    assert counter.get().result(timeout=10) == 601
+
+
 def test_declared_concurrency_overlaps_async_calls(system: ActorSystem) -> None:
     actor = system.spawn(Rendezvous)
     calls = [actor.meet(i) for i in range(4)]

@@ -37,23 +37,29 @@ def run_batch(
         mailbox.batch = None
 
 
-def run_lone(actors: Actors, peer: bytes, entry: RawEntry) -> None:
-    """A message of one call or tell with no buffers, well-formed, nothing stashed:
-    ``_run``'s step for one entry, without a Batch (a lone entry starts at once, so
-    no cancel can find it waiting) and with its plain reply sent from here. The
-    step is written out again rather than shared: as a function of its own it
-    would cost every entry of a burst of tells a call more."""
+def run_lone(actors: Actors, peer: bytes | None, entry: RawEntry) -> None:
+    """A message of one call or tell with no buffers, well-formed, nothing stashed,
+    or (``peer`` None) a call of this worker's own, due: ``_run``'s step for one
+    entry, without a Batch (a lone entry starts at once, so no cancel can find it
+    waiting) and with its plain reply sent from here. The step is written out
+    again rather than shared: as a function of its own it would cost every entry
+    of a burst of tells a call more."""
     kind, msg_id, actor_id, method, payload, nbufs = entry
     cell = actors.cells.get(actor_id)
     fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
     inbox = actors.inbox
-    if fn is None or nbufs or type(payload) is not tuple or inbox.recycling:
-        run_batch(actors, peer, (entry,), ())  # the usual way, as _run's _slow
+    raw = type(payload)  # as in _run
+    if fn is None or nbufs or (raw is not tuple and raw is not list) or inbox.recycling:
+        _slow(actors, peer, entry, (), 0)  # the usual way
         return
     busy = actors.busy
     busy.start(method, actor_id)
     try:
-        result = inbox.call_user(fn, payload, _NO_KWARGS)
+        if raw is tuple:
+            result = inbox.call_user(fn, payload, _NO_KWARGS)
+        else:
+            args, kwargs = payload
+            result = inbox.call_user(fn, args, kwargs)
     except BaseException as exc:  # as in Actors._execute: the caller gets it
         busy.end()
         actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
@@ -62,8 +68,11 @@ def run_lone(actors: Actors, peer: bytes, entry: RawEntry) -> None:
     busy.end()
     if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
         actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
-    elif kind == _CALL and not actors.replies.lone(peer, msg_id, result):
-        actors.replies.reply(_request(peer, entry, ()), result)
+    elif kind == _CALL:
+        replies = actors.replies  # sent now; else queued as in _run (a pickling error named)
+        sent = replies.lone(peer, msg_id, result)
+        if not sent and replies.ok(peer, msg_id, result) is not None:
+            replies.reply(_request(peer, entry, ()), result)
     actors.count()
 
 
@@ -104,7 +113,7 @@ def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:
 
 
 def _slow(
-    actors: Actors, peer: bytes, entry: RawEntry, buffers: Sequence[Buffer], offset: int
+    actors: Actors, peer: bytes | None, entry: RawEntry, buffers: Sequence[Buffer], offset: int
 ) -> int:
     """An entry the usual way; where the next entry's buffers start."""
     nbufs = entry[5]
@@ -116,6 +125,6 @@ def _slow(
     return offset + nbufs
 
 
-def _request(peer: bytes, entry: RawEntry, bufs: Sequence[Buffer]) -> Request:
+def _request(peer: bytes | None, entry: RawEntry, bufs: Sequence[Buffer]) -> Request:
     kind, msg_id, actor_id, method, payload, _ = entry
     return Request(peer, kind, msg_id, actor_id, method, payload, bufs)

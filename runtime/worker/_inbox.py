@@ -166,8 +166,8 @@ class Inbox:
             wire.peer_name(peer),
         )
 
-    def malformed(self, peer: bytes, exc: Exception) -> None:
-        name = wire.peer_name(peer)
+    def malformed(self, peer: bytes | None, exc: Exception) -> None:
+        name = "this worker" if peer is None else wire.peer_name(peer)
         log.warning("worker %d dropped a malformed message from %s: %s", self.slot, name, exc)
 
     def deliver_stash(self) -> None:

@@ -4,6 +4,7 @@ loop without sockets, and cancellable until they start (``client.Local``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +14,11 @@ from runtime import wire
 from runtime.core import Mailbox
 from runtime.wire import Request
 from runtime.worker._actors import Actors
+from runtime.worker._batch import run_lone
 
 __all__ = ["LocalCalls"]
+
+log = logging.getLogger("dovecote")
 
 
 class LocalCalls:
@@ -24,6 +28,7 @@ class LocalCalls:
         self.mailbox = mailbox
         self.actors: Actors | None = None  # set once the worker has assembled them
         self._waiting: dict[int, Request] = {}  # calls not yet delivered, by msg id
+        self._queued: list[Request] = []  # calls and tells to deliver next turn, in order
 
     def submit(
         self, entry: wire.RawEntry, bufs: Sequence[Any], future: ActorFuture[Any] | None
@@ -39,7 +44,9 @@ class LocalCalls:
         request = Request(None, kind, msg_id, actor_id, method, blob, copies)
         if kind == wire.CALL:
             self._waiting[msg_id] = request
-        self.loop.call_soon(self._deliver, request)
+        if not self._queued:  # one handle delivers the turn's local calls, not one each
+            self.loop.call_soon(self._deliver)
+        self._queued.append(request)
         return True
 
     def claim(self, msg_id: int) -> bool:
@@ -50,7 +57,20 @@ class LocalCalls:
         request.cancelled = True
         return True
 
-    def _deliver(self, request: Request) -> None:
+    def _deliver(self) -> None:
+        """Deliver what was submitted since, in order. A failure to deliver one is
+        logged and the others still go, as each in a handle of its own would."""
         assert self.actors is not None
-        self._waiting.pop(request.msg_id, None)
-        self.actors.deliver(request)
+        actors = self.actors
+        queued, self._queued = self._queued, []
+        waiting = self._waiting
+        for request in queued:
+            waiting.pop(request.msg_id, None)
+            try:
+                if request.cancelled or request.bufs:
+                    actors.deliver(request)  # drops it if cancelled
+                else:  # as a lone call from a socket: no queue if its actor is idle
+                    entry = (request.kind, request.msg_id, request.actor_id, request.method)
+                    run_lone(actors, None, (*entry, request.blob, 0))
+            except Exception:
+                log.exception("worker %d: delivering to #%d failed", self.slot, request.actor_id)

@@ -59,13 +59,14 @@ class Replies:
         self.queue(peer, (wire.OK, msg_id, 0, "", blob, len(bufs)), bufs)
         return None
 
-    def lone(self, peer: bytes, msg_id: int, value: Any) -> bool:
+    def lone(self, peer: bytes | None, msg_id: int, value: Any) -> bool:
         """Send the reply of a lone call at once, from its handler, with no outbox:
         True if it went (or its caller is gone: logged). False, and nothing sent, if
         it is to go the usual way: its value is not plain, other replies wait to go
-        first (the order per caller holds), or the caller's pipe is full."""
-        frame = None if self._outboxes else wire.lone_reply(msg_id, value)
-        if frame is None:
+        first (the order per caller holds), the caller's pipe is full, or the
+        caller is this worker (``peer`` None: resolved in place)."""
+        frame = None if self._outboxes or peer is None else wire.lone_reply(msg_id, value)
+        if frame is None or peer is None:
             return False
         sock, route = self._route(peer)
         try:  # a full pipe or an unknown caller fails at the first part, sending nothing
@@ -110,7 +111,7 @@ class Replies:
 
     def queue(self, peer: bytes | None, entry: wire.RawEntry, bufs: Sequence[Any]) -> None:
         if peer is None:  # a call from this worker to itself: no memory shared
-            copies = [bytes(memoryview(b)) for b in bufs]
+            copies = [bytes(memoryview(b)) for b in bufs] if bufs else []
             kind, msg_id, _, _, blob, _ = entry
             self.resolve_local(kind, msg_id, blob, copies)
             return
