@@ -180,10 +180,4 @@ def recv_routed(sock: Socket, flags: int = 0) -> list[Any]:
     """A ROUTER's message as ``recv`` gives it, but for its first part, the sender's
     routing id, which comes as bytes: a Frame costs a microsecond more to make, and
     a ROUTER's first part is always followed by more, so its ``more`` is not needed."""
-    frames: list[Any] = [_recv(sock, flags)]
-    frame = _recv(sock, 0, False)
-    frames.append(frame)
-    while frame.more:
-        frame = _recv(sock, 0, False)
-        frames.append(frame)
-    return frames
+    return [_recv(sock, flags), *recv(sock)]

@@ -32,59 +32,32 @@ def run_batch(
     mailbox = actors.mailbox
     batch = mailbox.batch = Batch(peer, entries)  # what has not started stays cancellable
     try:
-        _run(actors, batch, buffers)
+        _run(actors, peer, entries, buffers, batch)
     finally:
         mailbox.batch = None
 
 
 def run_lone(actors: Actors, peer: bytes | None, entry: RawEntry) -> None:
     """A message of one call or tell with no buffers, well-formed, nothing stashed,
-    or (``peer`` None) a call of this worker's own, due: ``_run``'s step for one
-    entry, without a Batch (a lone entry starts at once, so no cancel can find it
-    waiting) and with its plain reply sent from here. The step is written out
-    again rather than shared: as a function of its own it would cost every entry
-    of a burst of tells a call more."""
-    kind, msg_id, actor_id, method, payload, nbufs = entry
-    cell = actors.cells.get(actor_id)
-    fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
-    inbox = actors.inbox
-    raw = type(payload)  # as in _run
-    if fn is None or nbufs or (raw is not tuple and raw is not list) or inbox.recycling:
-        _slow(actors, peer, entry, (), 0)  # the usual way
-        return
-    busy = actors.busy
-    busy.start(method, actor_id)
-    try:
-        if raw is tuple:
-            result = inbox.call_user(fn, payload, _NO_KWARGS)
-        else:
-            args, kwargs = payload
-            result = inbox.call_user(fn, args, kwargs)
-    except BaseException as exc:  # as in Actors._execute: the caller gets it
-        busy.end()
-        actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
-        actors.count()
-        return
-    busy.end()
-    if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
-        actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
-    elif kind == _CALL:
-        replies = actors.replies  # sent now; else queued as in _run (a pickling error named)
-        sent = replies.lone(peer, msg_id, result)
-        if not sent and replies.ok(peer, msg_id, result) is not None:
-            replies.reply(_request(peer, entry, ()), result)
-    actors.count()
+    or (``peer`` None) a call of this worker's own, due: run without a Batch (a
+    lone entry starts at once, so no cancel can find it waiting), and its plain
+    reply sent from here (``Replies.lone``)."""
+    _run(actors, peer, (entry,), (), None)
 
 
-def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:
-    cells, busy, inbox, peer = actors.cells, actors.busy, actors.inbox, batch.peer
+def _run(
+    actors: Actors, peer: bytes | None, entries: Sequence[RawEntry], buffers: Sequence[Buffer],
+    batch: Batch | None,
+) -> None:  # fmt: skip
+    cells, busy, inbox, replies = actors.cells, actors.busy, actors.inbox, actors.replies
     offset = 0
-    for i, entry in enumerate(batch.entries):
-        batch.next = i + 1
+    for i, entry in enumerate(entries):
         kind, msg_id, actor_id, method, payload, nbufs = entry
-        if batch.cancelled and msg_id in batch.cancelled and kind == _CALL:
-            offset += nbufs  # its verdict went out as CANCELLED: it never runs
-            continue
+        if batch is not None:
+            batch.next = i + 1
+            if batch.cancelled and msg_id in batch.cancelled and kind == _CALL:
+                offset += nbufs  # its verdict went out as CANCELLED: it never runs
+                continue
         cell = cells.get(actor_id)
         fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
         raw = type(payload)  # raw arguments (see wire.dumps_call): args, or [args, kwargs]
@@ -101,14 +74,15 @@ def _run(actors: Actors, batch: Batch, buffers: Sequence[Buffer]) -> None:
         except BaseException as exc:  # as in Actors._execute: the caller gets it
             busy.end()
             actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
-            actors.count()
-            continue
-        busy.end()
-        # a result of a type never seen, or awaitable, or a stop: the usual way
-        if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
-            actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
-        elif kind == _CALL and actors.replies.ok(peer, msg_id, result) is not None:
-            actors.replies.reply(_request(peer, entry, ()), result)  # names the call
+        else:
+            busy.end()
+            # a result of a type never seen, or awaitable, or a stop: the usual way
+            if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
+                actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
+            elif kind == _CALL:  # a lone call's plain reply goes now; else to the outbox
+                sent = batch is None and replies.lone(peer, msg_id, result)
+                if not sent and replies.ok(peer, msg_id, result) is not None:
+                    replies.reply(_request(peer, entry, ()), result)  # names the call
         actors.count()
 
 

@@ -28,7 +28,7 @@ class LocalCalls:
         self.mailbox = mailbox
         self.actors: Actors | None = None  # set once the worker has assembled them
         self._waiting: dict[int, Request] = {}  # calls not yet delivered, by msg id
-        self._queued: list[Request] = []  # calls and tells to deliver next turn, in order
+        self._queued: list[tuple[Request, wire.RawEntry]] = []  # for the next turn, in order
 
     def submit(
         self, entry: wire.RawEntry, bufs: Sequence[Any], future: ActorFuture[Any] | None
@@ -46,7 +46,7 @@ class LocalCalls:
             self._waiting[msg_id] = request
         if not self._queued:  # one handle delivers the turn's local calls, not one each
             self.loop.call_soon(self._deliver)
-        self._queued.append(request)
+        self._queued.append((request, entry))
         return True
 
     def claim(self, msg_id: int) -> bool:
@@ -64,13 +64,12 @@ class LocalCalls:
         actors = self.actors
         queued, self._queued = self._queued, []
         waiting = self._waiting
-        for request in queued:
+        for request, entry in queued:
             waiting.pop(request.msg_id, None)
             try:
                 if request.cancelled or request.bufs:
                     actors.deliver(request)  # drops it if cancelled
                 else:  # as a lone call from a socket: no queue if its actor is idle
-                    entry = (request.kind, request.msg_id, request.actor_id, request.method)
-                    run_lone(actors, None, (*entry, request.blob, 0))
+                    run_lone(actors, None, entry)
             except Exception:
                 log.exception("worker %d: delivering to #%d failed", self.slot, request.actor_id)

@@ -65,8 +65,10 @@ class Replies:
         it is to go the usual way: its value is not plain, other replies wait to go
         first (the order per caller holds), the caller's pipe is full, or the
         caller is this worker (``peer`` None: resolved in place)."""
-        frame = None if self._outboxes or peer is None else wire.lone_reply(msg_id, value)
-        if frame is None or peer is None:
+        if peer is None or self._outboxes:
+            return False
+        frame = wire.lone_reply(msg_id, value)
+        if frame is None:
             return False
         sock, route = self._route(peer)
         try:  # a full pipe or an unknown caller fails at the first part, sending nothing
