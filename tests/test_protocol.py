@@ -156,3 +156,29 @@ def test_a_lone_reply_round_trips_in_either_form(value: object) -> None:
     _, body, _, _ = proto.unpack(proto.encode_batch([(proto.OK, 3, 0, "", payload, 0)], bufs))
     [(kind, msg_id, _, _, got, _)] = proto.decode_body(body)
     assert (kind, msg_id, proto.load_reply(got, ())) == (proto.OK, 3, value)
+
+
+def test_a_dealer_reads_the_header_s_count_of_buffers_and_never_eats_the_next_message() -> None:
+    """``net.recv_batch`` trusts a header that counts no buffers and asks ZeroMQ
+    otherwise: a malformed message's parts may arrive as messages of their own, but
+    never take a part of the good message behind it."""
+    import zmq
+
+    from runtime import net
+
+    good = proto.encode_batch([(proto.OK, 1, 0, "", (5,), 0)], ())
+    with zmq.Context() as ctx, ctx.socket(zmq.PAIR) as tx, ctx.socket(zmq.PAIR) as rx:
+        tx.bind("inproc://recv-batch")
+        rx.connect("inproc://recv-batch")
+        lying = proto.pack(proto.BATCH, b"body", [b"one", b"two"])[0]  # counts 2
+        tx.send_multipart([lying, b"one", b"two"])
+        first, *buffers = net.recv_batch(rx)
+        assert first == lying and [bytes(b) for b in buffers] == [b"one", b"two"]
+        for message in ([lying], [good[0][:4] + bytes(8) + b"x", b"tail"], good):
+            tx.send_multipart(message)
+        assert net.recv_batch(rx) == [lying]  # its count made it ask ZeroMQ: no more parts
+        assert net.recv_batch(rx) == [good[0][:4] + bytes(8) + b"x"]  # counts none: believed
+        assert net.recv_batch(rx) == [b"tail"]  # then its stray part alone, malformed
+        assert net.recv_batch(rx) == good  # and the good message whole
+        with pytest.raises(proto.ProtocolError):
+            proto.unpack([b"tail"])

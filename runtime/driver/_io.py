@@ -352,11 +352,11 @@ class DriverIO:
 
     def _drain(self, sock: Socket, handler: Callable[[list[Any]], None]) -> None:
         """Handle what ``sock`` holds; zmq_poll said it is readable."""
-        handler(net.recv(sock, net.DONTWAIT))
+        handler(net.recv_batch(sock, net.DONTWAIT))
         for _ in range(_RECV_BUDGET):
             if not net.readable(sock):
                 return
-            handler(net.recv(sock, net.DONTWAIT))
+            handler(net.recv_batch(sock, net.DONTWAIT))
 
     # -- shutdown ---------------------------------------------------------------------
     def close(self) -> None:
@@ -416,7 +416,7 @@ def _lone(
             continue
         if len(ready) > 1 or ready[0][0] is not sock:
             return False
-        transport.on_data(net.recv(sock, net.DONTWAIT))
+        transport.on_data(net.recv_batch(sock, net.DONTWAIT))
         if future.settled():  # a callback may have made a call: the pump sends it
             return not transport.has_outgoing()
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import zmq
 
 from runtime.net._security import secure_socket
-from runtime.wire import Addresses
+from runtime.wire import BUFFER_COUNT, Addresses
 
 __all__ = [
     "COPY_MIN",
@@ -23,6 +23,7 @@ __all__ = [
     "local_addresses",
     "readable",
     "recv",
+    "recv_batch",
     "recv_routed",
     "router",
     "send",
@@ -50,6 +51,9 @@ POLLIN = int(zmq.POLLIN)
 # sends one part, copied, for who sends a small frame or two on its own.
 send_part = _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
+RCVMORE = int(zmq.RCVMORE)
+_NO_BUFFERS = bytes(BUFFER_COUNT.stop - BUFFER_COUNT.start)
 DATA_HWM = 64  # messages (batches) queued per peer before a send says EAGAIN
 
 
@@ -174,6 +178,19 @@ def recv(sock: Socket, flags: int = 0) -> list[zmq.Frame]:
         frame = _recv(sock, 0, False)
         frames.append(frame)
     return frames
+
+
+def recv_batch(sock: Socket, flags: int = 0) -> list[Any]:
+    """A message to a DEALER, whose first part starts with the wire's header: that
+    part as bytes, any others as Frames. A part whose header counts no buffers is
+    taken at its word: asking whether more follow costs 2 us in pyzmq, a Frame
+    1.3 us more than bytes. Parts that a malformed message has beyond it are then
+    read as messages of their own, each dropped as malformed. Not for a ROUTER:
+    there such a part would be read as the next message's routing id."""
+    first = _recv(sock, flags)
+    if first[BUFFER_COUNT] == _NO_BUFFERS or not _get(sock, RCVMORE):
+        return [first]
+    return [first, *recv(sock)]
 
 
 def recv_routed(sock: Socket, flags: int = 0) -> list[Any]:

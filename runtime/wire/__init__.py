@@ -75,6 +75,7 @@ from runtime.wire._entries import (
 from runtime.wire._frames import (
     BARRIER_ACTOR,
     BATCH,
+    BUFFER_COUNT,
     CALL,
     CANCEL,
     CANCELLED,
@@ -111,6 +112,7 @@ from runtime.wire._stages import STAGE_METHOD, pack_items
 __all__ = [
     "BARRIER_ACTOR",
     "BATCH",
+    "BUFFER_COUNT",
     "CALL",
     "CANCEL",
     "CANCELLED",

@@ -29,6 +29,7 @@ from runtime.wire._shm import SHARED, read_descriptors
 __all__ = [
     "BARRIER_ACTOR",
     "BATCH",
+    "BUFFER_COUNT",
     "CALL",
     "CANCEL",
     "CANCELLED",
@@ -56,6 +57,7 @@ __all__ = [
 MAGIC = b"dc"
 VERSION = 3  # 3: a call's raw payload is its args tuple, or [args, kwargs] (wire.dumps_call)
 HEADER = struct.Struct("<2sBBII")  # magic, version, kind, buffer count, epoch
+BUFFER_COUNT = slice(4, 8)  # where a header's bytes hold its buffer count
 
 BATCH, CONTROL = 1, 2
 CALL, TELL, OK, ERR = 1, 2, 3, 4

@@ -173,7 +173,7 @@ class Reader:
 
     A socket's FD is edge-triggered and any send may consume the edge, so the
     socket is drained until nothing waits, and its owner calls ``check`` after
-    every send on it.
+    every send on it. ``recv`` reads one message (``net.recv_batch`` for a DEALER).
     """
 
     def __init__(
@@ -182,10 +182,12 @@ class Reader:
         sock: Socket,
         handler: Callable[[list[Any]], None],
         after: Callable[[], None],
+        recv: Callable[[Socket, int], list[Any]] = net.recv,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.handler = handler
+        self.recv = recv
         self.after = after
         self._scheduled = False
         self._start()
@@ -202,7 +204,7 @@ class Reader:
         self._scheduled = False
         if self.sock.closed:
             return
-        sock, handler, recv, dontwait = self.sock, self.handler, net.recv, net.DONTWAIT
+        sock, handler, recv, dontwait = self.sock, self.handler, self.recv, net.DONTWAIT
         try:
             for i in range(BUDGET):
                 # The first read is tried at once: the socket's FD fired, or a look found

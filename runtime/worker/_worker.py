@@ -268,7 +268,8 @@ class Worker:
         if added:
             control = self.transport.control
             handler = control.on_message if sock is control.sock else None
-            self._readers[sock] = Reader(self.loop, sock, handler or self.transport.on_data, noop)
+            handler = handler or self.transport.on_data
+            self._readers[sock] = Reader(self.loop, sock, handler, noop, net.recv_batch)
         else:
             self._readers.pop(sock).stop()
 
