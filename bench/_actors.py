@@ -31,6 +31,14 @@ class Echo(Actor):
         for i in range(n):
             self.system.publish(topic, i)
 
+    async def turns(self, n: int) -> float:
+        """Turns a second of this worker's loop with nothing else to do: ``n`` awaits
+        of ``asyncio.sleep(0)``, the bound of a publisher of one event a turn."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await asyncio.sleep(0)
+        return n / (time.perf_counter() - t0)
+
     async def shout_turns(self, topic: str, n: int, per: int) -> None:
         """Publish ``n`` events, ``per`` in each turn of the worker's loop (events per frame)."""
         for start in range(0, n, per):

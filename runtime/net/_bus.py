@@ -233,7 +233,8 @@ class Publisher:
         """Queue an event; ``flush`` (at the end of the loop's turn) frames it with the
         events beside it on its topic. Events held ``HOLD_MAX`` s go out at once: a
         long method that publishes as it goes is not held back to its end."""
-        obj = portable(topic, obj)
+        if type(obj) not in _PLAIN:  # portable's first test, inline: most events pass it
+            obj = portable(topic, obj)
         pending = self.pending
         if not pending:
             self._since = time.monotonic()

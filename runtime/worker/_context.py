@@ -31,7 +31,8 @@ class ActorBus:
 
     def publish(self, topic: str, obj: Any) -> None:
         self.bus.publisher.publish(topic, obj)
-        self._schedule()
+        if not self._handshaking:  # the first event of these turns
+            self._schedule()
 
     def subscribe(self, prefix: str, on_event: Callable[[str, Any], None]) -> ActorFuture[None]:
         """Completes once every later event on ``prefix`` reaches ``on_event``."""
