@@ -13,6 +13,9 @@ process started with the multiprocessing ``spawn`` context (a ROUTER bound on
   warm-up, so that each pair runs within a second (this machine's speed moves
   within seconds); the table shows the median over rounds of each round's p50
   and p99.
+* ``counts``: what one ask runs, in figures that do not move with the machine's
+  speed: Python function calls and bytecodes per ``ref.echo(i)`` awaited, in this
+  thread and in the worker's loop (``sys.settrace``), against the raw client's.
 * ``pipelined``: N asks submitted without waiting, then all results gathered,
   against N pickled requests sent with at most 1000 outstanding. Calls/s.
 * ``tell``: N ``ref.inc.tell()`` then one ``ref.count()`` (checked to equal N),

@@ -3,15 +3,43 @@
 import asyncio
 import collections
 import os
+import sys
 import time
+from types import FrameType
 from typing import Any
 
 from actors import Actor, ActorRef
 
 
+class Tally:
+    """The Python function calls (a coroutine's resumption counts as one) and the
+    bytecodes one thread runs while it counts (``sys.settrace``): figures that do
+    not move with the machine's speed, unlike a time. Tracing slows what it counts."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.bytecodes = 0
+
+    def trace(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            self.bytecodes += 1
+        elif event == "call":
+            self.calls += 1
+            frame.f_trace_opcodes = True
+        return self.trace
+
+    def __enter__(self) -> "Tally":
+        sys.settrace(self.trace)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(None)
+
+
 class Echo(Actor):
     def __init__(self) -> None:
         self.n = 0
+        self.tally: Tally | None = None
 
     def echo(self, x: Any) -> Any:
         return x
@@ -21,6 +49,17 @@ class Echo(Actor):
 
     def count(self) -> int:
         return self.n
+
+    def count_from_now(self) -> None:
+        """Count what this worker's loop thread runs until ``counted`` (the counts metric)."""
+        self.tally = Tally()
+        sys.settrace(self.tally.trace)
+
+    def counted(self) -> tuple[int, int]:
+        """The Python calls and bytecodes since ``count_from_now``; counting stops."""
+        sys.settrace(None)
+        assert self.tally is not None, "count_from_now() first"
+        return self.tally.calls, self.tally.bytecodes
 
     def pid(self) -> int:
         """The worker process hosting this actor: a new one after a restart."""

@@ -52,6 +52,7 @@ class Sizes:
     bus_events: int = 200_000  # events per run in the events-per-frame metric
     pipeline_items: int = 300_000  # items per run of the 3-stage pipeline metric
     pipeline_reps: int = 5  # its rounds, each of the three paths once
+    counted: int = 1000  # asks whose Python calls and bytecodes are counted
 
 
 QUICK = Sizes(3, 500, 200, 20_000, 50_000, 2, 64 * MiB, 2, 1, 5, 1, 100_000, 5_000, 40, 2)
@@ -63,6 +64,7 @@ QUICK = dataclasses.replace(
     bus_events=50_000,
     pipeline_items=30_000,
     pipeline_reps=2,
+    counted=200,
 )
 
 

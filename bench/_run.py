@@ -30,7 +30,7 @@ import zmq
 import bench
 from actors import ActorCrashedError, ActorRef
 from bench import _mesh, _pipeline, _raw, _tasks
-from bench._actors import Echo
+from bench._actors import Echo, Tally
 from bench._common import (
     CALL_TIMEOUT,
     HEARTBEAT,
@@ -111,6 +111,31 @@ def bench_latency(b: Bench) -> list[Line]:
         row(
             "ask CPU per call, worker", *(m.callee / m.calls for m in (dove_cpu, raw_cpu)), us, True
         ),
+    ]
+
+
+def bench_counts(b: Bench) -> list[Line]:
+    """Python calls and bytecodes per ask, in this thread and in the worker's loop,
+    against the raw client's; the raw server is not counted (a loop of a receive,
+    two pickle calls and a send)."""
+    n, raw, ref = b.sizes.counted, b.server("pickle"), b.echo()
+    dove_latency(ref, b.sizes.warmup)
+    ref.count_from_now().result(TIMEOUT)
+    with Tally() as driver:
+        dove_latency(ref, n)
+    worker_calls, worker_bytecodes = ref.counted().result(TIMEOUT)
+    with Tally() as client:
+        _raw.latency(raw, n)
+    b.notes.append(
+        f"counts: per ask over {n:,} asks, sys.settrace's call and opcode events (a "
+        "coroutine's resumption is a call); the loops that time the asks included"
+    )
+    calls, bytecodes = (driver.calls, client.calls), (driver.bytecodes, client.bytecodes)
+    return [
+        row("Python calls per ask, driver", *(c / n for c in calls), "{:,.1f}", True),
+        row("bytecodes per ask, driver", *(c / n for c in bytecodes), "{:,.0f}", True),
+        ("Python calls per ask, worker", f"{worker_calls / n:,.1f}", "-", "-", "lower", "-", "-"),
+        ("bytecodes per ask, worker", f"{worker_bytecodes / n:,.0f}", "-", "-", "lower", "-", "-"),
     ]
 
 
@@ -547,6 +572,7 @@ def bench_cpu(b: Bench) -> list[Line]:
 # Shown in this order, in two tables; "start" runs first, before the shared ActorSystem exists.
 METRICS: dict[str, Callable[[Bench], list[Line]]] = {
     "latency": bench_latency,
+    "counts": bench_counts,
     "pipelined": bench_pipelined,
     "tell": bench_tell,
     "numpy": bench_numpy,
