@@ -28,12 +28,18 @@ class Tally:
             frame.f_trace_opcodes = True
         return self.trace
 
-    def __enter__(self) -> "Tally":
+    def start(self) -> None:
         sys.settrace(self.trace)
+
+    def stop(self) -> None:
+        sys.settrace(None)
+
+    def __enter__(self) -> "Tally":
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sys.settrace(None)
+        self.stop()
 
 
 class Echo(Actor):
@@ -53,12 +59,12 @@ class Echo(Actor):
     def count_from_now(self) -> None:
         """Count what this worker's loop thread runs until ``counted`` (the counts metric)."""
         self.tally = Tally()
-        sys.settrace(self.tally.trace)
+        self.tally.start()
 
     def counted(self) -> tuple[int, int]:
         """The Python calls and bytecodes since ``count_from_now``; counting stops."""
-        sys.settrace(None)
         assert self.tally is not None, "count_from_now() first"
+        self.tally.stop()
         return self.tally.calls, self.tally.bytecodes
 
     def pid(self) -> int:

@@ -114,9 +114,14 @@ def row(
     return (metric, fmt.format(dove), fmt.format(raw), ratio, better, target, verdict)
 
 
-def rate_row(metric: str, n: int, raws: list[float], doves: list[float], target: int) -> Line:
-    """A throughput line from the median seconds for ``n`` messages each side."""
+def rate_row(
+    metric: str, n: int, raws: list[float], doves: list[float], target: int | None
+) -> Line:
+    """A throughput line from the median seconds for ``n`` messages each side;
+    ``target`` None: a line without one."""
     rate, raw_rate = n / statistics.median(doves), n / statistics.median(raws)
+    if target is None:
+        return row(metric, rate, raw_rate, "{:,.0f}/s", False)
     return row(metric, rate, raw_rate, "{:,.0f}/s", False, f">= {target:,}/s", rate >= target)
 
 
