@@ -28,6 +28,27 @@ def test_lone_is_the_only_call_pending_alone_in_its_outbox() -> None:
     assert calls.lone(1) is None
 
 
+def test_lone_is_also_a_call_sent_at_once_with_nothing_queued() -> None:
+    calls: Calls[Call] = Calls()
+    calls.pending[1] = _call(0)  # sent by the thread that made it: in no outbox
+    assert calls.lone(1) == 0
+    calls.outbox(0).entries.append((2, 0, 7, "tell", b"", 0))
+    assert calls.lone(1) is None  # a tell waits to go: the pump sends it
+
+
+def test_an_idle_call_is_sent_by_its_caller_and_never_passes_what_waits() -> None:
+    with ActorSystem(workers=1) as system:
+        ref = system.spawn(Counter)
+        calls = system._io.transport.calls
+        future = ref.add(2)
+        assert future.call_id in calls.pending  # awaited, and not queued: it went
+        assert not calls.outboxes[ref.slot].entries
+        assert future.result(timeout=10) == 2
+        for i in range(50):  # a tell waits in the outbox: the call goes behind it
+            ref.add.tell(1)
+            assert ref.get().result(timeout=10) == 3 + i
+
+
 def _call(slot: int) -> Call:
     call = Call()
     call.slot = slot

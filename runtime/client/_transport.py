@@ -56,6 +56,7 @@ class Transport:
         lock: threading.Lock,
         clock: Callable[[], float] = time.monotonic,
         local: Local | None = None,
+        direct: tuple[Callable[[], object], Callable[[], None]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.addresses = addresses
@@ -67,6 +68,7 @@ class Transport:
         self._lock = lock
         self._clock = clock
         self._local = local
+        self._direct = direct  # (take, release) the sockets, to send a lone call at once
         self._ids = itertools.count(1)
         self._futures_condition = threading.Condition()
         self.calls: Calls[Call] = Calls()
@@ -101,21 +103,32 @@ class Transport:
     ) -> ActorFuture[Any]:
         """``what`` labels the call in errors; by default ``(ref, method)``."""
         blob, bufs = wire.dumps_call(what or (ref, method), args, kwargs)
-        call = Call(
-            what or ref,
-            self._waiter,
-            self._futures_condition,
-            self._canceller,
-            None if what else method,
-        )
-        msg_id = call.call_id = next(self._ids)
-        slot = call.slot = ref.slot
+        msg_id = next(self._ids)
+        slot = ref.slot
         entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
-        for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
-            if name == method:
-                call.entry, call.bufs, call.retries = entry, bufs, retries
-                break
-        self._submit(slot, entry, bufs, call)
+        direct = self._direct
+        took = direct is not None and not bufs and not self.calls.pending and direct[0]()
+        try:  # a lone call goes before its future is made: sooner, the reply too
+            sent = took and self._send(self._reachable(slot), slot, [entry], ())
+            call = Call(
+                what or ref,
+                self._waiter,
+                self._futures_condition,
+                self._canceller,
+                None if what else method,
+            )
+            call.call_id, call.slot = msg_id, slot
+            for name, retries in ref.retry:  # a tuple of a few pairs: no dict per call
+                if name == method:
+                    call.entry, call.bufs, call.retries = entry, bufs, retries
+                    break
+            if sent:
+                self._sent(call)
+            else:
+                self._submit(slot, entry, bufs, call)
+        finally:
+            if took:
+                direct[1]()  # type: ignore[index]
         return call
 
     def tell(
@@ -149,6 +162,15 @@ class Transport:
                 outbox.buffers.extend(bufs)
             if len(entries) == 1:  # else the wake-up for the first is still to come
                 self._wake()
+
+    def _sent(self, call: Call) -> None:
+        """``call`` went out directly: its reply is now awaited."""
+        calls = self.calls
+        with self._lock:
+            self._check_open()  # the system closed meanwhile: nobody would answer
+            calls.pending[call.call_id] = call
+            if call.slot not in calls.outboxes:  # a slot sent to (see ``barrier``)
+                calls.outbox(call.slot)
 
     def _submit_local(
         self, local: Local, entry: wire.RawEntry, bufs: Sequence[Any], call: Call | None
@@ -220,22 +242,14 @@ class Transport:
         return self.control.flush() and ok
 
     def flush_slot(self, slot: int) -> Socket | None:  # its DEALER; None: the worker is full
-        place = self.places.get(slot)
-        if place is not None and not place.ipc:
-            return None  # a cluster's slot with no node to run on: held until one joins
+        sock = self._reachable(slot)
+        outbox = self.calls.outboxes[slot]
+        if sock is None or not outbox.entries:  # empty: a lone call went out directly
+            return sock
         with self._lock:
-            outbox = self.calls.outboxes[slot]
             entries, buffers = outbox.take()
-        sock = self._dealers.get(slot) or self._dealer(slot)  # made once, looked up inline
-        self.sent.add(sock)
         while entries:
-            try:
-                frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
-                if buffers:  # large ones go through shared memory on this host
-                    self.shm.send(sock, frames, slot)
-                else:  # one frame: sent as net.send would, two calls less
-                    net.send_part(sock, frames[0], net.DONTWAIT)
-            except zmq.Again:
+            if not self._send(sock, slot, entries, buffers):
                 with self._lock:
                     outbox.put_back(entries, buffers)
                 return None
@@ -245,14 +259,37 @@ class Transport:
                 entries, buffers = outbox.take()
         return sock
 
+    def _reachable(self, slot: int) -> Socket | None:
+        """The DEALER to ``slot``, marked sent on; None for a cluster's slot with no
+        node to run on (its calls are held until one joins)."""
+        place = self.places.get(slot)
+        if place is not None and not place.ipc:
+            return None
+        sock = self._dealers.get(slot) or self._dealer(slot)  # made once, looked up inline
+        self.sent.add(sock)
+        return sock
+
+    def _send(
+        self, sock: Socket | None, slot: int, entries: list[wire.RawEntry], buffers: Sequence[Any]
+    ) -> bool:
+        """Send a batch; False, nothing sent, if there is no way or the worker is full."""
+        if sock is None:
+            return False
+        try:
+            frames = wire.encode_batch(entries, buffers, self.calls.epochs.get(slot, 0))
+            if buffers:  # large ones go through shared memory on this host
+                self.shm.send(sock, frames, slot)
+            else:  # one frame: sent as net.send would, two calls less
+                net.send_part(sock, frames[0], net.DONTWAIT)
+        except zmq.Again:
+            return False
+        return True
+
     def has_outgoing(self) -> bool:
         return self.control.has_outgoing() or self.calls.has_outgoing()
 
     def has_pending(self) -> bool:
         return bool(self.calls.pending) or self.control.has_pending()
-
-    def dealers(self) -> list[Socket]:
-        return list(self._dealers.values())
 
     # -- deaths ---------------------------------------------------------------------
     def _on_worker_died(self, notice: wire.WorkerDied) -> None:

@@ -96,19 +96,16 @@ class Calls(Generic[P]):
         return 0 if outbox is None else len(outbox.entries)
 
     def lone(self, msg_id: int) -> int | None:
-        """The slot of call ``msg_id`` if it is the only call pending, and waits in its
-        outbox alone, and no other outbox holds anything (the direct path of the
-        thread that waits for it: no other reply is expected); else None."""
+        """The slot of call ``msg_id`` if it is the only call pending, sent or waiting
+        in its outbox alone, and no other outbox holds anything (the direct path of
+        the thread that waits for it: no other reply is expected); else None."""
         pending = self.pending.get(msg_id)
         if pending is None or len(self.pending) != 1:
             return None
         slot = pending.slot
         for each, outbox in self.outboxes.items():
             entries = outbox.entries
-            if each == slot:
-                if len(entries) != 1 or entries[0][1] != msg_id:
-                    return None
-            elif entries:
+            if entries and (each != slot or len(entries) != 1 or entries[0][1] != msg_id):
                 return None
         return slot
 

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -44,6 +44,10 @@ LONE_SLICE = 10  # ms between a lone call's looks at the control socket (see _lo
 IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it
 
 
+A = TypeVar("A")
+R = TypeVar("R")
+
+
 def _never() -> bool:
     return False
 
@@ -60,18 +64,16 @@ class _Token:
         self.bg_asleep = False
         self.bg_idle_since = time.monotonic()
 
-    def take_for_lone(
-        self, slot_of: Callable[[ActorFuture[Any]], int | None], future: ActorFuture[Any]
-    ) -> int | None:
-        """Take the token if it is free and ``slot_of(future)`` (called with the lock
-        held) names the slot of a lone call: the direct path (see ``_lone``)."""
+    def take_if(self, check: Callable[[A], R | None], arg: A) -> R | None:
+        """Take the token if it is free and ``check(arg)`` (called with the lock held)
+        says what it is for: the direct paths (see ``_lone``)."""
         with self.lock:
             if self.owner is not None or self.waiters:
                 return None
-            slot = slot_of(future)
-            if slot is not None:
+            got = check(arg)
+            if got is not None:
                 self.owner = threading.get_ident()
-            return slot
+            return got
 
     def release(self) -> None:
         with self.lock:
@@ -107,6 +109,7 @@ class DriverIO:
             (self._kick, self.drive, self._waiter),
             self._on_socket,
             self._lock,
+            direct=(functools.partial(self._token.take_if, _idle, self), self._token.release),
         )
         self.bus = Bus(
             ctx, addresses, identity.decode(), functools.partial(self._on_socket, bus=True)
@@ -129,7 +132,7 @@ class DriverIO:
                 self._token.background.notify()
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        slot = self._token.take_for_lone(self._lone_slot, future)
+        slot = self._token.take_if(self._lone_slot, future)
         if slot is None:
             self.drive(future.settled, deadline)
             return
@@ -379,6 +382,15 @@ class DriverIO:
             sub.sock.close()
         for fd in (self._wake_r, self._wake_w, self._sentinel):
             os.close(fd)
+
+
+def _idle(io: DriverIO) -> bool | None:
+    """True if a call may be sent at once by the thread that makes it (lock held):
+    nothing waits to be sent before it (its order holds) nor for a reply."""
+    transport = io.transport
+    if transport.calls.pending or transport.has_outgoing() or transport.control.closed:
+        return None
+    return None if io._events or io._sub_changes or io.bus.busy() else True
 
 
 def _lone(
