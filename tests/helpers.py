@@ -369,3 +369,15 @@ class Recorder(Actor):
 class ExitsInInit(Actor):
     def __init__(self) -> None:
         sys.exit(3)
+
+
+class Relay(Actor):
+    """Calls another actor from inside a worker."""
+
+    async def tell_then_ask(self, other: ActorRef, n: int) -> list[int]:
+        """``n`` rounds of a tell to ``other.add`` and an ask of ``other.get``."""
+        seen = []
+        for _ in range(n):
+            other.add.tell(1)
+            seen.append(await other.get())
+        return seen

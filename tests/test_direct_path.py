@@ -10,7 +10,7 @@ import pytest
 from runtime import ActorSystem
 from runtime.client._call import Call
 from runtime.core import Calls
-from tests.helpers import Counter, Listener
+from tests.helpers import Counter, Listener, Relay
 
 CALLS = 200_000  # an upper bound: the caller stops as soon as the test has its answer
 
@@ -47,6 +47,15 @@ def test_an_idle_call_is_sent_by_its_caller_and_never_passes_what_waits() -> Non
         for i in range(50):  # a tell waits in the outbox: the call goes behind it
             ref.add.tell(1)
             assert ref.get().result(timeout=10) == 3 + i
+
+
+@pytest.mark.parametrize("same_worker", [False, True])
+def test_an_actor_s_call_never_passes_its_tell_queued_before_it(
+    system: ActorSystem, same_worker: bool
+) -> None:
+    relay = system.spawn(Relay, worker=0)
+    counter = system.spawn(Counter, worker=0 if same_worker else 1)
+    assert relay.tell_then_ask(counter, 50).result(timeout=30) == list(range(1, 51))
 
 
 def _call(slot: int) -> Call:

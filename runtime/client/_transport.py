@@ -6,7 +6,8 @@ what differs between them rather than subclassed: ``wake`` (make whoever owns
 the sockets flush soon), ``wait`` (block until a condition holds, or return at
 once where blocking is not allowed), ``waiter`` (what a future's ``result()``
 does first), ``on_socket`` (a DEALER opened or closed, for the owner's poll),
-a clock, and optionally ``local`` (calls to the process's own mailbox). It
+a clock, and optionally ``local`` (calls to the process's own mailbox) and
+``direct`` (take and give back the sockets, to send a lone call at once). It
 holds no reference to its owner. Its state (outboxes, pending calls, the retry
 plan) is ``core.Calls``; this module adds the lock, the sockets and the codec.
 """
@@ -89,9 +90,6 @@ class Transport:
         """The incarnation of each worker, as this process starts: (slot, epoch)."""
         self.calls.epochs.update(epochs)
 
-    def epoch(self, slot: int) -> int:
-        return self.calls.epochs.get(slot, 0)
-
     # -- the Engine protocol, used by refs --------------------------------
     def call(
         self,
@@ -106,8 +104,7 @@ class Transport:
         msg_id = next(self._ids)
         slot = ref.slot
         entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
-        direct = self._direct
-        took = direct is not None and not bufs and not self.calls.pending and direct[0]()
+        took = not bufs and self._take_sockets(slot)
         try:  # a lone call goes before its future is made: sooner, the reply too
             sent = took and self._send(self._reachable(slot), slot, [entry], ())
             call = Call(
@@ -122,14 +119,20 @@ class Transport:
                 if name == method:
                     call.entry, call.bufs, call.retries = entry, bufs, retries
                     break
-            if sent:
-                self._sent(call)
-            else:
-                self._submit(slot, entry, bufs, call)
+            self._submit(slot, entry, bufs, call, sent)
         finally:
             if took:
-                direct[1]()  # type: ignore[index]
+                self._direct[1]()  # type: ignore[index]  # took: there is a hook
         return call
+
+    def _take_sockets(self, slot: int) -> bool:
+        """Whether this thread may send a call to ``slot`` at once, the sockets its own:
+        no other reply is awaited, the slot is not this process's own, and the owner's
+        ``direct`` hook gives them (nothing else waits to be sent: the order holds)."""
+        direct, local = self._direct, self._local
+        if direct is None or self.calls.pending or (local is not None and slot == local.slot):
+            return False
+        return bool(direct[0]())
 
     def tell(
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -139,7 +142,12 @@ class Transport:
         self._submit(ref.slot, entry, bufs, None)
 
     def _submit(
-        self, slot: int, entry: wire.RawEntry, bufs: Sequence[Any], call: Call | None
+        self,
+        slot: int,
+        entry: wire.RawEntry,
+        bufs: Sequence[Any],
+        call: Call | None,
+        sent: bool = False,  # the call went out directly: only its reply is awaited
     ) -> None:
         local = self._local
         if local is not None and slot == local.slot:
@@ -155,22 +163,15 @@ class Transport:
             if call is not None:
                 calls.pending[call.call_id] = call
             if outbox is None:
-                outbox = calls.outbox(slot)
+                outbox = calls.outbox(slot)  # made for a call sent directly too: see barrier
+            if sent:
+                return
             entries = outbox.entries
             entries.append(entry)
             if bufs:
                 outbox.buffers.extend(bufs)
             if len(entries) == 1:  # else the wake-up for the first is still to come
                 self._wake()
-
-    def _sent(self, call: Call) -> None:
-        """``call`` went out directly: its reply is now awaited."""
-        calls = self.calls
-        with self._lock:
-            self._check_open()  # the system closed meanwhile: nobody would answer
-            calls.pending[call.call_id] = call
-            if call.slot not in calls.outboxes:  # a slot sent to (see ``barrier``)
-                calls.outbox(call.slot)
 
     def _submit_local(
         self, local: Local, entry: wire.RawEntry, bufs: Sequence[Any], call: Call | None
@@ -246,18 +247,15 @@ class Transport:
         outbox = self.calls.outboxes[slot]
         if sock is None or not outbox.entries:  # empty: a lone call went out directly
             return sock
-        with self._lock:
-            entries, buffers = outbox.take()
-        while entries:
+        while True:
+            with self._lock:
+                entries, buffers = outbox.take()
             if not self._send(sock, slot, entries, buffers):
                 with self._lock:
                     outbox.put_back(entries, buffers)
                 return None
             if not outbox.entries:
                 return sock
-            with self._lock:
-                entries, buffers = outbox.take()
-        return sock
 
     def _reachable(self, slot: int) -> Socket | None:
         """The DEALER to ``slot``, marked sent on; None for a cluster's slot with no

@@ -5,9 +5,10 @@ token). A thread blocked in ``future.result()`` takes the token and polls the
 sockets itself until its reply arrives: no thread hand-off sits on the
 round trip. When nobody waits but calls are outstanding (pipelined asks,
 callbacks, asyncio), the background thread holds the token and pumps; it
-yields the token as soon as some thread wants to wait. Threads that only send
-append to an outbox and, if another thread owns the sockets, wake it through a
-pipe.
+yields the token as soon as some thread wants to wait. A call made while
+nothing else is pending or queued is sent by its own thread, the free token
+taken for that moment (``_idle``). Other calls and tells go to an outbox and,
+if another thread owns the sockets, wake it through a pipe.
 
 The sending itself is the shared ``client.Transport``, handed this module's
 ``wake``, ``drive`` and ``waiter``; the event bus's end is ``net.Bus``.

@@ -69,6 +69,7 @@ class Worker:
         self.busy = Busy()
         self._flush_scheduled = False
         self._control_seen = 0.0  # when a flush last looked for notices first
+        self._loop_thread = threading.get_ident()  # the thread that runs the loop
         self._done = self.loop.create_future()
         self.mailbox = Mailbox(args.options.mailbox_size, args.expect)
         self.local = LocalCalls(self.slot, self.loop, self.mailbox)
@@ -96,6 +97,7 @@ class Worker:
             self._on_dealer,
             threading.Lock(),
             local=self.local,
+            direct=(self._take_direct, lambda: _check_sent(self.transport, self._readers)),
         )
         transport.set_epochs(self.args.epochs)
         transport.control.handlers.update(self._control_handlers())
@@ -246,15 +248,15 @@ class Worker:
             control = self._readers.get(self.transport.control.sock)
             if control is not None and net.readable(control.sock):
                 control.run()
-        transport = self.transport
-        if not transport.flush():
+        if not self.transport.flush():
             self._flush_scheduled = True
             self.loop.call_later(0.001, self.flush)
-        for sock in transport.sent:  # a send may take its socket's wake-up edge
-            reader = self._readers.get(sock)
-            if reader is not None:
-                reader.check()
-        transport.sent.clear()
+        _check_sent(self.transport, self._readers)
+
+    def _take_direct(self) -> bool:
+        """A call that actor code makes on the loop thread, with nothing else to send,
+        goes at once (see ``Transport.call``) rather than at the turn's end."""
+        return threading.get_ident() == self._loop_thread and not self.transport.has_outgoing()
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
@@ -337,7 +339,7 @@ class Worker:
     def _op_epochs(self, message: wire.Epochs) -> None:
         """The workers restarted while this one was starting: (slot, epoch) pairs."""
         for slot, epoch in message.epochs:
-            if slot != self.slot and self.transport.epoch(slot) != epoch:
+            if slot != self.slot and self.transport.calls.epochs.get(slot, 0) != epoch:
                 self.transport.fail_slot(slot, "restarted", epoch)
 
     def _op_abandon(self, message: wire.Abandon) -> None:
@@ -388,3 +390,12 @@ def main(options: str) -> None:
     levels = args.options.log_levels or {}
     observe.capture_output(Tagger(worker.busy, worker.mailbox), levels, args.options.log_level)
     worker.run()
+
+
+def _check_sent(transport: Transport, readers: dict[Socket, Reader]) -> None:
+    """After sends: each may have taken its socket's wake-up edge, so look at each."""
+    for sock in transport.sent:
+        reader = readers.get(sock)
+        if reader is not None:
+            reader.check()
+    transport.sent.clear()
