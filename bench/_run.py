@@ -427,7 +427,7 @@ POOL, EXECUTOR, JOBLIB = "Pool(2)", "ProcessPoolExecutor(2)", "joblib Parallel(n
 
 
 def bench_map(b: Bench) -> list[Line]:
-    n, reps, w = b.sizes.map_items, b.sizes.task_reps, TASK_WORKERS
+    n, reps, w = b.sizes.map_items, b.sizes.map_reps, TASK_WORKERS
     expected, chunksize = [abs(x) for x in range(n)], _tasks.pool_chunksize(n, w)
     with ExitStack() as stack:
         # The peers first: their processes fork before this system's threads and sockets exist.
