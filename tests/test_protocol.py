@@ -158,6 +158,21 @@ def test_a_lone_reply_round_trips_in_either_form(value: object) -> None:
     assert (kind, msg_id, proto.load_reply(got, ())) == (proto.OK, 3, value)
 
 
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_a_plain_body_is_found_in_bytes_or_a_frame_and_nothing_else_is(as_bytes: bool) -> None:
+    entries = [(proto.OK, 3, 0, "", (7,), 0)]
+    frame = proto.encode_batch(entries, (), epoch=2)[0]
+
+    def body(data: bytes) -> object:
+        return proto.plain_body(data if as_bytes else memoryview(data), 2)
+
+    found = body(frame)
+    assert found is not None and proto.decode_body(found) == entries
+    assert body(frame[: proto.HEADER.size]) is None  # a header and no body
+    assert body(proto.encode_batch(entries, (), epoch=3)[0]) is None  # another epoch's
+    assert body(b"\0" + frame[1:]) is None  # not our magic
+
+
 def test_a_dealer_reads_the_header_s_count_of_buffers_and_never_eats_the_next_message() -> None:
     """``net.recv_batch`` trusts a header that counts no buffers and asks ZeroMQ
     otherwise: a malformed message's parts may arrive as messages of their own, but
