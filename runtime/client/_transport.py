@@ -104,7 +104,7 @@ class Transport:
         msg_id = next(self._ids)
         slot = ref.slot
         entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
-        took = not bufs and self._take_sockets(slot)
+        took = not bufs and not self.calls.pending and self._take_sockets(slot)
         try:  # a lone call goes before its future is made: sooner, the reply too
             sent = took and self._send(self._reachable(slot), slot, [entry], ())
             call = Call(
@@ -126,11 +126,12 @@ class Transport:
         return call
 
     def _take_sockets(self, slot: int) -> bool:
-        """Whether this thread may send a call to ``slot`` at once, the sockets its own:
-        no other reply is awaited, the slot is not this process's own, and the owner's
-        ``direct`` hook gives them (nothing else waits to be sent: the order holds)."""
+        """Whether this thread may send a call to ``slot`` at once, no other reply being
+        awaited, the sockets its own: the slot is not this process's own, and the
+        owner's ``direct`` hook gives them (nothing else waits to be sent: the order
+        holds). Called only with nothing pending: calls behind others batch."""
         direct, local = self._direct, self._local
-        if direct is None or self.calls.pending or (local is not None and slot == local.slot):
+        if direct is None or (local is not None and slot == local.slot):
             return False
         return bool(direct[0]())
 
