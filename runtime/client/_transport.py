@@ -156,7 +156,7 @@ class Transport:
             return
         calls = self.calls
         outbox = calls.outboxes.get(slot)
-        if outbox is not None and len(outbox.entries) >= self.outbox_limit:
+        if outbox is not None and len(outbox.entries) >= self.outbox_limit and not sent:
             self._wait_for_room(slot)
         with self._lock:
             if self.control.closed is not None:
