@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import operator
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -47,6 +50,25 @@ def test_an_idle_call_is_sent_by_its_caller_and_never_passes_what_waits() -> Non
         for i in range(50):  # a tell waits in the outbox: the call goes behind it
             ref.add.tell(1)
             assert ref.get().result(timeout=10) == 3 + i
+
+
+def test_a_call_sent_at_once_reaches_a_waiter_that_never_calls_result() -> None:
+    """The background thread sleeps once idle; a direct send must wake it, as a
+    queued call does, or a reply that ``concurrent.futures.wait`` waits for, or a
+    submitted task's, is never read."""
+    with ActorSystem(workers=1) as system:
+        ref = system.spawn(Counter)
+        assert ref.add(1).result(timeout=10) == 1
+        token = system._io._token
+        deadline = time.monotonic() + 10
+        while not token.bg_asleep:  # asleep once idle for IDLE_AFTER
+            assert time.monotonic() < deadline, "the background thread never slept"
+            time.sleep(0.005)
+        future = ref.add(2)
+        done, _ = concurrent.futures.wait([future], timeout=10)
+        assert done == {future} and future.result() == 3
+        task = system.submit(operator.add, 2, 3)
+        assert [f.result() for f in concurrent.futures.as_completed([task], 10)] == [5]
 
 
 @pytest.mark.parametrize("same_worker", [False, True])

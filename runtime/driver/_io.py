@@ -76,11 +76,24 @@ class _Token:
                 self.owner = threading.get_ident()
             return got
 
-    def release(self) -> None:
+    def direct(
+        self, check: Callable[[A], object], arg: A
+    ) -> tuple[Callable[[], object], Callable[[], None]]:
+        """A transport's ``direct`` hook: take the token if ``check(arg)``; give it
+        back, waking the background thread if need be (see ``release``)."""
+        return functools.partial(self.take_if, check, arg), functools.partial(self.release, True)
+
+    def release(self, background: bool = False) -> None:
+        """Give the token back; ``background``: wake the background thread if it
+        sleeps and no thread waits for the token, as ``DriverIO._kick`` would: after
+        a direct send, the reply may be for a thread that never calls ``result()``
+        (``concurrent.futures.wait``, a callback), or the call may be left queued."""
         with self.lock:
             self.owner = None
             if self.waiters:
                 self.waiting.notify_all()
+            elif background and self.bg_asleep:
+                self.background.notify()
 
 
 class DriverIO:
@@ -110,7 +123,7 @@ class DriverIO:
             (self._kick, self.drive, self._waiter),
             self._on_socket,
             self._lock,
-            direct=(functools.partial(self._token.take_if, _idle, self), self._token.release),
+            direct=self._token.direct(_idle, self),
         )
         self.bus = Bus(
             ctx, addresses, identity.decode(), functools.partial(self._on_socket, bus=True)
