@@ -43,6 +43,7 @@ def test_an_idle_call_is_sent_by_its_caller_and_never_passes_what_waits() -> Non
     with ActorSystem(workers=1) as system:
         ref = system.spawn(Counter)
         calls = system._io.transport.calls
+        _until_the_background_thread_sleeps(system)  # then nothing holds the sockets
         future = ref.add(2)
         assert future.call_id in calls.pending  # awaited, and not queued: it went
         assert not calls.outboxes[ref.slot].entries
@@ -59,16 +60,20 @@ def test_a_call_sent_at_once_reaches_a_waiter_that_never_calls_result() -> None:
     with ActorSystem(workers=1) as system:
         ref = system.spawn(Counter)
         assert ref.add(1).result(timeout=10) == 1
-        token = system._io._token
-        deadline = time.monotonic() + 10
-        while not token.bg_asleep:  # asleep once idle for IDLE_AFTER
-            assert time.monotonic() < deadline, "the background thread never slept"
-            time.sleep(0.005)
+        _until_the_background_thread_sleeps(system)
         future = ref.add(2)
         done, _ = concurrent.futures.wait([future], timeout=10)
         assert done == {future} and future.result() == 3
         task = system.submit(operator.add, 2, 3)
         assert [f.result() for f in concurrent.futures.as_completed([task], 10)] == [5]
+
+
+def _until_the_background_thread_sleeps(system: ActorSystem) -> None:
+    """It sleeps once the system has been idle for IDLE_AFTER, the token free."""
+    token, deadline = system._io._token, time.monotonic() + 10
+    while not token.bg_asleep:
+        assert time.monotonic() < deadline, "the background thread never slept"
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("same_worker", [False, True])
