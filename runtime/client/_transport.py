@@ -127,13 +127,17 @@ class Transport:
 
     def _take_sockets(self, slot: int) -> bool:
         """Whether this thread may send a call to ``slot`` at once, no other reply being
-        awaited, the sockets its own: the slot is not this process's own, and the
-        owner's ``direct`` hook gives them (nothing else waits to be sent: the order
-        holds). Called only with nothing pending: calls behind others batch."""
+        awaited: the slot is not this process's own, the owner's ``direct`` hook gives
+        it the sockets, and then nothing waits to be sent before it (the order holds;
+        looked at once no one else can be sending). Called only with nothing pending:
+        calls behind others batch."""
         direct, local = self._direct, self._local
-        if direct is None or (local is not None and slot == local.slot):
+        if direct is None or (local is not None and slot == local.slot) or not direct[0]():
             return False
-        return bool(direct[0]())
+        if self.has_outgoing():
+            direct[1]()
+            return False
+        return True
 
     def tell(
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -400,9 +400,10 @@ class DriverIO:
 
 def _idle(io: DriverIO) -> bool | None:
     """True if a call may be sent at once by the thread that makes it (lock held):
-    nothing waits to be sent before it (its order holds) nor for a reply."""
+    no reply is awaited, nor events or subscriptions are to be handed over (what
+    waits in an outbox, ``Transport`` looks at itself)."""
     transport = io.transport
-    if transport.calls.pending or transport.has_outgoing() or transport.control.closed:
+    if transport.calls.pending or transport.control.closed:
         return None
     return None if io._events or io._sub_changes or io.bus.busy() else True
 

@@ -254,9 +254,9 @@ class Worker:
         _check_sent(self.transport, self._readers)
 
     def _take_direct(self) -> bool:
-        """A call that actor code makes on the loop thread, with nothing else to send,
-        goes at once (see ``Transport.call``) rather than at the turn's end."""
-        return threading.get_ident() == self._loop_thread and not self.transport.has_outgoing()
+        """A call that actor code makes on the loop thread may go at once (see
+        ``Transport.call``) rather than at the turn's end."""
+        return threading.get_ident() == self._loop_thread
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
