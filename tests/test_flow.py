@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from actors import MailboxFullError
+from actors import ActorRef, MailboxFullError
 from runtime import ActorSystem
 from runtime import net as _sockets
 from runtime import wire as proto
@@ -75,8 +75,36 @@ def test_garbage_is_logged_and_dropped_and_the_worker_serves_on(
     assert dropped and dropped[0].worker == 0  # type: ignore[attr-defined]
 
 
-def _garbage_then_a_good_call(system: ActorSystem, garbage: list[bytes]) -> None:
-    counter = system.spawn(Counter, worker=0)
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        (0, True),  # a kind that equals CALL but is no int
+        (1, "1"),  # a call id that is no int
+        (2, [0]),  # an actor id that cannot be hashed
+        (3, ["add"]),  # a method name that cannot be hashed
+        (5, "0"),  # a buffer count that is no int
+    ],
+)
+def test_a_lone_entry_with_one_bad_field_is_dropped_and_the_worker_serves_on(
+    caplog: pytest.LogCaptureFixture, field: int, value: object
+) -> None:
+    """A message of one entry runs from the mailbox reader's own short path (see
+    worker/_batch.run_one) once its actor has run the method before: that path
+    checks each field as ``wire.calls_only`` does, so a bad one is dropped, not run."""
+    with ActorSystem(workers=1) as system:
+        counter = system.spawn(Counter, worker=0)
+        assert counter.add(0).result(timeout=10) == 0  # the method is known: the short path
+        entry: list[object] = [proto.CALL, 7, counter.actor_id, "add", (5,), 0]
+        entry[field] = value
+        _garbage_then_a_good_call(system, proto.encode_batch([tuple(entry)], []), counter)
+    dropped = [r for r in caplog.records if "dropped a malformed message" in r.getMessage()]
+    assert dropped
+
+
+def _garbage_then_a_good_call(
+    system: ActorSystem, garbage: list[bytes], counter: ActorRef | None = None
+) -> None:
+    counter = counter or system.spawn(Counter, worker=0)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     try:

@@ -24,6 +24,7 @@ __all__ = [
     "readable",
     "recv",
     "recv_batch",
+    "recv_part",
     "recv_routed",
     "router",
     "send",
@@ -48,9 +49,10 @@ SNDMORE = int(zmq.SNDMORE)
 POLLIN = int(zmq.POLLIN)
 # pyzmq's send and recv without its Python layer (which only adds DRAFT routing
 # ids and groups): a microsecond less per frame. ``send_part(sock, frame, flags)``
-# sends one part, copied, for who sends a small frame or two on its own.
+# sends one part, copied, for who sends a small frame or two on its own;
+# ``recv_part(sock, flags, copy)`` reads one: bytes, or (copy False) a Frame.
 send_part = _send = zmq.backend.Socket.send
-_recv = zmq.backend.Socket.recv
+recv_part = _recv = zmq.backend.Socket.recv
 _get = zmq.backend.Socket.get
 RCVMORE = int(zmq.RCVMORE)
 _NO_BUFFERS = bytes(BUFFER_COUNT.stop - BUFFER_COUNT.start)

@@ -46,6 +46,7 @@ __all__ = [
     "Entry",
     "ProtocolError",
     "RawEntry",
+    "batch_head",
     "decode_body",
     "encode_batch",
     "pack",
@@ -155,6 +156,12 @@ def plain_body(frame: Any, epoch: int) -> bytes | memoryview | None:
 
 _HEADS: dict[int, bytes] = {}  # the header of a BATCH without buffers, by epoch
 _SIZE = HEADER.size
+
+
+def batch_head(epoch: int) -> bytes:
+    """The header of a BATCH for ``epoch`` with no buffers: a plain body follows it."""
+    head = _HEADS.get(epoch) or _head(epoch)
+    return head
 
 
 def _head(epoch: int) -> bytes:

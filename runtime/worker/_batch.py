@@ -6,21 +6,26 @@ whose arguments came raw (plain values, no buffers) runs straight from the
 batch's tuple: its reply goes to the outbox unnamed. Anything else (a busy or
 unknown actor, a first call of a method, an error, an awaitable, a stop) gets
 its ``Request`` and goes the usual way, in its turn: entries run in arrival
-order either way, so each caller's order per actor holds.
+order either way, so each caller's order per actor holds. A message of one
+entry, the usual lone call, is read and run by ``run_one``, which the mailbox's
+reader calls: its plain reply goes out from there, at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from runtime import wire
-from runtime.core import Batch
+from runtime.core import Batch, Cell
 from runtime.wire import Buffer, RawEntry, Request
 from runtime.worker._actors import AWAITABLE, Actors
 
-__all__ = ["run_batch", "run_lone"]
+__all__ = ["run_batch", "run_lone", "run_one"]
 
 _CALL = wire.CALL
+_TELL = wire.TELL
+_HEAD = wire.HEADER.size
 _NO_KWARGS = wire.NO_KWARGS
 
 
@@ -37,53 +42,110 @@ def run_batch(
         mailbox.batch = None
 
 
+def run_one(actors: Actors, peer: bytes, part: Any) -> None:
+    """A message of one part from the mailbox, as its reader read it. The usual
+    message, a lone call or tell (one well-formed entry, its idle actor's known
+    method, plain arguments, nothing stashed), runs from here, its plain reply
+    sent from here too; anything else goes the inbox's way. Checked inline, as
+    ``plain_body``, ``calls_only`` and ``run_lone`` would: on this path, just
+    after a wake-up, each call costs several times what it does in a warm loop."""
+    inbox = actors.inbox
+    view = memoryview(part)
+    if view[:_HEAD] != inbox.head or len(view) == _HEAD:  # another epoch's, buffers...
+        inbox.on_frames([peer, part])  # ... counted but absent, not ours: see decode
+        return
+    try:
+        entries = wire.decode_body(view[_HEAD:])
+    except wire.ProtocolError as exc:
+        inbox.malformed(peer, exc)
+        return
+    entry = entries[0] if type(entries) is list and len(entries) == 1 else None
+    if type(entry) is not tuple or len(entry) != 6 or actors.mailbox.stash or inbox.recycling:
+        inbox.dispatch(peer, entries, ())
+        return
+    kind, msg_id, actor_id, method, payload, nbufs = entry
+    cell = actors.cells.get(actor_id) if type(actor_id) is int else None
+    idle = cell is not None and not cell.busy and not cell.queue and type(method) is str
+    fn = cell.methods.get(method) if idle else None  # type: ignore[union-attr]  # idle: a cell
+    raw = type(payload)
+    if (
+        fn is None
+        or (kind != _CALL and kind != _TELL)
+        or type(kind) is not int
+        or type(msg_id) is not int
+        or nbufs != 0
+        or type(nbufs) is not int
+        or (raw is not tuple and raw is not list)
+    ):
+        inbox.dispatch(peer, entries, ())  # the first call of a method, a busy actor...
+        return
+    _call(actors, cell, fn, peer, entry, True)  # type: ignore[arg-type]  # fn: a cell
+
+
 def run_lone(actors: Actors, peer: bytes | None, entry: RawEntry) -> None:
     """A message of one call or tell with no buffers, well-formed, nothing stashed,
     or (``peer`` None) a call of this worker's own, due: run without a Batch (a
     lone entry starts at once, so no cancel can find it waiting), and its plain
     reply sent from here (``Replies.lone``)."""
-    _run(actors, peer, (entry,), (), None)
+    _, _, actor_id, method, payload, nbufs = entry
+    cell = actors.cells.get(actor_id)
+    fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
+    raw = type(payload)  # raw arguments (see wire.dumps_call): args, or [args, kwargs]
+    if fn is None or nbufs or (raw is not tuple and raw is not list) or actors.inbox.recycling:
+        _slow(actors, peer, entry, (), 0)
+    else:
+        _call(actors, cell, fn, peer, entry, True)  # type: ignore[arg-type]  # fn: a cell
 
 
 def _run(
     actors: Actors, peer: bytes | None, entries: Sequence[RawEntry], buffers: Sequence[Buffer],
-    batch: Batch | None,
+    batch: Batch,
 ) -> None:  # fmt: skip
-    cells, busy, inbox, replies = actors.cells, actors.busy, actors.inbox, actors.replies
+    cells, inbox = actors.cells, actors.inbox
     offset = 0
     for i, entry in enumerate(entries):
         kind, msg_id, actor_id, method, payload, nbufs = entry
-        if batch is not None:
-            batch.next = i + 1
-            if batch.cancelled and msg_id in batch.cancelled and kind == _CALL:
-                offset += nbufs  # its verdict went out as CANCELLED: it never runs
-                continue
+        batch.next = i + 1
+        if batch.cancelled and msg_id in batch.cancelled and kind == _CALL:
+            offset += nbufs  # its verdict went out as CANCELLED: it never runs
+            continue
         cell = cells.get(actor_id)
         fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
-        raw = type(payload)  # raw arguments (see wire.dumps_call): args, or [args, kwargs]
+        raw = type(payload)
         if fn is None or nbufs or (raw is not tuple and raw is not list) or inbox.recycling:
             offset = _slow(actors, peer, entry, buffers, offset)
-            continue
-        busy.start(method, actor_id)
-        try:
-            if raw is tuple:
-                result = inbox.call_user(fn, payload, _NO_KWARGS)
-            else:
-                args, kwargs = payload
-                result = inbox.call_user(fn, args, kwargs)
-        except BaseException as exc:  # as in Actors._execute: the caller gets it
-            busy.end()
-            actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
         else:
-            busy.end()
-            # a result of a type never seen, or awaitable, or a stop: the usual way
-            if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
-                actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
-            elif kind == _CALL:  # a lone call's plain reply goes now; else to the outbox
-                sent = batch is None and replies.lone(peer, msg_id, result)
-                if not sent and replies.ok(peer, msg_id, result) is not None:
-                    replies.reply(_request(peer, entry, ()), result)  # names the call
-        actors.count()
+            _call(actors, cell, fn, peer, entry, False)  # type: ignore[arg-type]
+
+
+def _call(
+    actors: Actors, cell: Cell, fn: Callable[..., Any], peer: bytes | None, entry: RawEntry,
+    lone: bool,
+) -> None:  # fmt: skip
+    """Run an idle actor's known method on raw arguments; its reply goes at once if
+    ``lone`` and plain, else to the outbox, unnamed."""
+    kind, msg_id, actor_id, method, payload, _ = entry
+    busy, replies = actors.busy, actors.replies
+    busy.start(method, actor_id)
+    try:
+        if type(payload) is tuple:
+            result = actors.inbox.call_user(fn, payload, _NO_KWARGS)
+        else:
+            args, kwargs = payload
+            result = actors.inbox.call_user(fn, args, kwargs)
+    except BaseException as exc:  # as in Actors._execute: the caller gets it
+        busy.end()
+        actors.failed(cell, _request(peer, entry, ()), exc)
+    else:
+        busy.end()
+        # a result of a type never seen, or awaitable, or a stop: the usual way
+        if cell.stop_after is not False or AWAITABLE.get(type(result), True):
+            actors.returned(cell, _request(peer, entry, ()), result)
+        elif kind == _CALL:  # a lone call's plain reply goes now; else to the outbox
+            sent = lone and replies.lone(peer, msg_id, result)
+            if not sent and replies.ok(peer, msg_id, result) is not None:
+                replies.reply(_request(peer, entry, ()), result)  # names the call
+    actors.count()
 
 
 def _slow(

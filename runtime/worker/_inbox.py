@@ -46,12 +46,12 @@ class Inbox:
     ) -> None:
         self.sock = sock
         self.slot, self.epoch = where
+        self.head = wire.batch_head(self.epoch)  # of the usual message (see _batch.run_one)
         self.mailbox = mailbox
         self.replies = replies
         self.deliver: Callable[[Request], None] = lambda request: None  # to the actors
         # A batch with no cancel, nothing stashed: run from its entries (see _batch).
         self.run_batch: Callable[[bytes, list[wire.RawEntry], Sequence[Any]], None] | None = None
-        self.run_lone: Callable[[bytes, wire.RawEntry], None] | None = None  # one, no buffers
         self.keeper: Napper | None = None  # woken when actor code runs, if it naps
         self.reader: MailboxReader | None = None
         self.remote: MailboxReader | None = None  # in a cluster: the tcp mailbox's reader
@@ -93,19 +93,17 @@ class Inbox:
 
     # -- reading -------------------------------------------------------------------
     def on_frames(self, frames: list[Any]) -> None:
-        """A batch from the mailbox, by its reader. With nothing stashed before it, a
-        batch of well-formed calls and tells runs from its entries (see ``_batch``),
-        and a lone call's plain reply is sent from its handler, with no outbox."""
+        """A message from the mailbox, by its reader (one of one part: ``_batch.run_one``)."""
         batch = self.decode(frames)
-        if batch is None:
-            return
-        peer, entries, buffers = batch
+        if batch is not None:
+            self.dispatch(*batch)
+
+    def dispatch(self, peer: bytes, entries: Any, buffers: Sequence[Any]) -> None:
+        """A batch's entries, decoded. With nothing stashed before it, a batch of
+        well-formed calls and tells runs from its entries (see ``_batch``)."""
         stash = self.mailbox.stash
         if not stash and self.run_batch is not None and wire.calls_only(entries):
-            if len(entries) == 1 and not buffers and self.run_lone is not None:
-                self.run_lone(peer, entries[0])
-            else:
-                self.run_batch(peer, entries, buffers)
+            self.run_batch(peer, entries, buffers)
             return
         stash.extend(self.requests(peer, entries, buffers))
         self.deliver_stash()

@@ -24,6 +24,8 @@ __all__ = ["MailboxReader", "Reader", "WorkerLoop", "forked", "leave_if_forked",
 
 BUDGET = 64  # messages taken from a DEALER or SUB before the loop serves anything else
 POLLIN = net.POLLIN
+DONTWAIT = net.DONTWAIT
+_recv_part = net.recv_part
 BUSY_POLL = 0.0002  # s: while asyncio has work, the mailbox is polled once in this long
 
 
@@ -233,7 +235,20 @@ class Reader:
 
 class MailboxReader(Reader):
     """A mailbox ROUTER's reader: polled by the loop itself (see :class:`WorkerLoop`),
-    one message at a time, and paused under backpressure."""
+    one message at a time, and paused under backpressure. A message of one part
+    after its sender's routing id (a batch with no buffers: the usual message)
+    goes to ``one``, as that id and that part; any other to the handler."""
+
+    def __init__(
+        self,
+        loop: WorkerLoop,
+        sock: Socket,
+        handler: Callable[[list[Any]], None],
+        after: Callable[[], None],
+        one: Callable[[bytes, Any], None] | None = None,
+    ) -> None:
+        self.one = one or (lambda peer, part: handler([peer, part]))
+        super().__init__(loop, sock, handler, after)
 
     def _start(self) -> None:
         self._paused = False
@@ -252,14 +267,19 @@ class MailboxReader(Reader):
     def run(self) -> None:
         """Handle one message; the poll said one is there. The loop's next poll comes
         back at once if another waits, so the sockets take turns."""
-        if self._paused or self.sock.closed:
+        sock = self.sock
+        if self._paused or sock.closed:
             return
         try:
-            frames = net.recv_routed(self.sock, net.DONTWAIT)
+            peer = _recv_part(sock, DONTWAIT)
         except zmq.Again:
             return
+        part = _recv_part(sock, 0, False)  # a Frame: it knows whether more follow
         try:
-            self.handler(frames)
+            if part.more:
+                self.handler([peer, part, *net.recv(sock)])
+            else:
+                self.one(peer, part)
         finally:
             self.after()
 

@@ -25,6 +25,8 @@ log = logging.getLogger("dovecote")
 _SNDMORE_DONTWAIT = int(zmq.SNDMORE) | net.DONTWAIT
 
 REMOTE = b"T"  # the mark of a peer of the tcp mailbox (ROUTER ids start with 0x00)
+_REMOTE = REMOTE[0]
+_send_part = net.send_part
 
 Resolve = Callable[[int, int, Any, Any], None]
 
@@ -70,9 +72,11 @@ class Replies:
         frame = wire.lone_reply(msg_id, value)
         if frame is None:
             return False
-        sock, route = self._route(peer)
+        sock, route = self.sock, peer
+        if peer[0] == _REMOTE and self.remote is not None:  # _route, inline
+            sock, route = self.remote, peer[1:]
         try:  # a full pipe or an unknown caller fails at the first part, sending nothing
-            net.send_part(sock, route, _SNDMORE_DONTWAIT)
+            _send_part(sock, route, _SNDMORE_DONTWAIT)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -80,7 +84,7 @@ class Replies:
                 raise
             log.warning("worker %d: 1 reply undeliverable: %s", self.slot, wire.peer_name(peer))
             return True
-        net.send_part(sock, frame, 0)
+        _send_part(sock, frame, 0)
         return True
 
     def reply_error(self, request: Request, exc: BaseException) -> None:

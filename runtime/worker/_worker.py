@@ -39,7 +39,7 @@ from runtime.core import Cell, Mailbox, ProcessArgs
 from runtime.net import Bus, Socket
 from runtime.wire import Request
 from runtime.worker._actors import DOWN_METHOD, EVENT_METHOD, Actors, call_hook
-from runtime.worker._batch import run_batch, run_lone
+from runtime.worker._batch import run_batch, run_one
 from runtime.worker._context import ActorBus, WorkerContext
 from runtime.worker._health import Busy, HealthThread, log_async_hangs
 from runtime.worker._inbox import Inbox
@@ -112,7 +112,6 @@ class Worker:
         actors = Actors(self.loop, self.mailbox, inbox, replies, self.busy)
         inbox.deliver = actors.deliver
         inbox.run_batch = functools.partial(run_batch, actors)
-        inbox.run_lone = functools.partial(run_lone, actors)
         stages = Stages(self.loop, self.transport, replies, inbox, self.args.system_id)
         actors.run_stage = stages.run
         actors.max_messages = self.args.options.max_messages
@@ -150,8 +149,8 @@ class Worker:
         _engine.install(self.args.system_id, self.transport)
         asyncio.set_event_loop(self.loop)
         os.register_at_fork(after_in_child=forked)
-        inbox = MailboxReader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
-        self.inbox.start(inbox)
+        one, inbox = functools.partial(run_one, self.actors), self.inbox
+        inbox.start(MailboxReader(self.loop, inbox.sock, inbox.on_frames, self.replies.flush, one))
         self._listen()
         self.inbox.keeper = self.keeper
         self._on_dealer(self.transport.control.sock, True)
