@@ -173,6 +173,46 @@ def test_a_plain_body_is_found_in_bytes_or_a_frame_and_nothing_else_is(as_bytes:
     assert body(b"\0" + frame[1:]) is None  # not our magic
 
 
+def test_a_reply_is_completed_or_dropped_as_malformed_and_nothing_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``Results.on_data`` reads the usual reply (one part, one plain value) inline:
+    what is not that goes the general way, and garbage is logged, never raised."""
+    import time
+
+    from runtime.client._call import Call
+    from runtime.client._cancel import Cancels
+    from runtime.client._results import Results
+    from runtime.core import Calls
+
+    calls: Calls[Call] = Calls()
+    lock = threading.Lock()
+    cancels = Cancels(calls, lock, lambda: None, lambda done, deadline: None, time.monotonic, None)
+    results = Results(calls, lock, cancels, threading.Condition())
+    futures = {msg_id: Call() for msg_id in (1, 2, 3, 4)}
+    calls.pending.update(futures)
+
+    def reply(*entries: tuple[object, ...], epoch: int = 0) -> None:
+        results.on_data(proto.encode_batch(list(entries), (), epoch))
+
+    head = proto.batch_head(0)
+    for garbage in ([head], [head + b"\x80\x05nonsense"], [b"not a header"]):
+        results.on_data(garbage)
+    reply((proto.OK, 1, 0, "", (7,), 0), epoch=3)  # not a reply's epoch: the general way
+    reply((proto.OK, 2, 0, "", (7,), 0))
+    reply((proto.OK, 3, 0, "", proto.dumps(["not plain"])[0], 0))
+    futures[4].cancel()
+    reply((proto.OK, 4, 0, "", (7,), 0))  # for a cancelled call: nobody wants it
+    reply((proto.OK, 99, 0, "", (7,), 0))  # for no call: already failed
+    assert (futures[1].result(0), futures[2].result(0), futures[3].result(0)) == (
+        7,
+        7,
+        ["not plain"],
+    )
+    assert futures[4].cancelled() and not calls.pending
+    assert len([r for r in caplog.records if "dropped a malformed reply" in r.getMessage()]) == 3
+
+
 def test_a_dealer_reads_the_header_s_count_of_buffers_and_never_eats_the_next_message() -> None:
     """``net.recv_batch`` trusts a header that counts no buffers and asks ZeroMQ
     otherwise: a malformed message's parts may arrive as messages of their own, but

@@ -126,15 +126,14 @@ class Transport:
         return call
 
     def _take_sockets(self, slot: int) -> bool:
-        """Whether this thread may send a call to ``slot`` at once, no other reply being
-        awaited: the slot is not this process's own, the owner's ``direct`` hook gives
-        it the sockets, and then nothing waits to be sent before it (the order holds;
-        looked at once no one else can be sending). Called only with nothing pending:
-        calls behind others batch."""
+        """Whether this thread may send a call to ``slot`` at once: the slot is not this
+        process's own, the owner's ``direct`` hook gives it the sockets, and then nothing
+        waits to be sent before it (the order holds; looked at once no one else can
+        send). Called only with nothing pending: calls behind others batch."""
         direct, local = self._direct, self._local
         if direct is None or (local is not None and slot == local.slot) or not direct[0]():
             return False
-        if self.has_outgoing():
+        if self.calls.has_outgoing() or self.control.has_outgoing():  # has_outgoing, inline
             direct[1]()
             return False
         return True
@@ -248,11 +247,11 @@ class Transport:
         return self.control.flush() and ok
 
     def flush_slot(self, slot: int) -> Socket | None:  # its DEALER; None: the worker is full
-        sock = self._reachable(slot)
         outbox = self.calls.outboxes[slot]
-        if sock is None or not outbox.entries:  # empty: a lone call went out directly
-            return sock
-        while True:
+        if not outbox.entries:  # a lone call went out directly, on the DEALER it made
+            return self._dealers.get(slot) or self._reachable(slot)
+        sock = self._reachable(slot)
+        while sock is not None:
             with self._lock:
                 entries, buffers = outbox.take()
             if not self._send(sock, slot, entries, buffers):
@@ -261,6 +260,7 @@ class Transport:
                 return None
             if not outbox.entries:
                 return sock
+        return None
 
     def _reachable(self, slot: int) -> Socket | None:
         """The DEALER to ``slot``, marked sent on; None for a cluster's slot with no
