@@ -83,6 +83,8 @@ def test_garbage_is_logged_and_dropped_and_the_worker_serves_on(
         (2, [0]),  # an actor id that cannot be hashed
         (3, ["add"]),  # a method name that cannot be hashed
         (5, "0"),  # a buffer count that is no int
+        (0, np.array([1, 1])),  # values that do not compare as one bool
+        (5, np.array([0, 0])),
     ],
 )
 def test_a_lone_entry_with_one_bad_field_is_dropped_and_the_worker_serves_on(

@@ -177,7 +177,8 @@ def test_a_reply_is_completed_or_dropped_as_malformed_and_nothing_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """``Results.on_data`` reads the usual reply (one part, one plain value) inline:
-    what is not that goes the general way, and garbage is logged, never raised."""
+    what is not that goes the general way, and garbage is logged, never raised (a
+    malformed entry is dropped alone, the good one beside it completes)."""
     import time
 
     from runtime.client._call import Call
@@ -189,28 +190,36 @@ def test_a_reply_is_completed_or_dropped_as_malformed_and_nothing_raises(
     lock = threading.Lock()
     cancels = Cancels(calls, lock, lambda: None, lambda done, deadline: None, time.monotonic, None)
     results = Results(calls, lock, cancels, threading.Condition())
-    futures = {msg_id: Call() for msg_id in (1, 2, 3, 4)}
+    futures = {msg_id: Call() for msg_id in (1, 2, 3, 4, 5)}
     calls.pending.update(futures)
 
     def reply(*entries: tuple[object, ...], epoch: int = 0) -> None:
         results.on_data(proto.encode_batch(list(entries), (), epoch))
 
     head = proto.batch_head(0)
-    for garbage in ([head], [head + b"\x80\x05nonsense"], [b"not a header"]):
-        results.on_data(garbage)
+    garbage = [
+        [head],
+        [head + b"\x80\x05nonsense"],
+        [b"not a header"],
+        [head + pickle.dumps(5)],  # not a list
+        [head + pickle.dumps([(proto.OK, 1)])],  # an entry too short
+        [head + pickle.dumps([(proto.OK, [1], 0, "", (7,), 0)])],  # an id that cannot be hashed
+        [head + pickle.dumps([(proto.OK, 2, 0, "", (7,), 0), (proto.OK, 3, 0)])],  # one good
+    ]
+    for frames in garbage:
+        results.on_data(frames)
+    reply((proto.OK, 5, 0, "", (), 0))  # a value that is not there: its caller learns it
     reply((proto.OK, 1, 0, "", (7,), 0), epoch=3)  # not a reply's epoch: the general way
     reply((proto.OK, 2, 0, "", (7,), 0))
     reply((proto.OK, 3, 0, "", proto.dumps(["not plain"])[0], 0))
     futures[4].cancel()
     reply((proto.OK, 4, 0, "", (7,), 0))  # for a cancelled call: nobody wants it
     reply((proto.OK, 99, 0, "", (7,), 0))  # for no call: already failed
-    assert (futures[1].result(0), futures[2].result(0), futures[3].result(0)) == (
-        7,
-        7,
-        ["not plain"],
-    )
+    assert [futures[i].result(0) for i in (1, 2, 3)] == [7, 7, ["not plain"]]
     assert futures[4].cancelled() and not calls.pending
-    assert len([r for r in caplog.records if "dropped a malformed reply" in r.getMessage()]) == 3
+    with pytest.raises(SerializationError, match="does not unpickle"):
+        futures[5].result(0)
+    assert len([r for r in caplog.records if "dropped a malformed reply" in r.getMessage()]) == 7
 
 
 def test_a_dealer_reads_the_header_s_count_of_buffers_and_never_eats_the_next_message() -> None:

@@ -59,6 +59,8 @@ class Results:
                 if kind != wire.BATCH:
                     raise wire.ProtocolError(f"a reply of kind {kind}")
                 entries = wire.decode_body(body)
+            if not wire.replies_only(entries):
+                entries = _readable(entries, buffers)
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
             return
@@ -66,7 +68,7 @@ class Results:
             self._resolve_batch(entries, buffers)
             return
         kind, msg_id, _, _, blob, _ = entries[0]  # a lone call's: no lists, no zip
-        if kind != wire.OK or type(blob) is not tuple:
+        if kind != wire.OK or type(blob) is not tuple or len(blob) != 1:
             self.resolve(kind, msg_id, blob, buffers)
             return
         with self._lock:  # a plain value (wire.dumps_reply): resolve's own path, inline
@@ -91,7 +93,7 @@ class Results:
             if call is None:
                 if kind > wire.ERR:
                     self.cancels.on_verdict(kind, msg_id)
-            elif kind == wire.OK and type(blob) is tuple:
+            elif kind == wire.OK and type(blob) is tuple and len(blob) == 1:
                 plain.append((call, blob[0]))  # a plain value: no buffers
             else:
                 complete_all(condition, plain)  # first the earlier ones: in order
@@ -110,7 +112,7 @@ class Results:
             pending = self.calls.pending.pop(msg_id, None)
         if pending is None:  # already failed by a crash notice
             return
-        if kind == wire.OK and type(blob) is tuple:  # a plain value (wire.dumps_reply)
+        if kind == wire.OK and type(blob) is tuple and len(blob) == 1:  # a plain value
             try:  # noqa: SIM105  # contextlib.suppress costs three Python calls
                 pending.set_result(blob[0])
             except InvalidStateError:  # cancelled: nobody wants it (settle, inline)
@@ -131,3 +133,17 @@ class Results:
             settle(future, exc=err)
             return
         settle(future, value=value)
+
+
+def _readable(entries: Any, buffers: Any) -> list[Any]:
+    """The entries of a batch of replies that can be read; each other one is logged
+    and dropped alone, as a worker drops a malformed call (the whole batch if it
+    has buffers: which are whose is then unknown)."""
+    if type(entries) is not list:
+        raise wire.ProtocolError(f"a batch body of type {type(entries).__name__}")
+    good = [entry for entry in entries if wire.replies_only([entry])]
+    if buffers and len(good) < len(entries):
+        raise wire.ProtocolError("a malformed entry among replies with buffers")
+    for _ in range(len(entries) - len(good)):
+        log.warning("dropped a malformed reply: an entry that is not a reply")
+    return good

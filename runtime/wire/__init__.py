@@ -71,6 +71,7 @@ from runtime.wire._entries import (
     Request,
     calls_only,
     parse_entries,
+    replies_only,
 )
 from runtime.wire._frames import (
     BARRIER_ACTOR,
@@ -204,5 +205,6 @@ __all__ = [
     "parse_entries",
     "peer_name",
     "plain_body",
+    "replies_only",
     "unpack",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 from runtime.wire._frames import CALL, CANCEL, TELL, Buffer, ProtocolError
 
-__all__ = ["Request", "calls_only", "parse_entries"]
+__all__ = ["Request", "calls_only", "parse_entries", "replies_only"]
 
 _REQUEST_KINDS = frozenset({CALL, TELL, CANCEL})
 
@@ -89,14 +89,27 @@ def calls_only(entries: Any) -> bool:
             return False
         kind, msg_id, actor_id, method, _, nbufs = entry
         if (
-            (kind != CALL and kind != TELL)
-            or type(kind) is not int
+            type(kind) is not int  # each type before its value: a hostile one may not compare
             or type(msg_id) is not int
             or type(actor_id) is not int
             or type(method) is not str
             or type(nbufs) is not int
+            or (kind != CALL and kind != TELL)
             or nbufs < 0
         ):
+            return False
+    return True
+
+
+def replies_only(entries: Any) -> bool:
+    """Whether a batch of replies holds entries a caller can read: each a tuple of
+    six, its kind and call id ints (see ``client.Results``)."""
+    if type(entries) is not list:
+        return False
+    for entry in entries:
+        if type(entry) is not tuple or len(entry) != 6:
+            return False
+        if type(entry[0]) is not int or type(entry[1]) is not int:
             return False
     return True
 

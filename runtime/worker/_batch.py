@@ -70,11 +70,11 @@ def run_one(actors: Actors, peer: bytes, part: Any) -> None:
     raw = type(payload)
     if (
         fn is None
-        or (kind != _CALL and kind != _TELL)
-        or type(kind) is not int
+        or type(kind) is not int  # each type before its value: a hostile one may not compare
         or type(msg_id) is not int
-        or nbufs != 0
         or type(nbufs) is not int
+        or (kind != _CALL and kind != _TELL)
+        or nbufs != 0
         or (raw is not tuple and raw is not list)
     ):
         inbox.dispatch(peer, entries, ())  # the first call of a method, a busy actor...
