@@ -22,6 +22,8 @@ from runtime.wire._cluster import (
 from runtime.wire._codec import (
     NO_KWARGS,
     OUT_OF_BAND_MIN,
+    PLAIN,
+    REPLY_HEAD,
     TaskFailure,
     decode_error,
     dumps,
@@ -32,7 +34,6 @@ from runtime.wire._codec import (
     load_call,
     load_reply,
     loads,
-    lone_reply,
     named_arguments,
 )
 from runtime.wire._control import (
@@ -127,6 +128,8 @@ __all__ = [
     "NO_KWARGS",
     "OK",
     "OUT_OF_BAND_MIN",
+    "PLAIN",
+    "REPLY_HEAD",
     "SHARED",
     "STAGE_METHOD",
     "STARTED",
@@ -195,7 +198,6 @@ __all__ = [
     "load_call",
     "load_reply",
     "loads",
-    "lone_reply",
     "looks_like_descriptor",
     "mark_shared",
     "named_arguments",

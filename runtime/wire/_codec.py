@@ -13,11 +13,13 @@ import cloudpickle
 
 from actors._errors import RemoteError, RemoteTraceback, SerializationError
 from actors._future import describe
-from runtime.wire._frames import BATCH, OK, Buffer, pack
+from runtime.wire._frames import BATCH, Buffer, pack
 
 __all__ = [
     "NO_KWARGS",
     "OUT_OF_BAND_MIN",
+    "PLAIN",
+    "REPLY_HEAD",
     "TaskFailure",
     "decode_error",
     "dumps",
@@ -28,13 +30,12 @@ __all__ = [
     "load_call",
     "load_reply",
     "loads",
-    "lone_reply",
     "named_arguments",
 ]
 
 # Buffers below this travel inside the pickle: a frame of their own costs more.
 OUT_OF_BAND_MIN = 64 * 1024
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+PLAIN = _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})  # pickled with a batch
 _NO_BUFFERS: tuple[pickle.PickleBuffer, ...] = ()
 # A call's keywords when it has none. Read-only by its type; a dict, as ``f(**kw)``
 # unpacks a dict fastest.
@@ -139,17 +140,7 @@ def dumps_reply(value: Any) -> tuple[Any, Sequence[pickle.PickleBuffer]]:
     return dumps(value)
 
 
-_REPLY_HEAD: bytes = pack(BATCH, b"")[0]  # a batch's header as replies have it: epoch 0
-
-
-def lone_reply(msg_id: int, value: Any) -> bytes | None:
-    """The one frame of a batch of one reply, as ``dumps_reply`` and ``encode_batch``
-    would make it, if ``value`` is plain; else None. For a lone call's reply, sent
-    from its handler: one function call where theirs take four."""
-    kind = type(value)
-    if kind in _PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
-        return _REPLY_HEAD + pickle.dumps([(OK, msg_id, 0, "", (value,), 0)], 5)
-    return None
+REPLY_HEAD: bytes = pack(BATCH, b"")[0]  # a batch's header as replies have it: epoch 0
 
 
 def load_call(payload: Any, buffers: Sequence[Buffer]) -> Any:

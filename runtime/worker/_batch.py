@@ -13,6 +13,7 @@ reader calls: its plain reply goes out from there, at once.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,8 +25,9 @@ from runtime.worker._actors import AWAITABLE, Actors
 __all__ = ["run_batch", "run_lone", "run_one"]
 
 _CALL = wire.CALL
-_TELL = wire.TELL
 _HEAD = wire.HEADER.size
+_USUAL = (int, int, int, str, tuple, int)  # the types of a usual call's entry
+_loads = pickle.loads
 _NO_KWARGS = wire.NO_KWARGS
 
 
@@ -43,43 +45,44 @@ def run_batch(
 
 
 def run_one(actors: Actors, peer: bytes, part: Any) -> None:
-    """A message of one part from the mailbox, as its reader read it. The usual
-    message, a lone call or tell (one well-formed entry, its idle actor's known
-    method, plain arguments, nothing stashed), runs from here, its plain reply
-    sent from here too; anything else goes the inbox's way. Checked inline, as
-    ``plain_body``, ``calls_only`` and ``run_lone`` would: on this path, just
-    after a wake-up, each call costs several times what it does in a warm loop."""
+    """A message of one part from the mailbox, as its reader read it. The usual one,
+    a call of an idle actor's known method on plain arguments, nothing stashed,
+    runs here from its bytes to its reply, with as few calls as may be: just after
+    a wake-up, each costs several warm ones. Anything else goes the inbox's way."""
     inbox = actors.inbox
-    view = memoryview(part)
-    if view[:_HEAD] != inbox.head or len(view) == _HEAD:  # another epoch's, buffers...
+    body = part.bytes  # a copy of a few dozen bytes: pickle reads bytes faster than a view
+    if not body.startswith(inbox.head) or len(body) == _HEAD:  # another epoch's, buffers...
         inbox.on_frames([peer, part])  # ... counted but absent, not ours: see decode
         return
     try:
-        entries = wire.decode_body(view[_HEAD:])
-    except wire.ProtocolError as exc:
-        inbox.malformed(peer, exc)
+        entries = _loads(body[_HEAD:])
+    except BaseException as exc:  # wire.decode_body, inline; even SystemExit
+        inbox.malformed(peer, wire.ProtocolError(f"body does not unpickle: {type(exc).__name__}"))
         return
     entry = entries[0] if type(entries) is list and len(entries) == 1 else None
-    if type(entry) is not tuple or len(entry) != 6 or actors.mailbox.stash or inbox.recycling:
+    cell = fn = None  # every field's type at once: no bool, no subclass, no numpy
+    if type(entry) is tuple and tuple(map(type, entry)) == _USUAL and entry[0] == _CALL:
+        cell = actors.cells.get(entry[2])
+        if cell is not None and not (cell.busy or cell.queue or entry[5] or actors.mailbox.stash):
+            fn = None if inbox.recycling else cell.methods.get(entry[3])
+    if fn is None:  # a tell, keywords, a first call of a method, a busy actor...
         inbox.dispatch(peer, entries, ())
         return
-    kind, msg_id, actor_id, method, payload, nbufs = entry
-    cell = actors.cells.get(actor_id) if type(actor_id) is int else None
-    idle = cell is not None and not cell.busy and not cell.queue and type(method) is str
-    fn = cell.methods.get(method) if idle else None  # type: ignore[union-attr]  # idle: a cell
-    raw = type(payload)
-    if (
-        fn is None
-        or type(kind) is not int  # each type before its value: a hostile one may not compare
-        or type(msg_id) is not int
-        or type(nbufs) is not int
-        or (kind != _CALL and kind != _TELL)
-        or nbufs != 0
-        or (raw is not tuple and raw is not list)
-    ):
-        inbox.dispatch(peer, entries, ())  # the first call of a method, a busy actor...
-        return
-    _call(actors, cell, fn, peer, entry, True)  # type: ignore[arg-type]  # fn: a cell
+    _, msg_id, actor_id, method, payload, _ = entry  # type: ignore[misc]  # checked: _USUAL
+    busy = actors.busy  # _call's step, inline: run it, reply at once if plain
+    busy.start(method, actor_id)
+    try:
+        result = inbox.call_user(fn, payload, _NO_KWARGS)
+    except BaseException as exc:  # as in Actors._execute: the caller gets it
+        busy.end()
+        actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
+    else:
+        busy.end()
+        if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
+            actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
+        elif not actors.replies.lone(peer, msg_id, result):
+            _queue_reply(actors, peer, entry, result)  # type: ignore[arg-type]
+    actors.count()
 
 
 def run_lone(actors: Actors, peer: bytes | None, entry: RawEntry) -> None:
@@ -141,11 +144,15 @@ def _call(
         # a result of a type never seen, or awaitable, or a stop: the usual way
         if cell.stop_after is not False or AWAITABLE.get(type(result), True):
             actors.returned(cell, _request(peer, entry, ()), result)
-        elif kind == _CALL:  # a lone call's plain reply goes now; else to the outbox
-            sent = lone and replies.lone(peer, msg_id, result)
-            if not sent and replies.ok(peer, msg_id, result) is not None:
-                replies.reply(_request(peer, entry, ()), result)  # names the call
+        elif kind == _CALL and not (lone and replies.lone(peer, msg_id, result)):
+            _queue_reply(actors, peer, entry, result)  # else a lone plain reply went now
     actors.count()
+
+
+def _queue_reply(actors: Actors, peer: bytes | None, entry: RawEntry, result: Any) -> None:
+    """A reply to the outbox, unnamed; named by its call if it does not pickle."""
+    if actors.replies.ok(peer, entry[1], result) is not None:
+        actors.replies.reply(_request(peer, entry, ()), result)  # the error names the call
 
 
 def _slow(

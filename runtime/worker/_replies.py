@@ -5,6 +5,7 @@ ROUTER_MANDATORY an unreachable caller is an error, logged, not a silent drop.""
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ _SNDMORE_DONTWAIT = int(zmq.SNDMORE) | net.DONTWAIT
 REMOTE = b"T"  # the mark of a peer of the tcp mailbox (ROUTER ids start with 0x00)
 _REMOTE = REMOTE[0]
 _send_part = net.send_part
+_PLAIN, _REPLY_HEAD, _OK, _dumps = wire.PLAIN, wire.REPLY_HEAD, wire.OK, pickle.dumps
 
 Resolve = Callable[[int, int, Any, Any], None]
 
@@ -67,11 +69,12 @@ class Replies:
         it is to go the usual way: its value is not plain, other replies wait to go
         first (the order per caller holds), the caller's pipe is full, or the
         caller is this worker (``peer`` None: resolved in place)."""
-        if peer is None or self._outboxes:
+        kind = type(value)  # plain (as wire.dumps_reply says): pickled with its batch
+        if peer is None or self._outboxes or kind not in _PLAIN:
             return False
-        frame = wire.lone_reply(msg_id, value)
-        if frame is None:
+        if kind is bytes and len(value) >= wire.OUT_OF_BAND_MIN:
             return False
+        frame = _REPLY_HEAD + _dumps([(_OK, msg_id, 0, "", (value,), 0)], 5)  # encode_batch's
         sock, route = self.sock, peer
         if peer[0] == _REMOTE and self.remote is not None:  # _route, inline
             sock, route = self.remote, peer[1:]
