@@ -12,7 +12,9 @@ process started with the multiprocessing ``spawn`` context (a ROUTER bound on
   pickled ping-pong. 25 rounds of 400 calls alternate raw and dovecote after a
   warm-up, so that each pair runs within a second (this machine's speed moves
   within seconds); the table shows the median over rounds of each round's p50
-  and p99.
+  and p99. Then as many asks a side again, interleaved: one at a time, the two
+  sides taking turns in an order drawn at random for each pair, so that each
+  meets the machine's swings as often as the other; the p50 of all of them.
 * ``counts``: what one ask runs, in figures that do not move with the machine's
   speed: Python function calls and bytecodes per ``ref.echo(i)`` awaited, in this
   thread and in the worker's loop (``sys.settrace``), against the raw client's.

@@ -7,6 +7,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import random
 import signal
 import statistics
 import sys
@@ -59,6 +60,22 @@ def dove_latency(ref: ActorRef, n: int) -> list[int]:
     return samples
 
 
+def interleaved(raw: _raw.RawServer, ref: ActorRef, n: int) -> tuple[list[int], list[int]]:
+    """Round trips in ns of ``n`` asks a side, one at a time, the sides taking turns
+    in an order drawn afresh for each pair: each side meets every change of this
+    machine's speed as often as the other, and follows the other as often."""
+    rng = random.Random(n)
+    raws: list[int] = []
+    doves: list[int] = []
+    for _ in range(n):
+        for dove in (False, True) if rng.random() < 0.5 else (True, False):
+            if dove:
+                doves += dove_latency(ref, 1)
+            else:
+                raws += _raw.latency(raw, 1)
+    return raws, doves
+
+
 def cpu_us(pid: int) -> float:
     """CPU time (user and system) a process has used, in microseconds."""
     times = psutil.Process(pid).cpu_times()
@@ -101,9 +118,12 @@ def bench_latency(b: Bench) -> list[Line]:
         return statistics.median(r[round(q * (len(r) - 1))] for r in rounds) / 1000
 
     p50, raw50 = median_us(doves, 0.5), median_us(raws, 0.5)
+    each = interleaved(raw, ref, s.rounds * s.calls)
+    mixed, raw_mixed = (statistics.median(side) / 1000 for side in (each[1], each[0]))
     us = "{:,.1f} us"
     return [
         row("ask latency p50", p50, raw50, us, True, "<= 1.3x raw", p50 <= 1.3 * raw50),
+        row("ask latency p50, interleaved", mixed, raw_mixed, us, True),
         row("ask latency p99", median_us(doves, 0.99), median_us(raws, 0.99), us, True),
         row(
             "ask CPU per call, driver", *(m.caller / m.calls for m in (dove_cpu, raw_cpu)), us, True
