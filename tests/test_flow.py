@@ -134,6 +134,36 @@ def test_256_mib_array_round_trip(system: ActorSystem) -> None:
     assert not back.flags.owndata  # a view of the received frame, not a copy
 
 
+@pytest.mark.parametrize(
+    "value", [7, -(2**70), 1.5, "text", b"x" * 10, b"", True, None, b"y" * proto.OUT_OF_BAND_MIN]
+)
+def test_a_lone_reply_is_the_frame_a_batch_of_one_would_be_or_is_not_sent(value: object) -> None:
+    """Replies.lone encodes its frame itself: byte for byte what ``encode_batch``
+    makes of that one reply; a value that is not plain (large bytes: out of band)
+    is left to the usual way."""
+    ctx: _sockets.Context = zmq.Context()
+    loop = WorkerLoop()
+    router, caller = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        router.bind("inproc://lone-frame")
+        caller.connect("inproc://lone-frame")
+        caller.send(b"hello")
+        peer = router.recv_multipart()[0]
+        replies = Replies(loop, router, 0, lambda *_: None)
+        payload, bufs = proto.dumps_reply(value)
+        sent = replies.lone(peer, 2**40, value)
+        assert sent == (not bufs and type(payload) is tuple)
+        if sent:
+            assert caller.poll(5000)
+            entry = (proto.OK, 2**40, 0, "", payload, 0)
+            assert caller.recv() == proto.encode_batch([entry], ())[0]
+    finally:
+        caller.close(0)
+        router.close(0)
+        loop.close()
+        ctx.term()
+
+
 def test_a_lone_reply_to_a_full_or_gone_caller_is_queued_or_logged_never_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -14,19 +14,20 @@ reader calls: its plain reply goes out from there, at once.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from runtime import wire
-from runtime.core import Batch, Cell
+from runtime.core import Batch
 from runtime.wire import Buffer, RawEntry, Request
 from runtime.worker._actors import AWAITABLE, Actors
 
 __all__ = ["run_batch", "run_lone", "run_one"]
 
 _CALL = wire.CALL
+_TELL = wire.TELL
 _HEAD = wire.HEADER.size
-_USUAL = (int, int, int, str, tuple, int)  # the types of a usual call's entry
+_SMALL = 4096  # bytes: a larger one-part message is read in place (see Inbox.decode)
 _loads = pickle.loads
 _NO_KWARGS = wire.NO_KWARGS
 
@@ -45,14 +46,16 @@ def run_batch(
 
 
 def run_one(actors: Actors, peer: bytes, part: Any) -> None:
-    """A message of one part from the mailbox, as its reader read it. The usual one,
-    a call of an idle actor's known method on plain arguments, nothing stashed,
-    runs here from its bytes to its reply, with as few calls as may be: just after
-    a wake-up, each costs several warm ones. Anything else goes the inbox's way."""
+    """A small message of one part from the mailbox, as its reader read it. The
+    usual one, a well-formed call or tell with nothing stashed, runs as
+    ``run_lone`` runs one (its plain reply sent at once); anything else goes the
+    inbox's way. Read and checked inline, as ``plain_body``, ``decode_body`` and
+    ``calls_only`` would: on this path, just after a wake-up, each call costs
+    several times what it does in a warm loop."""
     inbox = actors.inbox
-    body = part.bytes  # a copy of a few dozen bytes: pickle reads bytes faster than a view
-    if not body.startswith(inbox.head) or len(body) == _HEAD:  # another epoch's, buffers...
-        inbox.on_frames([peer, part])  # ... counted but absent, not ours: see decode
+    body = part.bytes if len(part) <= _SMALL else b""  # pickle reads bytes faster than a view
+    if not body.startswith(inbox.head) or len(body) == _HEAD:  # large, another epoch's...
+        inbox.on_frames([peer, part])  # ... buffers counted but absent, not ours: see decode
         return
     try:
         entries = _loads(body[_HEAD:])
@@ -60,29 +63,20 @@ def run_one(actors: Actors, peer: bytes, part: Any) -> None:
         inbox.malformed(peer, wire.ProtocolError(f"body does not unpickle: {type(exc).__name__}"))
         return
     entry = entries[0] if type(entries) is list and len(entries) == 1 else None
-    cell = fn = None  # every field's type at once: no bool, no subclass, no numpy
-    if type(entry) is tuple and tuple(map(type, entry)) == _USUAL and entry[0] == _CALL:
-        cell = actors.cells.get(entry[2])
-        if cell is not None and not (cell.busy or cell.queue or entry[5] or actors.mailbox.stash):
-            fn = None if inbox.recycling else cell.methods.get(entry[3])
-    if fn is None:  # a tell, keywords, a first call of a method, a busy actor...
-        inbox.dispatch(peer, entries, ())
-        return
-    _, msg_id, actor_id, method, payload, _ = entry  # type: ignore[misc]  # checked: _USUAL
-    busy = actors.busy  # _call's step, inline: run it, reply at once if plain
-    busy.start(method, actor_id)
-    try:
-        result = inbox.call_user(fn, payload, _NO_KWARGS)
-    except BaseException as exc:  # as in Actors._execute: the caller gets it
-        busy.end()
-        actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
-    else:
-        busy.end()
-        if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
-            actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
-        elif not actors.replies.lone(peer, msg_id, result):
-            _queue_reply(actors, peer, entry, result)  # type: ignore[arg-type]
-    actors.count()
+    if type(entry) is tuple and len(entry) == 6 and not (actors.mailbox.stash or inbox.recycling):
+        kind, msg_id, actor_id, method, _, nbufs = entry
+        if (
+            type(kind) is int  # each type before its value: a hostile one may not compare
+            and type(msg_id) is int
+            and type(actor_id) is int
+            and type(method) is str
+            and type(nbufs) is int
+            and kind in (_CALL, _TELL)
+            and nbufs == 0
+        ):
+            _run(actors, peer, (entry,), (), None)  # a first call, a busy actor: delivered
+            return
+    inbox.dispatch(peer, entries, ())
 
 
 def run_lone(actors: Actors, peer: bytes | None, entry: RawEntry) -> None:
@@ -90,69 +84,48 @@ def run_lone(actors: Actors, peer: bytes | None, entry: RawEntry) -> None:
     or (``peer`` None) a call of this worker's own, due: run without a Batch (a
     lone entry starts at once, so no cancel can find it waiting), and its plain
     reply sent from here (``Replies.lone``)."""
-    _, _, actor_id, method, payload, nbufs = entry
-    cell = actors.cells.get(actor_id)
-    fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
-    raw = type(payload)  # raw arguments (see wire.dumps_call): args, or [args, kwargs]
-    if fn is None or nbufs or (raw is not tuple and raw is not list) or actors.inbox.recycling:
-        _slow(actors, peer, entry, (), 0)
-    else:
-        _call(actors, cell, fn, peer, entry, True)  # type: ignore[arg-type]  # fn: a cell
+    _run(actors, peer, (entry,), (), None)
 
 
 def _run(
     actors: Actors, peer: bytes | None, entries: Sequence[RawEntry], buffers: Sequence[Buffer],
-    batch: Batch,
+    batch: Batch | None,
 ) -> None:  # fmt: skip
-    cells, inbox = actors.cells, actors.inbox
+    cells, busy, inbox, replies = actors.cells, actors.busy, actors.inbox, actors.replies
     offset = 0
     for i, entry in enumerate(entries):
         kind, msg_id, actor_id, method, payload, nbufs = entry
-        batch.next = i + 1
-        if batch.cancelled and msg_id in batch.cancelled and kind == _CALL:
-            offset += nbufs  # its verdict went out as CANCELLED: it never runs
-            continue
+        if batch is not None:
+            batch.next = i + 1
+            if batch.cancelled and msg_id in batch.cancelled and kind == _CALL:
+                offset += nbufs  # its verdict went out as CANCELLED: it never runs
+                continue
         cell = cells.get(actor_id)
         fn = None if cell is None or cell.busy or cell.queue else cell.methods.get(method)
-        raw = type(payload)
+        raw = type(payload)  # raw arguments (see wire.dumps_call): args, or [args, kwargs]
         if fn is None or nbufs or (raw is not tuple and raw is not list) or inbox.recycling:
             offset = _slow(actors, peer, entry, buffers, offset)
+            continue
+        busy.start(method, actor_id)
+        try:
+            if raw is tuple:
+                result = inbox.call_user(fn, payload, _NO_KWARGS)
+            else:
+                args, kwargs = payload
+                result = inbox.call_user(fn, args, kwargs)
+        except BaseException as exc:  # as in Actors._execute: the caller gets it
+            busy.end()
+            actors.failed(cell, _request(peer, entry, ()), exc)  # type: ignore[arg-type]
         else:
-            _call(actors, cell, fn, peer, entry, False)  # type: ignore[arg-type]
-
-
-def _call(
-    actors: Actors, cell: Cell, fn: Callable[..., Any], peer: bytes | None, entry: RawEntry,
-    lone: bool,
-) -> None:  # fmt: skip
-    """Run an idle actor's known method on raw arguments; its reply goes at once if
-    ``lone`` and plain, else to the outbox, unnamed."""
-    kind, msg_id, actor_id, method, payload, _ = entry
-    busy, replies = actors.busy, actors.replies
-    busy.start(method, actor_id)
-    try:
-        if type(payload) is tuple:
-            result = actors.inbox.call_user(fn, payload, _NO_KWARGS)
-        else:
-            args, kwargs = payload
-            result = actors.inbox.call_user(fn, args, kwargs)
-    except BaseException as exc:  # as in Actors._execute: the caller gets it
-        busy.end()
-        actors.failed(cell, _request(peer, entry, ()), exc)
-    else:
-        busy.end()
-        # a result of a type never seen, or awaitable, or a stop: the usual way
-        if cell.stop_after is not False or AWAITABLE.get(type(result), True):
-            actors.returned(cell, _request(peer, entry, ()), result)
-        elif kind == _CALL and not (lone and replies.lone(peer, msg_id, result)):
-            _queue_reply(actors, peer, entry, result)  # else a lone plain reply went now
-    actors.count()
-
-
-def _queue_reply(actors: Actors, peer: bytes | None, entry: RawEntry, result: Any) -> None:
-    """A reply to the outbox, unnamed; named by its call if it does not pickle."""
-    if actors.replies.ok(peer, entry[1], result) is not None:
-        actors.replies.reply(_request(peer, entry, ()), result)  # the error names the call
+            busy.end()
+            # a result of a type never seen, or awaitable, or a stop: the usual way
+            if cell.stop_after is not False or AWAITABLE.get(type(result), True):  # type: ignore[union-attr]
+                actors.returned(cell, _request(peer, entry, ()), result)  # type: ignore[arg-type]
+            elif kind == _CALL:  # a lone call's plain reply goes now; else to the outbox
+                sent = batch is None and replies.lone(peer, msg_id, result)
+                if not sent and replies.ok(peer, msg_id, result) is not None:
+                    replies.reply(_request(peer, entry, ()), result)  # names the call
+        actors.count()
 
 
 def _slow(
