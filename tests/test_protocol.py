@@ -176,9 +176,9 @@ def test_a_plain_body_is_found_in_bytes_or_a_frame_and_nothing_else_is(as_bytes:
 def test_a_reply_is_completed_or_dropped_as_malformed_and_nothing_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """``Results.on_data`` reads the usual reply (one part, one plain value) inline:
-    what is not that goes the general way, and garbage is logged, never raised (a
-    malformed entry is dropped alone, the good one beside it completes)."""
+    """``Results.on_data``: a reply completes its call, in one part or not, plain
+    or pickled; garbage is logged, never raised (a malformed entry is dropped
+    alone, the good one beside it completes)."""
     import time
 
     from runtime.client._call import Call
@@ -209,7 +209,7 @@ def test_a_reply_is_completed_or_dropped_as_malformed_and_nothing_raises(
     for frames in garbage:
         results.on_data(frames)
     reply((proto.OK, 5, 0, "", (), 0))  # a value that is not there: its caller learns it
-    reply((proto.OK, 1, 0, "", (7,), 0), epoch=3)  # not a reply's epoch: the general way
+    reply((proto.OK, 1, 0, "", (7,), 0), epoch=3)  # not a reply's epoch: unpacked
     reply((proto.OK, 2, 0, "", (7,), 0))
     reply((proto.OK, 3, 0, "", proto.dumps(["not plain"])[0], 0))
     futures[4].cancel()

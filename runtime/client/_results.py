@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 from concurrent.futures import InvalidStateError
 from typing import Any
@@ -19,10 +18,6 @@ from runtime.core import Calls
 __all__ = ["Results"]
 
 log = logging.getLogger("dovecote")
-
-_PLAIN_HEAD = wire.batch_head(0)  # a reply's: replies carry epoch 0
-_HEAD = len(_PLAIN_HEAD)
-_loads = pickle.loads
 
 
 class Results:
@@ -41,44 +36,26 @@ class Results:
         self._futures_condition = condition  # the one the engine's futures share
 
     def on_data(self, frames: list[Any]) -> None:
-        """A BATCH of replies from a worker. The usual one, a lone reply in one part,
-        is found and decoded inline (as ``wire.plain_body`` and ``decode_body`` do):
-        it is read just after a wake-up, where each call costs several warm ones."""
-        first = frames[0]
+        """A BATCH of replies from a worker."""
         try:
-            if len(frames) == 1 and type(first) is bytes and first.startswith(_PLAIN_HEAD):
-                buffers: Any = ()
-                try:
-                    entries = _loads(first[_HEAD:])
-                except BaseException as exc:  # even SystemExit from a hostile pickle
-                    error = f"body does not unpickle: {type(exc).__name__}"
-                    raise wire.ProtocolError(error) from None
-            else:  # not the usual reply: several parts, buffers
+            body = wire.plain_body(frames[0], 0) if len(frames) == 1 else None
+            buffers: Any = ()
+            if body is None:  # not the usual reply: one frame, no buffers
                 kind, body, buffers, _ = wire.unpack(frames)
                 buffers = net.attach(buffers)  # views of shared memory, if any came in it
                 if kind != wire.BATCH:
                     raise wire.ProtocolError(f"a reply of kind {kind}")
-                entries = wire.decode_body(body)
+            entries = wire.decode_body(body)
             if not wire.replies_only(entries):
                 entries = _readable(entries, buffers)
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
             return
-        if len(entries) != 1:
-            self._resolve_batch(entries, buffers)
-            return
-        kind, msg_id, _, _, blob, _ = entries[0]  # a lone call's: no lists, no zip
-        if kind != wire.OK or type(blob) is not tuple or len(blob) != 1:
+        if len(entries) == 1:  # the common case of a lone call: no lists, no zip
+            kind, msg_id, _, _, blob, _ = entries[0]
             self.resolve(kind, msg_id, blob, buffers)
             return
-        with self._lock:  # a plain value (wire.dumps_reply): resolve's own path, inline
-            pending = self.calls.pending.pop(msg_id, None)
-        if pending is None:  # already failed by a crash notice
-            return
-        try:  # noqa: SIM105  # contextlib.suppress costs three Python calls
-            pending.set_result(blob[0])
-        except InvalidStateError:  # cancelled: nobody wants it (settle, inline)
-            pass
+        self._resolve_batch(entries, buffers)
 
     def _resolve_batch(self, entries: list[tuple[Any, ...]], buffers: Any) -> None:
         """The replies of one batch: their futures taken under one lock, not one each

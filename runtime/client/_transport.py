@@ -133,7 +133,7 @@ class Transport:
         direct, local = self._direct, self._local
         if direct is None or (local is not None and slot == local.slot) or not direct[0]():
             return False
-        if self.calls.has_outgoing() or self.control.has_outgoing():  # has_outgoing, inline
+        if self.has_outgoing():
             direct[1]()
             return False
         return True

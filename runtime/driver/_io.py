@@ -445,7 +445,7 @@ def _lone(
             return False
         transport.on_data(net.recv_batch(sock, net.DONTWAIT))
         if future.settled():  # a callback may have made a call: the pump sends it
-            return not (transport.calls.has_outgoing() or transport.control.has_outgoing())
+            return not transport.has_outgoing()
 
 
 def _wake_pipe() -> tuple[int, int]:

@@ -237,21 +237,12 @@ class MailboxReader(Reader):
     """A mailbox ROUTER's reader: polled by the loop itself (see :class:`WorkerLoop`),
     one message at a time, and paused under backpressure. A message of one part
     after its sender's routing id (a batch with no buffers: the usual message)
-    goes to ``one``, as that id and that part; any other to the handler."""
-
-    def __init__(
-        self,
-        loop: WorkerLoop,
-        sock: Socket,
-        handler: Callable[[list[Any]], None],
-        after: Callable[[], None],
-        one: Callable[[bytes, Any], None] | None = None,
-    ) -> None:
-        self.one = one or (lambda peer, part: handler([peer, part]))
-        super().__init__(loop, sock, handler, after)
+    goes to ``one`` (its owner's to set), as that id and that part; any other to
+    the handler."""
 
     def _start(self) -> None:
         self._paused = False
+        self.one: Callable[[bytes, Any], None] = lambda peer, part: self.handler([peer, part])
         self.loop.watch(self)
 
     @property

@@ -149,8 +149,9 @@ class Worker:
         _engine.install(self.args.system_id, self.transport)
         asyncio.set_event_loop(self.loop)
         os.register_at_fork(after_in_child=forked)
-        one, inbox = functools.partial(run_one, self.actors), self.inbox
-        inbox.start(MailboxReader(self.loop, inbox.sock, inbox.on_frames, self.replies.flush, one))
+        reader = MailboxReader(self.loop, self.inbox.sock, self.inbox.on_frames, self.replies.flush)
+        reader.one = functools.partial(run_one, self.actors)
+        self.inbox.start(reader)
         self._listen()
         self.inbox.keeper = self.keeper
         self._on_dealer(self.transport.control.sock, True)
