@@ -35,7 +35,7 @@ __all__ = [
 
 # Buffers below this travel inside the pickle: a frame of their own costs more.
 OUT_OF_BAND_MIN = 64 * 1024
-PLAIN = _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})  # pickled with a batch
+PLAIN = frozenset({int, float, str, bytes, bool, type(None)})  # pickled with a batch
 _NO_BUFFERS: tuple[pickle.PickleBuffer, ...] = ()
 # A call's keywords when it has none. Read-only by its type; a dict, as ``f(**kw)``
 # unpacks a dict fastest.
@@ -45,17 +45,17 @@ NO_KWARGS: Mapping[str, Any] = {}
 def _is_plain(obj: Any) -> bool:
     """True for values (and ``(args, kwargs)`` of values) the C pickler carries as
     well; large bytes are not plain: they go out of band (see ``_LargeBytes``)."""
-    if type(obj) in _PLAIN:
+    if type(obj) in PLAIN:
         return type(obj) is not bytes or len(obj) < OUT_OF_BAND_MIN
     if type(obj) is not tuple or len(obj) != 2 or type(obj[0]) is not tuple:
         return False
     if type(obj[1]) is not dict:
         return False
     for arg in obj[0]:
-        if type(arg) not in _PLAIN or (type(arg) is bytes and len(arg) >= OUT_OF_BAND_MIN):
+        if type(arg) not in PLAIN or (type(arg) is bytes and len(arg) >= OUT_OF_BAND_MIN):
             return False
     for value in obj[1].values():
-        if type(value) not in _PLAIN or (type(value) is bytes and len(value) >= OUT_OF_BAND_MIN):
+        if type(value) not in PLAIN or (type(value) is bytes and len(value) >= OUT_OF_BAND_MIN):
             return False
     return True
 
@@ -135,7 +135,7 @@ def dumps_reply(value: Any) -> tuple[Any, Sequence[pickle.PickleBuffer]]:
     """A reply's payload: a plain value as ``(value,)`` (pickled with its batch),
     else its pickle. Raises what pickling raises."""
     kind = type(value)
-    if kind in _PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
+    if kind in PLAIN and (kind is not bytes or len(value) < OUT_OF_BAND_MIN):
         return (value,), _NO_BUFFERS
     return dumps(value)
 
@@ -169,7 +169,7 @@ def dumps_call(
     or else their pickle, made now so that a bad argument fails here, named."""
     for arg in args:  # _is_plain inline: this runs for every call and tell
         kind = type(arg)
-        if kind not in _PLAIN or (kind is bytes and len(arg) >= OUT_OF_BAND_MIN):
+        if kind not in PLAIN or (kind is bytes and len(arg) >= OUT_OF_BAND_MIN):
             break
     else:
         if not kwargs:

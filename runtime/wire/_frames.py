@@ -160,8 +160,7 @@ _SIZE = HEADER.size
 
 def batch_head(epoch: int) -> bytes:
     """The header of a BATCH for ``epoch`` with no buffers: a plain body follows it."""
-    head = _HEADS.get(epoch) or _head(epoch)
-    return head
+    return _HEADS.get(epoch) or _head(epoch)
 
 
 def _head(epoch: int) -> bytes:

@@ -74,7 +74,8 @@ class Replies:
             return False
         if kind is bytes and len(value) >= wire.OUT_OF_BAND_MIN:
             return False
-        frame = _REPLY_HEAD + _dumps([(_OK, msg_id, 0, "", (value,), 0)], 5)  # encode_batch's
+        # encode_batch's frame and _route, inline: as calls, +4% worker CPU per ask
+        frame = _REPLY_HEAD + _dumps([(_OK, msg_id, 0, "", (value,), 0)], 5)
         sock, route = self.sock, peer
         if peer[0] == _REMOTE and self.remote is not None:  # _route, inline
             sock, route = self.remote, peer[1:]
