@@ -15,6 +15,10 @@ process started with the multiprocessing ``spawn`` context (a ROUTER bound on
   and p99. Then as many asks a side again, interleaved: one at a time, the two
   sides taking turns in an order drawn at random for each pair, so that each
   meets the machine's swings as often as the other; the p50 of all of them.
+  Then the rounds again with a spawned process spinning on one core: with no
+  core idle, a wake-up costs no exit from an idle state (on this virtual
+  machine, most of a quiet round trip), and each side's CPU per ask shows in
+  its latency; the median of the rounds' p50s.
 * ``counts``: what one ask runs, in figures that do not move with the machine's
   speed: Python function calls and bytecodes per ``ref.echo(i)`` awaited, in this
   thread and in the worker's loop (``sys.settrace``), against the raw client's.

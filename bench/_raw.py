@@ -11,6 +11,7 @@ import pickle
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -22,6 +23,34 @@ WINDOW = 1000  # pipelined requests outstanding at most
 # look full with fewer than HWM messages in it, and a ROUTER drops what it cannot queue.
 HWM = 10 * WINDOW
 _SPAWN = multiprocessing.get_context("spawn")
+
+
+def spin(started: Any, stop: Any) -> None:
+    """Keep one core busy until ``stop`` (an Event) is set."""
+    started.set()
+    while not stop.is_set():
+        for _ in range(100_000):
+            pass
+
+
+@contextlib.contextmanager
+def a_core_busy(timeout: float = 30.0) -> Iterator[None]:
+    """A spawn-context process spinning on one core meanwhile: with no core idle, a
+    wake-up costs no exit from an idle state, and what each side's round trip costs
+    in CPU shows in its latency. Stopped, or killed, on the way out."""
+    started, stop = _SPAWN.Event(), _SPAWN.Event()
+    process = _SPAWN.Process(target=spin, args=(started, stop), daemon=True)
+    process.start()
+    try:
+        if not started.wait(timeout):
+            raise RuntimeError(f"the spinning process did not start within {timeout} s")
+        yield
+    finally:
+        stop.set()
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout)
 
 
 def serve(endpoint: str, mode: str) -> None:

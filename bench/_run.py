@@ -120,10 +120,17 @@ def bench_latency(b: Bench) -> list[Line]:
     p50, raw50 = median_us(doves, 0.5), median_us(raws, 0.5)
     each = interleaved(raw, ref, s.rounds * s.calls)
     mixed, raw_mixed = (statistics.median(side) / 1000 for side in (each[1], each[0]))
+    with _raw.a_core_busy():
+        busy = alternate(
+            s.rounds,
+            lambda: statistics.median(_raw.latency(raw, s.calls)) / 1000,
+            lambda: statistics.median(dove_latency(ref, s.calls)) / 1000,
+        )
     us = "{:,.1f} us"
     return [
         row("ask latency p50", p50, raw50, us, True, "<= 1.3x raw", p50 <= 1.3 * raw50),
         row("ask latency p50, interleaved", mixed, raw_mixed, us, True),
+        row("ask latency p50, a core busy", *(statistics.median(b) for b in busy[::-1]), us, True),
         row("ask latency p99", median_us(doves, 0.99), median_us(raws, 0.99), us, True),
         row(
             "ask CPU per call, driver", *(m.caller / m.calls for m in (dove_cpu, raw_cpu)), us, True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 from concurrent.futures import InvalidStateError
 from typing import Any
@@ -18,6 +19,11 @@ from runtime.core import Calls
 __all__ = ["Results"]
 
 log = logging.getLogger("dovecote")
+
+_REPLY_HEAD = wire.REPLY_HEAD  # a batch of replies without buffers starts with it
+_HEAD = wire.HEADER.size
+_OK = wire.OK
+_loads = pickle.loads
 
 
 class Results:
@@ -36,7 +42,38 @@ class Results:
         self._futures_condition = condition  # the one the engine's futures share
 
     def on_data(self, frames: list[Any]) -> None:
-        """A BATCH of replies from a worker."""
+        """A BATCH of replies from a worker. The usual one, a lone call's plain value
+        in one small frame, is read here as ``plain_body``, ``decode_body``,
+        ``replies_only`` and ``resolve`` would read it: on a blocking ``result()``'s
+        path, just after a wake-up, each call costs several times what it does in a
+        warm loop (calling them: +1.3 us an ask, 5% of a round trip with a core busy)."""
+        frame = frames[0]
+        if len(frames) != 1 or type(frame) is not bytes or not frame.startswith(_REPLY_HEAD):
+            self._on_batch(frames)
+            return
+        try:
+            entries = _loads(frame[_HEAD:])
+        except BaseException as exc:  # wire.decode_body, inline; even SystemExit
+            log.warning("dropped a malformed reply: body does not unpickle: %s", type(exc).__name__)
+            return
+        entry = entries[0] if type(entries) is list and len(entries) == 1 else None
+        if type(entry) is not tuple or len(entry) != 6 or type(entry[1]) is not int:
+            self._on_entries(entries, ())
+            return
+        kind, msg_id, _, _, blob, _ = entry
+        if type(kind) is not int or kind != _OK or type(blob) is not tuple or len(blob) != 1:
+            self._on_entries(entries, ())  # an error, a verdict, a pickled value...
+            return
+        with self._lock:
+            call = self.calls.pending.pop(msg_id, None)
+        if call is not None:  # else already failed by a crash notice
+            try:  # noqa: SIM105  # contextlib.suppress costs three Python calls
+                call.set_result(blob[0])
+            except InvalidStateError:  # cancelled: nobody wants it (settle, inline)
+                pass
+
+    def _on_batch(self, frames: list[Any]) -> None:
+        """Any BATCH of replies, as it came."""
         try:
             body = wire.plain_body(frames[0], 0) if len(frames) == 1 else None
             buffers: Any = ()
@@ -46,11 +83,19 @@ class Results:
                 if kind != wire.BATCH:
                     raise wire.ProtocolError(f"a reply of kind {kind}")
             entries = wire.decode_body(body)
-            if not wire.replies_only(entries):
-                entries = _readable(entries, buffers)
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
             return
+        self._on_entries(entries, buffers)
+
+    def _on_entries(self, entries: Any, buffers: Any) -> None:
+        """A batch's entries, as unpickled: each completes its call, or is dropped."""
+        if not wire.replies_only(entries):
+            try:
+                entries = _readable(entries, buffers)
+            except wire.ProtocolError as exc:
+                log.warning("dropped a malformed reply: %s", exc)
+                return
         if len(entries) == 1:  # the common case of a lone call: no lists, no zip
             kind, msg_id, _, _, blob, _ = entries[0]
             self.resolve(kind, msg_id, blob, buffers)

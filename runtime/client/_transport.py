@@ -7,7 +7,9 @@ the sockets flush soon), ``wait`` (block until a condition holds, or return at
 once where blocking is not allowed), ``waiter`` (what a future's ``result()``
 does first), ``on_socket`` (a DEALER opened or closed, for the owner's poll),
 a clock, and optionally ``local`` (calls to the process's own mailbox) and
-``direct`` (take and give back the sockets, to send a lone call at once). It
+``direct``: take the sockets, to send a lone call at once, if nothing waits to be
+sent before it (an outbox, the control channel: the order holds), and give them
+back. It
 holds no reference to its owner. Its state (outboxes, pending calls, the retry
 plan) is ``core.Calls``; this module adds the lock, the sockets and the codec.
 """
@@ -70,6 +72,7 @@ class Transport:
         self._clock = clock
         self._local = local
         self._direct = direct  # (take, release) the sockets, to send a lone call at once
+        self._local_slot = -1 if local is None else local.slot  # never sent directly
         self._ids = itertools.count(1)
         self._futures_condition = threading.Condition()
         self.calls: Calls[Call] = Calls()
@@ -104,7 +107,10 @@ class Transport:
         msg_id = next(self._ids)
         slot = ref.slot
         entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
-        took = not bufs and not self.calls.pending and self._take_sockets(slot)
+        direct = self._direct  # a call behind others, or with buffers, is batched
+        took = bool(
+            direct and not bufs and not self.calls.pending and slot != self._local_slot
+        ) and bool(direct[0]())  # type: ignore[index]  # there is a hook
         try:  # a lone call goes before its future is made: sooner, the reply too
             sent = took and self._send(self._reachable(slot), slot, [entry], ())
             call = Call(
@@ -122,21 +128,8 @@ class Transport:
             self._submit(slot, entry, bufs, call, sent)
         finally:
             if took:
-                self._direct[1]()  # type: ignore[index]  # took: there is a hook
+                direct[1]()  # type: ignore[index]
         return call
-
-    def _take_sockets(self, slot: int) -> bool:
-        """Whether this thread may send a call to ``slot`` at once: the slot is not this
-        process's own, the owner's ``direct`` hook gives it the sockets, and then nothing
-        waits to be sent before it (the order holds; looked at once no one else can
-        send). Called only with nothing pending: calls behind others batch."""
-        direct, local = self._direct, self._local
-        if direct is None or (local is not None and slot == local.slot) or not direct[0]():
-            return False
-        if self.has_outgoing():
-            direct[1]()
-            return False
-        return True
 
     def tell(
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]

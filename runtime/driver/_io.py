@@ -7,7 +7,7 @@ round trip. When nobody waits but calls are outstanding (pipelined asks,
 callbacks, asyncio), the background thread holds the token and pumps; it
 yields the token as soon as some thread wants to wait. A call made while
 nothing else is pending or queued is sent by its own thread, the free token
-taken for that moment (``_idle``). Other calls and tells go to an outbox and,
+taken for that moment (``_take_idle``). Other calls and tells go to an outbox and,
 if another thread owns the sockets, wake it through a pipe.
 
 The sending itself is the shared ``client.Transport``, handed this module's
@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import zmq
 
@@ -45,10 +45,6 @@ LONE_SLICE = 10  # ms between a lone call's looks at the control socket (see _lo
 IDLE_AFTER = 0.2  # seconds without work before it sleeps until the next call wakes it
 
 
-A = TypeVar("A")
-R = TypeVar("R")
-
-
 def _never() -> bool:
     return False
 
@@ -64,24 +60,6 @@ class _Token:
         self.waiters = 0
         self.bg_asleep = False
         self.bg_idle_since = time.monotonic()
-
-    def take_if(self, check: Callable[[A], R | None], arg: A) -> R | None:
-        """Take the token if it is free and ``check(arg)`` (called with the lock held)
-        says what it is for: the direct paths (see ``_lone``)."""
-        with self.lock:
-            if self.owner is not None or self.waiters:
-                return None
-            got = check(arg)
-            if got is not None:
-                self.owner = threading.get_ident()
-            return got
-
-    def direct(
-        self, check: Callable[[A], object], arg: A
-    ) -> tuple[Callable[[], object], Callable[[], None]]:
-        """A transport's ``direct`` hook: take the token if ``check(arg)``; give it
-        back, waking the background thread if need be (see ``release``)."""
-        return functools.partial(self.take_if, check, arg), functools.partial(self.release, True)
 
     def release(self, background: bool = False) -> None:
         """Give the token back; ``background``: wake the background thread if it
@@ -115,6 +93,7 @@ class DriverIO:
         self._armed = False
         self._wake_r, self._wake_w = _wake_pipe()
         self._sentinel, self._on_supervisor_exit = supervisor
+        release = self._token.release
         self.transport = Transport(
             ctx,
             addresses,
@@ -123,7 +102,7 @@ class DriverIO:
             (self._kick, self.drive, self._waiter),
             self._on_socket,
             self._lock,
-            direct=self._token.direct(_idle, self),
+            direct=(functools.partial(_take_idle, self), functools.partial(release, True)),
         )
         self.bus = Bus(
             ctx, addresses, identity.decode(), functools.partial(self._on_socket, bus=True)
@@ -146,7 +125,7 @@ class DriverIO:
                 self._token.background.notify()
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        slot = self._token.take_if(self._lone_slot, future)
+        slot = _take_lone(self, future)
         if slot is None:
             self.drive(future.settled, deadline)
             return
@@ -155,13 +134,6 @@ class DriverIO:
                 self._pump(future.settled, deadline)
         finally:
             self._token.release()
-
-    def _lone_slot(self, future: ActorFuture[Any]) -> int | None:
-        """The slot of ``future``'s call if it is all there is to send (lock held)."""
-        transport = self.transport
-        if self._events or self._sub_changes or self.bus.busy() or transport.control.has_outgoing():
-            return None
-        return transport.calls.lone(future.call_id)
 
     def wait_any(self, futures: list[ActorFuture[Any]], timeout: float | None) -> None:
         """Drive the sockets from this thread until one of ``futures`` completes."""
@@ -398,14 +370,46 @@ class DriverIO:
             os.close(fd)
 
 
-def _idle(io: DriverIO) -> bool | None:
-    """True if a call may be sent at once by the thread that makes it (lock held):
-    no reply is awaited, nor events or subscriptions are to be handed over (what
-    waits in an outbox, ``Transport`` looks at itself)."""
-    transport = io.transport
-    if transport.calls.pending or transport.control.closed:
-        return None
-    return None if io._events or io._sub_changes or io.bus.busy() else True
+def _take_idle(io: DriverIO) -> bool:
+    """The transport's ``direct`` hook: take the token for a call that its own
+    thread sends at once, if the token is free and nothing else is to do: no
+    reply awaited, nothing queued (the order holds), no events or subscriptions
+    to hand over. One function where three were: this runs before each such send."""
+    token, transport = io._token, io.transport
+    with token.lock:
+        if (
+            token.owner is not None
+            or token.waiters
+            or transport.calls.pending
+            or transport.control.closed
+            or io._events
+            or io._sub_changes
+            or transport.has_outgoing()
+            or io.bus.busy()
+        ):
+            return False
+        token.owner = threading.get_ident()
+        return True
+
+
+def _take_lone(io: DriverIO, future: ActorFuture[Any]) -> int | None:
+    """Take the token if it is free and ``future``'s call is all there is to send
+    or await: the slot it goes to (see ``_lone``), else None."""
+    token, transport = io._token, io.transport
+    with token.lock:
+        if (
+            token.owner is not None
+            or token.waiters
+            or io._events
+            or io._sub_changes
+            or transport.control.has_outgoing()
+            or io.bus.busy()
+        ):
+            return None
+        slot = transport.calls.lone(future.call_id)
+        if slot is not None:
+            token.owner = threading.get_ident()
+        return slot
 
 
 def _lone(
