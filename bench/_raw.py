@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import pickle
 import shutil
 import tempfile
@@ -26,11 +27,13 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 
 def spin(started: Any, stop: Any) -> None:
-    """Keep one core busy until ``stop`` (an Event) is set."""
+    """Keep one core busy until ``stop`` (an Event) is set, or the parent is gone."""
+    parent = os.getppid()
     started.set()
-    while not stop.is_set():
-        for _ in range(100_000):
-            pass
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the parent stops it
+        while not stop.is_set() and os.getppid() == parent:
+            for _ in range(100_000):
+                pass
 
 
 @contextlib.contextmanager

@@ -130,7 +130,7 @@ def bench_latency(b: Bench) -> list[Line]:
     return [
         row("ask latency p50", p50, raw50, us, True, "<= 1.3x raw", p50 <= 1.3 * raw50),
         row("ask latency p50, interleaved", mixed, raw_mixed, us, True),
-        row("ask latency p50, a core busy", *(statistics.median(b) for b in busy[::-1]), us, True),
+        row("ask latency p50, a core busy", *map(statistics.median, busy[::-1]), us, True),
         row("ask latency p99", median_us(doves, 0.99), median_us(raws, 0.99), us, True),
         row(
             "ask CPU per call, driver", *(m.caller / m.calls for m in (dove_cpu, raw_cpu)), us, True

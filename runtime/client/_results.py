@@ -47,8 +47,8 @@ class Results:
         ``replies_only`` and ``resolve`` would read it: on a blocking ``result()``'s
         path, just after a wake-up, each call costs several times what it does in a
         warm loop (calling them: +1.3 us an ask, 5% of a round trip with a core busy)."""
-        frame = frames[0]
-        if len(frames) != 1 or type(frame) is not bytes or not frame.startswith(_REPLY_HEAD):
+        frame = frames[0] if len(frames) == 1 else None
+        if type(frame) is not bytes or not frame.startswith(_REPLY_HEAD):
             self._on_batch(frames)
             return
         try:
@@ -73,15 +73,12 @@ class Results:
                 pass
 
     def _on_batch(self, frames: list[Any]) -> None:
-        """Any BATCH of replies, as it came."""
+        """Any other BATCH of replies, as it came: with buffers, or not one frame."""
         try:
-            body = wire.plain_body(frames[0], 0) if len(frames) == 1 else None
-            buffers: Any = ()
-            if body is None:  # not the usual reply: one frame, no buffers
-                kind, body, buffers, _ = wire.unpack(frames)
-                buffers = net.attach(buffers)  # views of shared memory, if any came in it
-                if kind != wire.BATCH:
-                    raise wire.ProtocolError(f"a reply of kind {kind}")
+            kind, body, buffers, _ = wire.unpack(frames)
+            buffers = net.attach(buffers)  # views of shared memory, if any came in it
+            if kind != wire.BATCH:
+                raise wire.ProtocolError(f"a reply of kind {kind}")
             entries = wire.decode_body(body)
         except wire.ProtocolError as exc:
             log.warning("dropped a malformed reply: %s", exc)
@@ -134,7 +131,7 @@ class Results:
             pending = self.calls.pending.pop(msg_id, None)
         if pending is None:  # already failed by a crash notice
             return
-        if kind == wire.OK and type(blob) is tuple and len(blob) == 1:  # a plain value
+        if kind == wire.OK and type(blob) is tuple and len(blob) == 1:  # as on_data's
             try:  # noqa: SIM105  # contextlib.suppress costs three Python calls
                 pending.set_result(blob[0])
             except InvalidStateError:  # cancelled: nobody wants it (settle, inline)

@@ -7,11 +7,11 @@ the sockets flush soon), ``wait`` (block until a condition holds, or return at
 once where blocking is not allowed), ``waiter`` (what a future's ``result()``
 does first), ``on_socket`` (a DEALER opened or closed, for the owner's poll),
 a clock, and optionally ``local`` (calls to the process's own mailbox) and
-``direct``: take the sockets, to send a lone call at once, if nothing waits to be
-sent before it (an outbox, the control channel: the order holds), and give them
-back. It
-holds no reference to its owner. Its state (outboxes, pending calls, the retry
-plan) is ``core.Calls``; this module adds the lock, the sockets and the codec.
+``direct``: take the sockets, to send a lone call at once, if nothing waits to
+be sent before it (an outbox, the control channel: the order holds), and give
+them back. It holds no reference to its owner. Its state (outboxes, pending
+calls, the retry plan) is ``core.Calls``; this module adds the lock, the sockets
+and the codec.
 """
 
 from __future__ import annotations
@@ -108,9 +108,13 @@ class Transport:
         slot = ref.slot
         entry = (wire.CALL, msg_id, ref.actor_id, method, blob, len(bufs))
         direct = self._direct  # a call behind others, or with buffers, is batched
-        took = bool(
-            direct and not bufs and not self.calls.pending and slot != self._local_slot
-        ) and bool(direct[0]())  # type: ignore[index]  # there is a hook
+        took = (
+            direct is not None
+            and not bufs
+            and not self.calls.pending
+            and slot != self._local_slot
+            and bool(direct[0]())
+        )
         try:  # a lone call goes before its future is made: sooner, the reply too
             sent = took and self._send(self._reachable(slot), slot, [entry], ())
             call = Call(
@@ -128,7 +132,7 @@ class Transport:
             self._submit(slot, entry, bufs, call, sent)
         finally:
             if took:
-                direct[1]()  # type: ignore[index]
+                direct[1]()  # type: ignore[index]  # took: there is a hook
         return call
 
     def tell(
