@@ -17,6 +17,8 @@ from typing import Any
 
 import zmq
 
+from runtime import net
+
 STOP, PING = b"\x00stop", b"\x00ping"  # a pickle never starts with a NUL byte
 HELLO = b"\x00hello"
 WINDOW = 1000  # pipelined requests outstanding at most
@@ -26,12 +28,20 @@ HWM = 10 * WINDOW
 _SPAWN = multiprocessing.get_context("spawn")
 
 
+def _orphan_proof() -> None:
+    """A child of the bench dies with it, even if the bench is SIGKILLed."""
+    net.die_with_parent()
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid != os.getppid():
+        os._exit(1)  # the parent died before the death signal was armed
+
+
 def spin(started: Any, stop: Any) -> None:
-    """Keep one core busy until ``stop`` (an Event) is set, or the parent is gone."""
-    parent = os.getppid()
+    """Keep one core busy until ``stop`` (an Event) is set."""
+    _orphan_proof()
     started.set()
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the parent stops it
-        while not stop.is_set() and os.getppid() == parent:
+        while not stop.is_set():
             for _ in range(100_000):
                 pass
 
@@ -61,6 +71,7 @@ def serve(endpoint: str, mode: str) -> None:
 
     PING and STOP are echoed back in every mode; STOP then ends the process.
     """
+    _orphan_proof()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.SNDHWM, HWM)
@@ -215,6 +226,7 @@ def publish(endpoint: str, n: int, per: int) -> None:
     Its connection is proven by the subscriber's first subscription reaching this XPUB
     (answered with a hello); it starts when the subscriber then subscribes to ``b"go"``.
     """
+    _orphan_proof()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, 100_000)

@@ -21,6 +21,7 @@ from runtime.net._bus import (
     run_proxy,
 )
 from runtime.net._procs import (
+    die_with_parent,
     start_watched,
 )
 from runtime.net._security import (
@@ -87,6 +88,7 @@ __all__ = [
     "cluster_addresses",
     "dealer",
     "decode",
+    "die_with_parent",
     "encode",
     "forget_segments",
     "host_id",

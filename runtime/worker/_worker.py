@@ -17,7 +17,6 @@ signal), so it never outlives the supervisor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -369,20 +368,9 @@ def _no_wait(done: object, deadline: float) -> None:
     """Inside a worker nothing blocks: a full outbox raises, a cancel does not wait."""
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this process when the supervisor dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def main(options: str) -> None:
     args = ProcessArgs.from_json(options)
-    _die_with_parent()
+    net.die_with_parent()
     if os.getppid() != args.parent:
         sys.exit(1)  # the supervisor died before the death signal was armed
     observe.set_title(f"dovecote worker {args.slot} (system {args.system_id})")
