@@ -1,4 +1,5 @@
-"""Starting the runtime's processes so that their deaths can be waited on. Internal."""
+"""Starting the runtime's processes so that their deaths can be waited on, and
+having a process die with its parent. Internal."""
 
 from __future__ import annotations
 
