@@ -21,7 +21,6 @@ from runtime.net._bus import (
     run_proxy,
 )
 from runtime.net._procs import (
-    die_with_parent,
     start_watched,
 )
 from runtime.net._security import (
@@ -88,7 +87,6 @@ __all__ = [
     "cluster_addresses",
     "dealer",
     "decode",
-    "die_with_parent",
     "encode",
     "forget_segments",
     "host_id",

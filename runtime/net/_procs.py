@@ -1,28 +1,13 @@
-"""Starting the runtime's processes so that their deaths can be waited on, and
-having a process die with its parent. Internal."""
+"""Starting the runtime's processes so that their deaths can be waited on. Internal."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from typing import Any
 
-__all__ = ["die_with_parent", "start_watched"]
-
-
-def die_with_parent() -> None:
-    """On Linux, have the kernel kill this process when its parent dies (the caller
-    checks that the parent is still the one it expects: it may have died first)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+__all__ = ["start_watched"]
 
 
 def start_watched(role: str, options: str, **popen: Any) -> tuple[subprocess.Popen[bytes], int]:

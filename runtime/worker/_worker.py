@@ -17,6 +17,7 @@ signal), so it never outlives the supervisor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -254,9 +255,8 @@ class Worker:
 
     def _take_direct(self) -> bool:
         """A call that actor code makes on the loop thread may go at once (see
-        ``Transport.call``) rather than at the turn's end, if nothing waits to be
-        sent before it."""
-        return threading.get_ident() == self._loop_thread and not self.transport.has_outgoing()
+        ``Transport.call``) rather than at the turn's end."""
+        return threading.get_ident() == self._loop_thread
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
@@ -368,9 +368,20 @@ def _no_wait(done: object, deadline: float) -> None:
     """Inside a worker nothing blocks: a full outbox raises, a cancel does not wait."""
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this process when the supervisor dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def main(options: str) -> None:
     args = ProcessArgs.from_json(options)
-    net.die_with_parent()
+    _die_with_parent()
     if os.getppid() != args.parent:
         sys.exit(1)  # the supervisor died before the death signal was armed
     observe.set_title(f"dovecote worker {args.slot} (system {args.system_id})")
