@@ -255,8 +255,9 @@ class Worker:
 
     def _take_direct(self) -> bool:
         """A call that actor code makes on the loop thread may go at once (see
-        ``Transport.call``) rather than at the turn's end."""
-        return threading.get_ident() == self._loop_thread
+        ``Transport.call``) rather than at the turn's end, if nothing waits to be
+        sent before it."""
+        return threading.get_ident() == self._loop_thread and not self.transport.has_outgoing()
 
     def _waiter(self, future: ActorFuture[Any], timeout: float | None) -> None:
         if timeout is not None and timeout < 0:
