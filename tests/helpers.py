@@ -282,6 +282,9 @@ class Probe(Actor):
             await asyncio.sleep(0.002)
         return "held"
 
+    def nap(self, seconds: float) -> None:
+        time.sleep(seconds)
+
     def fork(self) -> int:
         return os.fork()  # the child comes back into the runtime with 0
 
